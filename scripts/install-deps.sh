@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sori's build and tests need, only when something is missing.
+#   cmake           builds whisper.cpp (whisper-rs)
+#   sox, mp3 fmt    converts and generates test audio (wav/mp3/flac/ogg, noise)
+#   espeak-ng       synthetic speech for tests without recordings
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v sox >/dev/null || need+=(sox)
+sox -h 2>/dev/null | grep -q 'mp3' || need+=(libsox-fmt-mp3)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+if [ ${#need[@]} -eq 0 ]; then
+    echo "all system packages present"
+    exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${need[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"

@@ -1,0 +1,394 @@
+//! Typed configuration: defaults → `sori.toml` → `SORI_*` environment → command-line flags.
+//!
+//! Every knob has a default that serves; `validate` rejects values that cannot work with a
+//! message naming the knob, and `redacted` is the view `/api/config` shows.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Language;
+
+/// Why a configuration could not be loaded; each message names the source and the knob.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("configuration value {knob} is not valid: {reason}")]
+    Invalid { knob: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub stt: SttConfig,
+    pub vad: VadConfig,
+    pub filter: FilterSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Loopback by default: exposing a microphone stream is the operator's decision.
+    pub bind: SocketAddr,
+    /// Where each session's `.jsonl`, `.srt` and `.vtt` transcripts are written.
+    pub outputs_dir: PathBuf,
+    /// Largest WebSocket frame accepted; bigger frames get an error (close 1009 at the transport limit).
+    pub max_frame_bytes: usize,
+    /// Concurrent `/ws` sessions admitted; the next one is refused with close code 1013.
+    pub max_sessions: usize,
+    /// Largest upload accepted by `POST /api/transcribe`.
+    pub max_upload_bytes: usize,
+    /// How often a session is sent a `status` event (lag, queue depth), in milliseconds.
+    pub status_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SttConfig {
+    /// whisper.cpp ggml model file (see `sori model fetch`).
+    pub model: PathBuf,
+    /// Default language for sessions that do not pick one.
+    pub language: Language,
+    /// Decoder threads, each with its own whisper state over the one shared model.
+    pub workers: usize,
+    /// CPU threads per decode call.
+    pub threads: usize,
+    /// 0 or 1 = greedy; more = beam search with this width.
+    pub beam_size: usize,
+    /// Trim the encoder window to the utterance (plus a margin) instead of always 30 s.
+    pub audio_ctx_trim: bool,
+    /// Margin added to the trimmed encoder window, in seconds; too little makes the decoder loop.
+    pub audio_ctx_margin_s: f32,
+    /// Smallest trimmed encoder window, in seconds.
+    pub audio_ctx_min_s: f32,
+    /// Re-decode the open utterance this often (audio time) to send `partial` results.
+    pub partial_interval_ms: u64,
+    /// Conditioning on the previous text feeds repetition loops, so it is off by default.
+    pub condition_on_previous_text: bool,
+    /// Words to bias recognition towards (road names, facility names, …).
+    pub initial_prompt: Option<String>,
+    /// Decode requests waiting for a worker before sessions have to wait (backpressure).
+    pub queue_capacity: usize,
+    /// Use the GPU when whisper.cpp was built with one (feature `cuda`).
+    pub use_gpu: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VadConfig {
+    /// Frame RMS (full scale = 1.0) below which a frame never counts as speech.
+    pub energy_threshold: f32,
+    /// Voice probability from the neural detector at or above which a frame is speech.
+    pub speech_threshold: f32,
+    /// Silence that ends an utterance, in milliseconds.
+    pub silence_ms: u64,
+    /// Utterances with less voiced audio than this are dropped, in milliseconds.
+    pub min_speech_ms: u64,
+    /// Audio kept from before speech starts, so the first word is never cut, in milliseconds.
+    pub pre_roll_ms: u64,
+    /// Trailing silence kept at the end of an utterance, in milliseconds.
+    pub tail_ms: u64,
+    /// Longest utterance before it is split at its quietest point, in seconds (≤ 30).
+    pub max_utterance_s: f32,
+}
+
+/// Thresholds of the hallucination filter (openai-whisper's defaults as the starting point).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSettings {
+    pub no_speech_threshold: f32,
+    pub logprob_threshold: f32,
+    pub compression_ratio_threshold: f32,
+    /// A phrase repeated more often than this in one segment is a decoder loop.
+    pub max_repeats: usize,
+    /// Text decoded from audio quieter than this RMS is treated as invented.
+    pub min_rms: f32,
+    /// User's own patterns, one per line, added to the built-in list.
+    pub patterns_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            outputs_dir: PathBuf::from("outputs"),
+            max_frame_bytes: 1 << 20,
+            max_sessions: 32,
+            max_upload_bytes: 200 << 20,
+            status_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("models/ggml-base.bin"),
+            language: Language::Ko,
+            workers: 1,
+            threads: 2,
+            beam_size: 0,
+            audio_ctx_trim: true,
+            audio_ctx_margin_s: 1.0,
+            audio_ctx_min_s: 4.0,
+            partial_interval_ms: 1000,
+            condition_on_previous_text: false,
+            initial_prompt: None,
+            queue_capacity: 32,
+            use_gpu: true,
+        }
+    }
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self {
+            energy_threshold: 0.02,
+            speech_threshold: 0.5,
+            silence_ms: 1000,
+            min_speech_ms: 200,
+            pre_roll_ms: 300,
+            tail_ms: 300,
+            max_utterance_s: 30.0,
+        }
+    }
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        Self {
+            no_speech_threshold: 0.6,
+            logprob_threshold: -1.0,
+            compression_ratio_threshold: 2.4,
+            max_repeats: 4,
+            min_rms: 0.005,
+            patterns_file: None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            stt: SttConfig::default(),
+            vad: VadConfig::default(),
+            filter: FilterSettings::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given or `sori.toml` exists), then `SORI_*` variables.
+    /// Flags are applied by the caller afterwards, then `validate` is called.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new("sori.toml").exists() => Self::from_file(Path::new("sori.toml"))?,
+            None => Self::default(),
+        };
+        config.apply_env(std::env::vars())?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies every `SORI_*` variable this build knows; unknown `SORI_*` names are ignored
+    /// so that one environment can serve several versions.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            match name.as_str() {
+                "SORI_BIND" => self.server.bind = parse_env("SORI_BIND", &value)?,
+                "SORI_OUTPUTS_DIR" => self.server.outputs_dir = PathBuf::from(value),
+                "SORI_MAX_FRAME_BYTES" => {
+                    self.server.max_frame_bytes = parse_env("SORI_MAX_FRAME_BYTES", &value)?
+                }
+                "SORI_MAX_SESSIONS" => {
+                    self.server.max_sessions = parse_env("SORI_MAX_SESSIONS", &value)?
+                }
+                "SORI_MODEL" => self.stt.model = PathBuf::from(value),
+                "SORI_LANGUAGE" => self.stt.language = parse_env("SORI_LANGUAGE", &value)?,
+                "SORI_WORKERS" => self.stt.workers = parse_env("SORI_WORKERS", &value)?,
+                "SORI_THREADS" => self.stt.threads = parse_env("SORI_THREADS", &value)?,
+                "SORI_BEAM_SIZE" => self.stt.beam_size = parse_env("SORI_BEAM_SIZE", &value)?,
+                "SORI_AUDIO_CTX_TRIM" => {
+                    self.stt.audio_ctx_trim = parse_env("SORI_AUDIO_CTX_TRIM", &value)?
+                }
+                "SORI_INITIAL_PROMPT" => self.stt.initial_prompt = Some(value),
+                "SORI_VAD_ENERGY_THRESHOLD" => {
+                    self.vad.energy_threshold = parse_env("SORI_VAD_ENERGY_THRESHOLD", &value)?
+                }
+                "SORI_VAD_SILENCE_MS" => {
+                    self.vad.silence_ms = parse_env("SORI_VAD_SILENCE_MS", &value)?
+                }
+                "SORI_FILTER_PATTERNS_FILE" => {
+                    self.filter.patterns_file = Some(PathBuf::from(value))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |knob, reason: &str| {
+            Err(ConfigError::Invalid {
+                knob,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.stt.workers == 0 || self.stt.workers > 64 {
+            return invalid("stt.workers", "must be between 1 and 64");
+        }
+        if self.stt.threads == 0 || self.stt.threads > 256 {
+            return invalid("stt.threads", "must be between 1 and 256");
+        }
+        if self.stt.beam_size > 16 {
+            return invalid("stt.beam_size", "must be between 0 (greedy) and 16");
+        }
+        if self.stt.queue_capacity == 0 {
+            return invalid("stt.queue_capacity", "must be at least 1");
+        }
+        if !(0.0..=30.0).contains(&self.stt.audio_ctx_min_s) {
+            return invalid("stt.audio_ctx_min_s", "must be between 0 and 30 seconds");
+        }
+        if !(0.0..=1.0).contains(&self.vad.energy_threshold) {
+            return invalid("vad.energy_threshold", "must be between 0.0 and 1.0 (RMS)");
+        }
+        if !(0.0..=1.0).contains(&self.vad.speech_threshold) {
+            return invalid("vad.speech_threshold", "must be between 0.0 and 1.0");
+        }
+        if self.vad.silence_ms < 100 || self.vad.silence_ms > 10_000 {
+            return invalid("vad.silence_ms", "must be between 100 and 10000 ms");
+        }
+        if !(1.0..=30.0).contains(&self.vad.max_utterance_s) {
+            return invalid("vad.max_utterance_s", "must be between 1 and 30 seconds");
+        }
+        if self.server.max_frame_bytes < 1024 {
+            return invalid("server.max_frame_bytes", "must be at least 1024 bytes");
+        }
+        if self.server.max_sessions == 0 {
+            return invalid("server.max_sessions", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The configuration as `/api/config` shows it. No secret is held yet; keys added later
+    /// (LLM API key, tokens) are replaced here by `"***"`.
+    pub fn redacted(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+fn parse_env<T>(name: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+        name,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let c = Config::default();
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.vad.energy_threshold, 0.02);
+        assert_eq!(c.vad.silence_ms, 1000);
+        assert_eq!(c.filter.no_speech_threshold, 0.6);
+        assert_eq!(c.filter.logprob_threshold, -1.0);
+        assert_eq!(c.filter.compression_ratio_threshold, 2.4);
+        assert!(!c.stt.condition_on_previous_text);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut c: Config = toml::from_str(
+            "[server]\nbind = \"127.0.0.1:6000\"\n[stt]\nmodel = \"a.bin\"\nlanguage = \"en\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.bind.port(), 6000);
+        c.apply_env(env(&[
+            ("SORI_BIND", "127.0.0.1:7000"),
+            ("SORI_MODEL", "b.bin"),
+            ("SORI_LANGUAGE", "auto"),
+            ("SORI_MAX_SESSIONS", "3"),
+            ("SORI_UNRELATED", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.server.bind.port(), 7000);
+        assert_eq!(c.stt.model, PathBuf::from("b.bin"));
+        assert_eq!(c.stt.language, Language::Auto);
+        assert_eq!(c.server.max_sessions, 3);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(env(&[("SORI_MAX_FRAME_BYTES", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SORI_MAX_FRAME_BYTES"), "{err}");
+        let err = c
+            .apply_env(env(&[("SORI_LANGUAGE", "fr")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SORI_LANGUAGE") && err.contains("ko"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let err = toml::from_str::<Config>("[vad]\nsilence = 3\n").unwrap_err();
+        assert!(err.to_string().contains("silence"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_knob() {
+        let mut c = Config::default();
+        c.vad.max_utterance_s = 45.0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("vad.max_utterance_s"), "{err}");
+    }
+}

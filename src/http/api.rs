@@ -1,0 +1,199 @@
+//! REST handlers: thin wrappers over the shared engine.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{AppError, AppState};
+use crate::audio::decode::decode_bytes;
+use crate::outputs::{Cue, to_srt, to_text, to_vtt};
+use crate::protocol::Language;
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let t = &state.transcriber;
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "gpu": crate::gpu_available(),
+        "model": t.model_name,
+        "filter_patterns": t.filter.pattern_count(),
+        "config": t.config.redacted(),
+    }))
+}
+
+pub async fn not_found() -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/protocol.md for /ws and the REST paths",
+    )
+}
+
+/// Output formats of file transcription.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Text,
+    Srt,
+    Vtt,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Format::Json),
+            "text" | "txt" => Ok(Format::Text),
+            "srt" => Ok(Format::Srt),
+            "vtt" => Ok(Format::Vtt),
+            other => Err(format!(
+                "format {other:?} is not supported; use json, text, srt or vtt"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TranscribeParams {
+    pub language: Option<String>,
+    pub format: Option<String>,
+    pub prompt: Option<String>,
+}
+
+/// `POST /api/transcribe`: a multipart form with a `file` field (and optional `language`,
+/// `format`, `prompt` fields), or the raw audio file as the body with the options in the query.
+pub async fn transcribe(
+    State(state): State<AppState>,
+    Query(query): Query<TranscribeParams>,
+    request: Request,
+) -> Result<Response, AppError> {
+    let max_upload = state.transcriber.config.server.max_upload_bytes;
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (bytes, file_name, params) = if is_multipart {
+        read_multipart(request, &state, query).await?
+    } else {
+        let bytes = Bytes::from_request(request, &state).await.map_err(|e| {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                e.to_string(),
+            )
+        })?;
+        (bytes, None, query)
+    };
+    if bytes.is_empty() {
+        return Err(AppError::bad_request(
+            "empty_upload",
+            "no audio received; send a wav, mp3, flac or ogg file as the body or as the multipart field \"file\"",
+        ));
+    }
+    if bytes.len() > max_upload {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!(
+                "upload of {} bytes exceeds the limit of {max_upload} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    let language = match params.language.as_deref() {
+        Some(l) => l
+            .parse::<Language>()
+            .map_err(|m| AppError::bad_request("unsupported_language", m))?,
+        None => state.transcriber.config.stt.language,
+    };
+    let format = match params.format.as_deref() {
+        Some(f) => f
+            .parse::<Format>()
+            .map_err(|m| AppError::bad_request("unsupported_format", m))?,
+        None => Format::Json,
+    };
+    let extension = file_name
+        .as_deref()
+        .and_then(|n| n.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()));
+    let decoded =
+        tokio::task::spawn_blocking(move || decode_bytes(bytes.to_vec(), extension.as_deref()))
+            .await
+            .map_err(|e| {
+                AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })??;
+    let transcript = state
+        .transcriber
+        .transcribe(decoded, language, params.prompt.as_deref())
+        .await?;
+    let cues: Vec<Cue> = transcript
+        .segments
+        .iter()
+        .filter_map(Cue::from_final)
+        .collect();
+    Ok(match format {
+        Format::Json => Json(transcript).into_response(),
+        Format::Text => plain("text/plain; charset=utf-8", to_text(&cues)),
+        Format::Srt => plain("application/x-subrip; charset=utf-8", to_srt(&cues)),
+        Format::Vtt => plain("text/vtt; charset=utf-8", to_vtt(&cues)),
+    })
+}
+
+fn plain(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn read_multipart(
+    request: Request,
+    state: &AppState,
+    mut params: TranscribeParams,
+) -> Result<(Bytes, Option<String>, TranscribeParams), AppError> {
+    let mut form = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?;
+    let mut file = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" => {
+                let file_name = field.file_name().map(str::to_owned);
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?;
+                file = Some((bytes, file_name));
+            }
+            "language" | "format" | "prompt" => {
+                let value = field
+                    .text()
+                    .await
+                    .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?;
+                match name.as_str() {
+                    "language" => params.language = Some(value),
+                    "format" => params.format = Some(value),
+                    _ => params.prompt = Some(value),
+                }
+            }
+            _ => {}
+        }
+    }
+    let (bytes, file_name) = file.ok_or_else(|| {
+        AppError::bad_request(
+            "missing_file",
+            "multipart form has no \"file\" field; attach the audio as \"file\"",
+        )
+    })?;
+    Ok((bytes, file_name, params))
+}

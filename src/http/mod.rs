@@ -1,0 +1,103 @@
+//! The HTTP surface: `app(state)` builds the router; `serve` runs it until shutdown.
+
+pub mod api;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::transcribe::Transcriber;
+
+/// Shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub transcriber: Arc<Transcriber>,
+    /// Open `/ws` sessions (admission control).
+    pub sessions: Arc<AtomicUsize>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(transcriber: Transcriber) -> Self {
+        Self {
+            transcriber: Arc::new(transcriber),
+            sessions: Arc::new(AtomicUsize::new(0)),
+            started: Instant::now(),
+        }
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let max_upload = state.transcriber.config.server.max_upload_bytes;
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/health", get(api::health))
+        .route("/api/config", get(api::config))
+        .route(
+            "/api/transcribe",
+            post(api::transcribe).layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An API error: an HTTP status and a JSON body `{"error":{"code","message"}}`.
+#[derive(Debug)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::audio::AudioError> for AppError {
+    fn from(e: crate::audio::AudioError) -> Self {
+        let status = if e.is_client_error() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}

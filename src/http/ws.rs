@@ -1,0 +1,369 @@
+//! `/ws`: one live session per connection. The transport loop only moves bytes and events;
+//! everything else happens in `session::Stream`.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tracing::Instrument;
+
+use super::AppState;
+use crate::outputs::TranscriptWriter;
+use crate::protocol::{
+    ClientMessage, ServerMessage, StreamOptions, close_code, decode_base64_audio, parse_client_text,
+};
+use crate::session::{Stream, default_options, resolve_options};
+
+/// Frames this much larger than `max_frame_bytes` are cut off by the transport (close 1009);
+/// frames in between get an `error` event and the session goes on.
+const TRANSPORT_LIMIT_FACTOR: usize = 4;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let max_frame = state.transcriber.config.server.max_frame_bytes;
+    let transport_limit = max_frame.saturating_mul(TRANSPORT_LIMIT_FACTOR);
+    ws.max_message_size(transport_limit)
+        .max_frame_size(transport_limit)
+        .on_upgrade(move |socket| handle(socket, state, query))
+}
+
+async fn handle(socket: WebSocket, state: AppState, query: Option<String>) {
+    let max_sessions = state.transcriber.config.server.max_sessions;
+    let admitted = state
+        .sessions
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < max_sessions).then_some(n + 1)
+        })
+        .is_ok();
+    if !admitted {
+        refuse_full(socket, max_sessions).await;
+        return;
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("session", id = %id[..8]);
+    run(socket, &state, id, query).instrument(span).await;
+    state.sessions.fetch_sub(1, Ordering::SeqCst);
+}
+
+async fn refuse_full(mut socket: WebSocket, max_sessions: usize) {
+    let message = format!("server full: {max_sessions} sessions are open; try again later");
+    let _ = socket
+        .send(Message::Text(
+            ServerMessage::error("server_full", &message, true)
+                .to_json()
+                .into(),
+        ))
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: close_code::TRY_LATER,
+            reason: Utf8Bytes::from(message),
+        })))
+        .await;
+}
+
+/// What woke the session loop.
+enum Step {
+    Client(Option<Result<Message, axum::Error>>),
+    Events(Vec<ServerMessage>),
+    Tick,
+}
+
+/// How the client left.
+enum Ending {
+    /// `stop` or a close frame: finish, send the last finals and `closed`, close normally.
+    Graceful,
+    /// The connection broke: finish and write the transcript, send nothing.
+    Gone,
+}
+
+async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<String>) {
+    let transcriber = &state.transcriber;
+    let config = &transcriber.config;
+    let (mut tx, mut rx) = socket.split();
+    let mut early_errors = Vec::new();
+    let base = default_options(config);
+    let requested: StreamOptions = match query.as_deref().map(serde_urlencoded::from_str) {
+        None => StreamOptions::default(),
+        Some(Ok(options)) => options,
+        Some(Err(e)) => {
+            early_errors.push(ServerMessage::error(
+                "invalid_options",
+                format!("query string not understood ({e}); using defaults"),
+                false,
+            ));
+            StreamOptions::default()
+        }
+    };
+    let options = resolve_options(&base, &requested).unwrap_or_else(|e| {
+        early_errors.push(ServerMessage::error(
+            e.code,
+            format!("{e}; using the default {}", describe_default(&base)),
+            false,
+        ));
+        base.clone()
+    });
+    let mut stream = match transcriber.stream(id.clone(), options) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start session");
+            let _ = tx
+                .send(text(&ServerMessage::error(e.code(), e.to_string(), true)))
+                .await;
+            return;
+        }
+    };
+    stream.session.set_prompt(requested.prompt.as_deref());
+    let mut writer = match TranscriptWriter::create(&config.server.outputs_dir, &id) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, dir = %config.server.outputs_dir.display(), "cannot write transcripts");
+            None
+        }
+    };
+    tracing::info!(options = ?stream.session.options(), "session opened");
+
+    let ready = stream.session.ready_message(&transcriber.model_name);
+    if tx.send(text(&ready)).await.is_err() {
+        return;
+    }
+    for e in early_errors {
+        stream.session.summary_mut().errors += 1;
+        let _ = tx.send(text(&e)).await;
+    }
+
+    let max_frame = config.server.max_frame_bytes;
+    let mut status = tokio::time::interval(Duration::from_millis(
+        config.server.status_interval_ms.max(100),
+    ));
+    status.tick().await;
+
+    let ending = loop {
+        let step = tokio::select! {
+            message = rx.next() => Step::Client(message),
+            events = stream.progress() => Step::Events(events),
+            _ = status.tick() => Step::Tick,
+        };
+        match step {
+            Step::Events(events) => {
+                if send_events(&mut tx, &mut writer, &events).await.is_err() {
+                    break Ending::Gone;
+                }
+            }
+            Step::Tick => {
+                let message = ServerMessage::Status {
+                    lag_ms: stream.session.lag_ms(),
+                    queue_depth: stream.pool().snapshot().queue_depth,
+                    audio_seconds: (stream.session.summary().audio_seconds * 1000.0).round()
+                        / 1000.0,
+                };
+                if tx.send(text(&message)).await.is_err() {
+                    break Ending::Gone;
+                }
+            }
+            Step::Client(None) | Step::Client(Some(Err(_))) => break Ending::Gone,
+            Step::Client(Some(Ok(message))) => {
+                match handle_client_message(
+                    &mut stream,
+                    message,
+                    max_frame,
+                    &transcriber.model_name,
+                ) {
+                    Reply::None => {}
+                    Reply::Send(reply) => {
+                        if reply
+                            .iter()
+                            .any(|m| matches!(m, ServerMessage::Error { .. }))
+                        {
+                            stream.session.summary_mut().errors += 1;
+                        }
+                        if send_events(&mut tx, &mut writer, &reply).await.is_err() {
+                            break Ending::Gone;
+                        }
+                    }
+                    Reply::Finish => break Ending::Graceful,
+                }
+            }
+        }
+    };
+
+    let last = stream.finish().await;
+    let outputs = record_all(&mut writer, &last);
+    let files = writer
+        .map(|w| w.close())
+        .transpose()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot write subtitle files");
+            None
+        })
+        .unwrap_or_default();
+    let summary = {
+        let s = stream.session.summary_mut();
+        s.outputs = files.iter().map(|p| p.display().to_string()).collect();
+        s.clone()
+    };
+    tracing::info!(
+        audio_s = summary.audio_seconds,
+        finals = summary.finals,
+        filtered = summary.filtered,
+        graceful = matches!(ending, Ending::Graceful),
+        "session closed"
+    );
+    if outputs.is_err() {
+        tracing::error!("some finals could not be written to the transcript file");
+    }
+    if let Ending::Graceful = ending {
+        for event in &last {
+            if tx.send(text(event)).await.is_err() {
+                return;
+            }
+        }
+        let closed = ServerMessage::Closed {
+            session_id: id,
+            summary,
+        };
+        let _ = tx.send(text(&closed)).await;
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: Utf8Bytes::from_static("stopped"),
+            })))
+            .await;
+    }
+}
+
+enum Reply {
+    None,
+    Send(Vec<ServerMessage>),
+    Finish,
+}
+
+fn handle_client_message(
+    stream: &mut Stream,
+    message: Message,
+    max_frame: usize,
+    model: &str,
+) -> Reply {
+    match message {
+        Message::Binary(bytes) => push_audio(stream, &bytes, max_frame),
+        Message::Text(body) => match parse_client_text(body.as_str()) {
+            Err(e) => Reply::Send(vec![ServerMessage::error(e.code(), e.to_string(), false)]),
+            Ok(ClientMessage::Audio { audio }) => {
+                if audio.len() / 4 * 3 > max_frame {
+                    return too_big(audio.len() / 4 * 3, max_frame);
+                }
+                match decode_base64_audio(&audio) {
+                    Ok(bytes) => push_audio(stream, &bytes, max_frame),
+                    Err(e) => {
+                        Reply::Send(vec![ServerMessage::error(e.code(), e.to_string(), false)])
+                    }
+                }
+            }
+            Ok(ClientMessage::Start(requested)) => {
+                let current = stream.session.options().clone();
+                let result = resolve_options(&current, &requested)
+                    .map_err(|e| ServerMessage::error(e.code, e.to_string(), false))
+                    .and_then(|options| {
+                        stream
+                            .session
+                            .reconfigure(options)
+                            .map_err(|e| ServerMessage::error(e.code(), e.to_string(), false))
+                    });
+                match result {
+                    Ok(()) => {
+                        if requested.prompt.is_some() {
+                            stream.session.set_prompt(requested.prompt.as_deref());
+                        }
+                        Reply::Send(vec![stream.session.ready_message(model)])
+                    }
+                    Err(error) => Reply::Send(vec![error]),
+                }
+            }
+            Ok(ClientMessage::Flush) => {
+                stream.session.flush();
+                Reply::None
+            }
+            Ok(ClientMessage::Keepalive) => Reply::None,
+            Ok(ClientMessage::Stop) => Reply::Finish,
+        },
+        Message::Close(_) => Reply::Finish,
+        Message::Ping(_) | Message::Pong(_) => Reply::None,
+    }
+}
+
+fn push_audio(stream: &mut Stream, bytes: &[u8], max_frame: usize) -> Reply {
+    if bytes.len() > max_frame {
+        return too_big(bytes.len(), max_frame);
+    }
+    if bytes.is_empty() {
+        return Reply::Send(vec![ServerMessage::error(
+            "empty_frame",
+            "audio frame has no bytes; send raw PCM in the session's encoding",
+            false,
+        )]);
+    }
+    match stream.session.push_pcm(bytes) {
+        Ok(()) => Reply::None,
+        Err(e) => Reply::Send(vec![ServerMessage::error(e.code(), e.to_string(), false)]),
+    }
+}
+
+fn too_big(len: usize, max_frame: usize) -> Reply {
+    Reply::Send(vec![ServerMessage::error(
+        "frame_too_large",
+        format!(
+            "audio frame of {len} bytes is larger than the limit of {max_frame} bytes; send smaller frames (20–100 ms each)"
+        ),
+        false,
+    )])
+}
+
+fn describe_default(options: &crate::protocol::EffectiveOptions) -> String {
+    format!(
+        "{} at {} Hz, {} channel(s), language {}",
+        options.encoding.as_str(),
+        options.sample_rate,
+        options.channels,
+        options.language
+    )
+}
+
+fn text(message: &ServerMessage) -> Message {
+    Message::Text(message.to_json().into())
+}
+
+/// Records finals in the transcript file, then sends every event.
+async fn send_events<S>(
+    tx: &mut S,
+    writer: &mut Option<TranscriptWriter>,
+    events: &[ServerMessage],
+) -> Result<(), axum::Error>
+where
+    S: SinkExt<Message, Error = axum::Error> + Unpin,
+{
+    if record_all(writer, events).is_err() {
+        tracing::error!("a final could not be written to the transcript file");
+    }
+    for event in events {
+        tx.send(text(event)).await?;
+    }
+    Ok(())
+}
+
+fn record_all(
+    writer: &mut Option<TranscriptWriter>,
+    events: &[ServerMessage],
+) -> std::io::Result<()> {
+    if let Some(w) = writer.as_mut() {
+        for event in events {
+            w.record(event)?;
+        }
+    }
+    Ok(())
+}

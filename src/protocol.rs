@@ -1,0 +1,353 @@
+//! Every message that crosses `/ws`, in one place (documented in `docs/protocol.md`).
+//!
+//! Client → server: binary frames of raw PCM, or JSON text frames tagged by `type`.
+//! Server → client: JSON text frames tagged by `type`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audio::pcm::Encoding;
+
+/// Bumped when a message changes incompatibly; sent in `ready`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// WebSocket close codes sori uses (RFC 6455 §7.4.1).
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const TRY_LATER: u16 = 1013;
+}
+
+/// Spoken language of a session. `Auto` lets Whisper detect it per utterance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Ko,
+    En,
+    Auto,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Ko => "ko",
+            Language::En => "en",
+            Language::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Language {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ko" | "korean" => Ok(Language::Ko),
+            "en" | "english" => Ok(Language::En),
+            "auto" | "" => Ok(Language::Auto),
+            other => Err(format!(
+                "language {other:?} is not supported; use ko, en or auto"
+            )),
+        }
+    }
+}
+
+/// Options a client sets in the `/ws` query string or in a `start` message. Every field is
+/// optional; what the server actually uses is echoed in `ready`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    pub language: Option<String>,
+    pub sample_rate: Option<u32>,
+    pub encoding: Option<String>,
+    pub channels: Option<u16>,
+    /// Send `partial` results while an utterance is open (default true).
+    pub partials: Option<bool>,
+    /// Send `filtered` events for segments the hallucination filter dropped (default false).
+    pub filtered: Option<bool>,
+    /// Keyword extraction for finals (used once the keyword service is configured).
+    pub keywords: Option<bool>,
+    /// Live retrieval for finals (used once RAG is configured).
+    pub rag: Option<bool>,
+    /// Domain words passed to Whisper as its initial prompt for this session.
+    pub prompt: Option<String>,
+    /// Auth token for browsers, which cannot set headers on WebSockets.
+    pub token: Option<String>,
+}
+
+/// A client's JSON text frame.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Sets or changes options before audio is sent.
+    Start(StreamOptions),
+    /// Base64 PCM in the session's encoding; `input_audio_buffer.append` is OpenAI Realtime's name.
+    #[serde(alias = "input_audio_buffer.append")]
+    Audio { audio: String },
+    /// Ends the open utterance now and sends its final.
+    Flush,
+    /// Keeps an idle connection open.
+    Keepalive,
+    /// Finishes every pending utterance, sends the remaining finals and `closed`, then closes.
+    Stop,
+}
+
+/// The message types a client may send, for error messages.
+pub const CLIENT_MESSAGE_TYPES: &str = "start, audio, flush, keepalive, stop";
+
+/// Why a text frame could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("text frame is not JSON ({0}); send JSON objects with a \"type\" field, or binary PCM")]
+    NotJson(String),
+    #[error("message has no \"type\" field; accepted types: {CLIENT_MESSAGE_TYPES}")]
+    MissingType,
+    #[error("unknown message type {0:?}; accepted types: {CLIENT_MESSAGE_TYPES}")]
+    UnknownType(String),
+    #[error("message {kind:?} is malformed: {reason}")]
+    Malformed { kind: String, reason: String },
+    #[error("\"audio\" is not valid base64 ({0}); send standard base64 of raw PCM bytes")]
+    BadBase64(String),
+}
+
+impl ProtocolError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::NotJson(_) => "invalid_json",
+            ProtocolError::MissingType | ProtocolError::UnknownType(_) => "unknown_type",
+            ProtocolError::Malformed { .. } => "invalid_message",
+            ProtocolError::BadBase64(_) => "invalid_base64",
+        }
+    }
+}
+
+/// Parses a text frame, telling apart "not JSON", "unknown type" and "bad fields".
+pub fn parse_client_text(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ProtocolError::NotJson(e.to_string()))?;
+    let kind = match value.get("type") {
+        Some(serde_json::Value::String(kind)) => kind.clone(),
+        _ => return Err(ProtocolError::MissingType),
+    };
+    const KNOWN: [&str; 6] = [
+        "start",
+        "audio",
+        "input_audio_buffer.append",
+        "flush",
+        "keepalive",
+        "stop",
+    ];
+    if !KNOWN.contains(&kind.as_str()) {
+        return Err(ProtocolError::UnknownType(kind));
+    }
+    serde_json::from_value(value).map_err(|e| ProtocolError::Malformed {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes the base64 payload of an `audio` message.
+pub fn decode_base64_audio(audio: &str) -> Result<Vec<u8>, ProtocolError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(audio.trim())
+        .map_err(|e| ProtocolError::BadBase64(e.to_string()))
+}
+
+/// One recognised word with its time span in seconds from the start of the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Word {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+    pub probability: f32,
+}
+
+/// The options a session actually runs with, echoed in `ready`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectiveOptions {
+    pub language: Language,
+    pub sample_rate: u32,
+    pub encoding: Encoding,
+    pub channels: u16,
+    pub partials: bool,
+    pub filtered: bool,
+    pub keywords: bool,
+    pub rag: bool,
+}
+
+/// Totals sent in `closed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub audio_seconds: f64,
+    pub finals: u64,
+    pub partials: u64,
+    pub filtered: u64,
+    pub errors: u64,
+    /// Files this session's transcript was written to.
+    pub outputs: Vec<String>,
+}
+
+/// A server → client message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Ready {
+        session_id: String,
+        protocol_version: u32,
+        model: String,
+        options: EffectiveOptions,
+    },
+    /// Provisional text of the open utterance; replaced by later partials and by its final.
+    Partial {
+        segment_id: u64,
+        text: String,
+        start: f64,
+        end: f64,
+    },
+    Final {
+        segment_id: u64,
+        text: String,
+        start: f64,
+        end: f64,
+        language: String,
+        words: Vec<Word>,
+        avg_logprob: f32,
+        no_speech_prob: f32,
+        /// True when the speaker stopped (silence, flush, stop); false when a long
+        /// utterance was split at its maximum length and speech goes on.
+        speech_final: bool,
+    },
+    /// A segment the hallucination filter dropped (only sent to clients that asked).
+    Filtered {
+        segment_id: u64,
+        text: String,
+        reason: String,
+        start: f64,
+        end: f64,
+    },
+    Status {
+        /// How far decoding trails the audio received, in milliseconds.
+        lag_ms: u64,
+        /// Decode requests waiting for a worker, across all sessions.
+        queue_depth: usize,
+        audio_seconds: f64,
+    },
+    Error {
+        code: String,
+        message: String,
+        /// True when the server will close the connection after this message.
+        fatal: bool,
+    },
+    Closed {
+        session_id: String,
+        summary: SessionSummary,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: &str, message: impl Into<String>, fatal: bool) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            fatal,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_message() {
+        assert!(matches!(
+            parse_client_text(r#"{"type":"stop"}"#).unwrap(),
+            ClientMessage::Stop
+        ));
+        assert!(matches!(
+            parse_client_text(r#"{"type":"flush"}"#).unwrap(),
+            ClientMessage::Flush
+        ));
+        assert!(matches!(
+            parse_client_text(r#"{"type":"keepalive"}"#).unwrap(),
+            ClientMessage::Keepalive
+        ));
+        match parse_client_text(r#"{"type":"audio","audio":"AAA="}"#).unwrap() {
+            ClientMessage::Audio { audio } => assert_eq!(audio, "AAA="),
+            other => panic!("{other:?}"),
+        }
+        match parse_client_text(r#"{"type":"input_audio_buffer.append","audio":"AAA="}"#).unwrap() {
+            ClientMessage::Audio { audio } => assert_eq!(audio, "AAA="),
+            other => panic!("{other:?}"),
+        }
+        match parse_client_text(r#"{"type":"start","language":"en","sample_rate":48000}"#).unwrap()
+        {
+            ClientMessage::Start(o) => {
+                assert_eq!(o.language.as_deref(), Some("en"));
+                assert_eq!(o.sample_rate, Some(48000));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tells_apart_each_kind_of_bad_text() {
+        assert_eq!(
+            parse_client_text("hello").unwrap_err().code(),
+            "invalid_json"
+        );
+        assert_eq!(parse_client_text("{}").unwrap_err().code(), "unknown_type");
+        let e = parse_client_text(r#"{"type":"dance"}"#).unwrap_err();
+        assert_eq!(e.code(), "unknown_type");
+        assert!(e.to_string().contains("flush"), "{e}");
+        let e = parse_client_text(r#"{"type":"audio"}"#).unwrap_err();
+        assert_eq!(e.code(), "invalid_message");
+        assert!(e.to_string().contains("audio"), "{e}");
+        let e = parse_client_text(r#"{"type":"start","sample_rate":"fast"}"#).unwrap_err();
+        assert_eq!(e.code(), "invalid_message");
+        assert_eq!(
+            decode_base64_audio("!!!").unwrap_err().code(),
+            "invalid_base64"
+        );
+    }
+
+    #[test]
+    fn server_messages_carry_their_type_tag() {
+        let m = ServerMessage::Partial {
+            segment_id: 3,
+            text: "안녕".into(),
+            start: 1.0,
+            end: 2.0,
+        };
+        let v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+        assert_eq!(v["type"], "partial");
+        assert_eq!(v["segment_id"], 3);
+        let e = ServerMessage::error("invalid_json", "x", false);
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["fatal"], false);
+    }
+
+    #[test]
+    fn language_parsing_says_what_is_accepted() {
+        assert_eq!("KO".parse::<Language>().unwrap(), Language::Ko);
+        let e = "fr".parse::<Language>().unwrap_err();
+        assert!(e.contains("ko, en or auto"));
+    }
+}

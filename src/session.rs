@@ -1,0 +1,816 @@
+//! One audio stream, free of any transport: PCM bytes in, protocol events out.
+//!
+//! `Session` is synchronous and does no I/O: it decodes and resamples PCM, runs the VAD,
+//! decides which decode jobs to run (finals first, partials when a worker is free), and turns
+//! decode outcomes into `partial` / `final` / `filtered` events in segment order. `Stream`
+//! drives a `Session` against the shared decoder pool; `/ws`, file transcription and the
+//! tests all use it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::audio::pcm::{Encoding, PcmFormat, decode_frame};
+use crate::audio::resample::StreamResampler;
+use crate::audio::{AudioError, TARGET_SAMPLE_RATE};
+use crate::config::Config;
+use crate::protocol::{
+    EffectiveOptions, Language, PROTOCOL_VERSION, ServerMessage, SessionSummary, StreamOptions,
+};
+use crate::stt::engine::{DecodeOutcome, DecodeRequest, SttPool};
+use crate::stt::filter::{Candidate, HallucinationFilter};
+use crate::stt::{DecodeOptions, Transcript, trimmed_audio_ctx};
+use crate::vad::{Segmenter, Utterance, VadEvent};
+
+/// Partials are not worth decoding for less audio than this.
+const MIN_PARTIAL_SAMPLES: usize = TARGET_SAMPLE_RATE as usize;
+
+/// Invalid stream options, with the protocol error code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct OptionsError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Applies `requested` on top of `base`; the first invalid option is reported and nothing changes.
+pub fn resolve_options(
+    base: &EffectiveOptions,
+    requested: &StreamOptions,
+) -> Result<EffectiveOptions, OptionsError> {
+    let mut out = base.clone();
+    if let Some(lang) = &requested.language {
+        out.language = lang.parse::<Language>().map_err(|message| OptionsError {
+            code: "unsupported_language",
+            message,
+        })?;
+    }
+    if let Some(enc) = &requested.encoding {
+        out.encoding = enc.parse::<Encoding>().map_err(|e| OptionsError {
+            code: "unsupported_encoding",
+            message: e.to_string(),
+        })?;
+    }
+    if let Some(rate) = requested.sample_rate {
+        out.sample_rate = rate;
+    }
+    if let Some(channels) = requested.channels {
+        out.channels = channels;
+    }
+    let format = PcmFormat {
+        encoding: out.encoding,
+        sample_rate: out.sample_rate,
+        channels: out.channels,
+    };
+    format.validate().map_err(|e| OptionsError {
+        code: e.code(),
+        message: e.to_string(),
+    })?;
+    if let Some(v) = requested.partials {
+        out.partials = v;
+    }
+    if let Some(v) = requested.filtered {
+        out.filtered = v;
+    }
+    if let Some(v) = requested.keywords {
+        out.keywords = v;
+    }
+    if let Some(v) = requested.rag {
+        out.rag = v;
+    }
+    Ok(out)
+}
+
+/// Options a session starts with before the client says anything.
+pub fn default_options(cfg: &Config) -> EffectiveOptions {
+    EffectiveOptions {
+        language: cfg.stt.language,
+        sample_rate: TARGET_SAMPLE_RATE,
+        encoding: Encoding::PcmS16le,
+        channels: 1,
+        partials: true,
+        filtered: false,
+        keywords: false,
+        rag: false,
+    }
+}
+
+/// A decode job the session wants run.
+pub struct Job {
+    pub job_id: u64,
+    pub audio: Arc<[f32]>,
+    pub opts: DecodeOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum JobKind {
+    Partial,
+    /// The open utterance's audio up to `tail_ms` into a silence: becomes the final if the
+    /// silence lasts, so the final is ready soon after `silence_ms` instead of a decode later.
+    Speculative,
+    Final {
+        speech_final: bool,
+    },
+}
+
+/// The speculative decode of the open utterance, if one was started.
+struct Speculation {
+    job_id: u64,
+    segment_id: u64,
+    start_sample: u64,
+    len: usize,
+    /// The outcome, once it arrived (kept until the utterance ends or speech resumes).
+    outcome: Option<DecodeOutcome>,
+}
+
+#[derive(Clone, Copy)]
+struct JobMeta {
+    kind: JobKind,
+    segment_id: u64,
+    start_s: f64,
+    end_s: f64,
+    rms: f32,
+    created: Instant,
+}
+
+pub struct Session {
+    id: String,
+    options: EffectiveOptions,
+    format: PcmFormat,
+    resampler: StreamResampler,
+    vad: Segmenter,
+    filter: Arc<HallucinationFilter>,
+    decode_defaults: DecodeOptions,
+    ctx_trim: Option<(f32, f32)>,
+    partial_interval: usize,
+    max_finals_in_flight: usize,
+
+    /// Reused buffers: the audio path runs 50 times a second per client.
+    mono: Vec<f32>,
+    resampled: Vec<f32>,
+    vad_events: Vec<VadEvent>,
+
+    next_segment_id: u64,
+    /// Segment id of the utterance being spoken, if any.
+    open_segment: Option<u64>,
+    /// Open-utterance length (samples) when the last partial was requested.
+    partial_mark: usize,
+    last_partial_text: String,
+
+    next_job_id: u64,
+    jobs: HashMap<u64, JobMeta>,
+    /// Final jobs not yet handed to the pool, oldest first.
+    waiting: VecDeque<Job>,
+    in_flight: usize,
+    partial_in_flight: bool,
+    speculation: Option<Speculation>,
+    /// Final job ids in segment order; outcomes are released in this order.
+    final_order: VecDeque<u64>,
+    finished: BTreeMap<u64, Option<ServerMessage>>,
+    /// Events released and not yet collected by the driver.
+    outbox: Vec<ServerMessage>,
+    summary: SessionSummary,
+}
+
+impl Session {
+    pub fn new(
+        id: String,
+        options: EffectiveOptions,
+        cfg: &Config,
+        filter: Arc<HallucinationFilter>,
+        workers: usize,
+    ) -> Result<Self, AudioError> {
+        let format = PcmFormat {
+            encoding: options.encoding,
+            sample_rate: options.sample_rate,
+            channels: options.channels,
+        };
+        format.validate()?;
+        let resampler = StreamResampler::new(format.sample_rate)?;
+        Ok(Self {
+            id,
+            decode_defaults: DecodeOptions {
+                language: options.language,
+                beam_size: cfg.stt.beam_size,
+                threads: cfg.stt.threads,
+                audio_ctx: None,
+                initial_prompt: cfg.stt.initial_prompt.as_deref().map(Arc::from),
+                word_timestamps: true,
+            },
+            ctx_trim: cfg
+                .stt
+                .audio_ctx_trim
+                .then_some((cfg.stt.audio_ctx_margin_s, cfg.stt.audio_ctx_min_s)),
+            partial_interval: (cfg.stt.partial_interval_ms * TARGET_SAMPLE_RATE as u64 / 1000)
+                as usize,
+            max_finals_in_flight: workers.max(1),
+            options,
+            format,
+            resampler,
+            vad: Segmenter::new(&cfg.vad),
+            filter,
+            mono: Vec::new(),
+            resampled: Vec::new(),
+            vad_events: Vec::new(),
+            next_segment_id: 0,
+            open_segment: None,
+            partial_mark: 0,
+            last_partial_text: String::new(),
+            next_job_id: 0,
+            jobs: HashMap::new(),
+            waiting: VecDeque::new(),
+            in_flight: 0,
+            partial_in_flight: false,
+            speculation: None,
+            final_order: VecDeque::new(),
+            finished: BTreeMap::new(),
+            outbox: Vec::new(),
+            summary: SessionSummary::default(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn options(&self) -> &EffectiveOptions {
+        &self.options
+    }
+
+    pub fn ready_message(&self, model: &str) -> ServerMessage {
+        ServerMessage::Ready {
+            session_id: self.id.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            model: model.to_owned(),
+            options: self.options.clone(),
+        }
+    }
+
+    /// Changes options mid-stream (a `start` message). Audio already received in the old
+    /// format is flushed through the old resampler first.
+    pub fn reconfigure(&mut self, options: EffectiveOptions) -> Result<(), AudioError> {
+        let format = PcmFormat {
+            encoding: options.encoding,
+            sample_rate: options.sample_rate,
+            channels: options.channels,
+        };
+        format.validate()?;
+        if format.sample_rate != self.format.sample_rate {
+            let resampler = StreamResampler::new(format.sample_rate)?;
+            self.resampled.clear();
+            self.resampler.finish(&mut self.resampled);
+            self.resampler = resampler;
+            let samples = std::mem::take(&mut self.resampled);
+            self.feed_vad(&samples);
+            self.resampled = samples;
+        }
+        self.format = format;
+        self.decode_defaults.language = options.language;
+        self.options = options;
+        Ok(())
+    }
+
+    /// Sets the per-session initial prompt (domain words).
+    pub fn set_prompt(&mut self, prompt: Option<&str>) {
+        self.decode_defaults.initial_prompt =
+            prompt.filter(|p| !p.trim().is_empty()).map(Arc::from);
+    }
+
+    /// Feeds raw PCM bytes in the session's format. A bad frame is rejected whole.
+    pub fn push_pcm(&mut self, bytes: &[u8]) -> Result<(), AudioError> {
+        self.mono.clear();
+        decode_frame(&self.format, bytes, &mut self.mono)?;
+        let mono = std::mem::take(&mut self.mono);
+        self.push_samples(&mono);
+        self.mono = mono;
+        Ok(())
+    }
+
+    /// Feeds mono f32 samples at the session's sample rate.
+    pub fn push_samples(&mut self, samples: &[f32]) {
+        self.summary.audio_seconds += samples.len() as f64 / self.format.sample_rate as f64;
+        self.resampled.clear();
+        self.resampler.process(samples, &mut self.resampled);
+        let resampled = std::mem::take(&mut self.resampled);
+        self.feed_vad(&resampled);
+        self.resampled = resampled;
+    }
+
+    /// Ends the open utterance now (client `flush`).
+    pub fn flush(&mut self) {
+        let mut events = std::mem::take(&mut self.vad_events);
+        events.clear();
+        self.vad.flush(&mut events);
+        self.handle_vad_events(&mut events);
+        self.vad_events = events;
+    }
+
+    /// End of stream: drains the resampler and ends the open utterance.
+    pub fn finish(&mut self) {
+        self.resampled.clear();
+        self.resampler.finish(&mut self.resampled);
+        let tail = std::mem::take(&mut self.resampled);
+        self.feed_vad(&tail);
+        self.resampled = tail;
+        self.flush();
+    }
+
+    fn feed_vad(&mut self, samples: &[f32]) {
+        let mut events = std::mem::take(&mut self.vad_events);
+        events.clear();
+        self.vad.push(samples, &mut events);
+        self.handle_vad_events(&mut events);
+        self.vad_events = events;
+    }
+
+    fn handle_vad_events(&mut self, events: &mut Vec<VadEvent>) {
+        for event in events.drain(..) {
+            match event {
+                VadEvent::Started { .. } => {
+                    self.open_segment = Some(self.next_segment_id);
+                    self.next_segment_id += 1;
+                    self.partial_mark = 0;
+                    self.last_partial_text.clear();
+                }
+                VadEvent::Discarded { .. } => {
+                    self.open_segment = None;
+                    self.drop_speculation();
+                }
+                VadEvent::Ended(utterance) => {
+                    let segment_id = self.open_segment.take().unwrap_or_else(|| {
+                        self.next_segment_id += 1;
+                        self.next_segment_id - 1
+                    });
+                    self.queue_final(segment_id, utterance);
+                }
+            }
+        }
+    }
+
+    fn queue_final(&mut self, segment_id: u64, utterance: Utterance) {
+        if self.adopt_speculation(segment_id, &utterance) {
+            return;
+        }
+        self.drop_speculation();
+        let job_id = self.new_job_id();
+        let seconds = utterance.samples.len() as f32 / TARGET_SAMPLE_RATE as f32;
+        self.jobs.insert(
+            job_id,
+            JobMeta {
+                kind: JobKind::Final {
+                    speech_final: utterance.speech_final,
+                },
+                segment_id,
+                start_s: utterance.start_s(),
+                end_s: utterance.end_s(),
+                rms: utterance.rms,
+                created: Instant::now(),
+            },
+        );
+        self.final_order.push_back(job_id);
+        let opts = self.decode_options(seconds, true);
+        self.waiting.push_back(Job {
+            job_id,
+            audio: Arc::from(utterance.samples),
+            opts,
+        });
+    }
+
+    /// Uses the speculative decode as this utterance's final when it decoded exactly this audio.
+    fn adopt_speculation(&mut self, segment_id: u64, utterance: &Utterance) -> bool {
+        let matches = self.speculation.as_ref().is_some_and(|s| {
+            s.segment_id == segment_id
+                && s.start_sample == utterance.start_sample
+                && s.len == utterance.samples.len()
+        });
+        if !matches {
+            return false;
+        }
+        let Some(speculation) = self.speculation.take() else {
+            return false;
+        };
+        let job_id = speculation.job_id;
+        let kind = JobKind::Final {
+            speech_final: utterance.speech_final,
+        };
+        self.final_order.push_back(job_id);
+        match speculation.outcome {
+            Some(outcome) => {
+                if let Some(mut meta) = self.jobs.remove(&job_id) {
+                    meta.kind = kind;
+                    self.complete_final(meta, outcome);
+                }
+            }
+            None => {
+                if let Some(meta) = self.jobs.get_mut(&job_id) {
+                    meta.kind = kind;
+                }
+            }
+        }
+        true
+    }
+
+    fn drop_speculation(&mut self) {
+        if let Some(old) = self.speculation.take() {
+            // Still in flight: its outcome finds no matching speculation and is ignored.
+            if old.outcome.is_some() {
+                self.jobs.remove(&old.job_id);
+            }
+        }
+    }
+
+    fn decode_options(&self, seconds: f32, words: bool) -> DecodeOptions {
+        let mut opts = self.decode_defaults.clone();
+        opts.audio_ctx = self
+            .ctx_trim
+            .map(|(margin, min)| trimmed_audio_ctx(seconds, margin, min));
+        opts.word_timestamps = words;
+        opts
+    }
+
+    fn new_job_id(&mut self) -> u64 {
+        self.next_job_id += 1;
+        self.next_job_id
+    }
+
+    /// The next job to run, if any: a waiting final, or a partial when `worker_idle` and the
+    /// session has nothing else in flight. Taking it counts it as in flight.
+    pub fn next_job(&mut self, worker_idle: bool) -> Option<Job> {
+        if self.has_job(worker_idle) {
+            return self.take_job();
+        }
+        None
+    }
+
+    /// Whether `next_job` would return something (without taking it).
+    pub fn has_job(&self, worker_idle: bool) -> bool {
+        if !self.waiting.is_empty() {
+            return self.in_flight < self.max_finals_in_flight;
+        }
+        self.speculation_due(worker_idle) || self.partial_due(worker_idle)
+    }
+
+    /// Optional work (speculation, partials) only runs on an idle worker and when this
+    /// session has nothing else in flight, so it never delays a final.
+    fn optional_work_allowed(&self, worker_idle: bool) -> bool {
+        worker_idle && self.in_flight == 0 && self.open_segment.is_some()
+    }
+
+    fn speculation_due(&self, worker_idle: bool) -> bool {
+        if !self.optional_work_allowed(worker_idle) {
+            return false;
+        }
+        match self.vad.pending_final() {
+            Some((start, audio)) => !self.speculation.as_ref().is_some_and(|s| {
+                s.segment_id == self.open_segment.unwrap_or(u64::MAX)
+                    && s.start_sample == start
+                    && s.len == audio.len()
+            }),
+            None => false,
+        }
+    }
+
+    fn partial_due(&self, worker_idle: bool) -> bool {
+        if !self.options.partials || !self.optional_work_allowed(worker_idle) {
+            return false;
+        }
+        // In a silence nothing new is being said: speculation covers it.
+        if self.vad.pending_final().is_some() {
+            return false;
+        }
+        match self.vad.open_utterance() {
+            Some((_, samples)) => {
+                samples.len() >= MIN_PARTIAL_SAMPLES
+                    && samples.len() >= self.partial_mark + self.partial_interval
+            }
+            None => false,
+        }
+    }
+
+    fn take_job(&mut self) -> Option<Job> {
+        if !self.waiting.is_empty() && self.in_flight < self.max_finals_in_flight {
+            self.in_flight += 1;
+            return self.waiting.pop_front();
+        }
+        let segment_id = self.open_segment?;
+        let speculate = self.speculation_due(true);
+        let (start_sample, samples) = if speculate {
+            self.vad.pending_final()?
+        } else {
+            self.vad.open_utterance()?
+        };
+        let audio: Arc<[f32]> = Arc::from(samples);
+        let start_s = start_sample as f64 / TARGET_SAMPLE_RATE as f64;
+        let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
+        let job_id = self.new_job_id();
+        let kind = if speculate {
+            self.drop_speculation();
+            self.speculation = Some(Speculation {
+                job_id,
+                segment_id,
+                start_sample,
+                len: audio.len(),
+                outcome: None,
+            });
+            JobKind::Speculative
+        } else {
+            self.partial_mark = audio.len();
+            self.partial_in_flight = true;
+            JobKind::Partial
+        };
+        self.jobs.insert(
+            job_id,
+            JobMeta {
+                kind,
+                segment_id,
+                start_s,
+                end_s: start_s + seconds as f64,
+                rms: crate::vad::rms(&audio),
+                created: Instant::now(),
+            },
+        );
+        self.in_flight += 1;
+        Some(Job {
+            job_id,
+            opts: self.decode_options(seconds, speculate),
+            audio,
+        })
+    }
+
+    /// Takes in a decode outcome; the events it releases are collected with `take_events`.
+    pub fn on_outcome(&mut self, outcome: DecodeOutcome) {
+        let Some(kind) = self.jobs.get(&outcome.job_id).map(|m| m.kind) else {
+            return;
+        };
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match kind {
+            JobKind::Partial => {
+                self.partial_in_flight = false;
+                if let Some(meta) = self.jobs.remove(&outcome.job_id) {
+                    let event = self.partial_event(&meta, outcome.result.as_ref().ok());
+                    self.outbox.extend(event);
+                }
+            }
+            JobKind::Speculative => {
+                let current = self
+                    .speculation
+                    .as_ref()
+                    .is_some_and(|s| s.job_id == outcome.job_id);
+                if !current {
+                    self.jobs.remove(&outcome.job_id);
+                    return;
+                }
+                // Show the finished utterance's text at once; the final follows if the silence lasts.
+                if let Some(meta) = self.jobs.get(&outcome.job_id) {
+                    let meta = *meta;
+                    if let Some(event) = self.partial_event(&meta, outcome.result.as_ref().ok()) {
+                        self.outbox.push(event);
+                    }
+                }
+                if let Some(s) = self.speculation.as_mut() {
+                    s.outcome = Some(outcome);
+                }
+            }
+            JobKind::Final { .. } => {
+                if let Some(meta) = self.jobs.remove(&outcome.job_id) {
+                    self.complete_final(meta, outcome);
+                }
+            }
+        }
+    }
+
+    /// Events released since the last call.
+    pub fn take_events(&mut self) -> Vec<ServerMessage> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn complete_final(&mut self, meta: JobMeta, outcome: DecodeOutcome) {
+        let JobKind::Final { speech_final } = meta.kind else {
+            return;
+        };
+        let job_id = outcome.job_id;
+        let event = self.final_event(&meta, speech_final, outcome);
+        self.finished.insert(job_id, event);
+        self.release_in_order();
+    }
+
+    fn partial_event(
+        &mut self,
+        meta: &JobMeta,
+        transcript: Option<&Transcript>,
+    ) -> Option<ServerMessage> {
+        // Once the segment's final is queued, its partials are stale.
+        if self.open_segment != Some(meta.segment_id) || !self.options.partials {
+            return None;
+        }
+        let text = self.clean_text(transcript?, meta).ok()?;
+        if text == self.last_partial_text {
+            return None;
+        }
+        self.last_partial_text.clone_from(&text);
+        self.summary.partials += 1;
+        Some(ServerMessage::Partial {
+            segment_id: meta.segment_id,
+            text,
+            start: round_ms(meta.start_s),
+            end: round_ms(meta.end_s),
+        })
+    }
+
+    fn final_event(
+        &mut self,
+        meta: &JobMeta,
+        speech_final: bool,
+        outcome: DecodeOutcome,
+    ) -> Option<ServerMessage> {
+        let transcript = match outcome.result {
+            Ok(t) => t,
+            Err(e) => {
+                self.summary.errors += 1;
+                tracing::warn!(session = %self.id, segment = meta.segment_id, error = %e, "decode failed");
+                return Some(ServerMessage::error(
+                    "decode_failed",
+                    format!("segment {} could not be decoded: {e}", meta.segment_id),
+                    false,
+                ));
+            }
+        };
+        match self.clean_text(&transcript, meta) {
+            Ok(text) => {
+                self.summary.finals += 1;
+                let words = transcript
+                    .words
+                    .iter()
+                    .map(|w| crate::protocol::Word {
+                        word: w.word.clone(),
+                        start: round_ms((meta.start_s + w.start).min(meta.end_s)),
+                        end: round_ms((meta.start_s + w.end).min(meta.end_s)),
+                        probability: w.probability,
+                    })
+                    .collect();
+                Some(ServerMessage::Final {
+                    segment_id: meta.segment_id,
+                    text,
+                    start: round_ms(meta.start_s),
+                    end: round_ms(meta.end_s),
+                    language: transcript.language,
+                    words,
+                    avg_logprob: transcript.avg_logprob,
+                    no_speech_prob: transcript.no_speech_prob,
+                    speech_final,
+                })
+            }
+            Err(reason) => {
+                self.summary.filtered += 1;
+                tracing::info!(
+                    session = %self.id,
+                    segment = meta.segment_id,
+                    reason = %reason,
+                    text = %transcript.text,
+                    "segment filtered"
+                );
+                self.options.filtered.then(|| ServerMessage::Filtered {
+                    segment_id: meta.segment_id,
+                    text: transcript.text.clone(),
+                    reason: reason.as_str().to_owned(),
+                    start: round_ms(meta.start_s),
+                    end: round_ms(meta.end_s),
+                })
+            }
+        }
+    }
+
+    /// Applies the hallucination filter; returns the text to send or why it was dropped.
+    fn clean_text(
+        &self,
+        transcript: &Transcript,
+        meta: &JobMeta,
+    ) -> Result<String, crate::stt::filter::DropReason> {
+        self.filter
+            .apply(&Candidate {
+                text: &transcript.text,
+                avg_logprob: transcript.avg_logprob,
+                no_speech_prob: transcript.no_speech_prob,
+                audio_rms: meta.rms,
+                duration_s: (meta.end_s - meta.start_s) as f32,
+            })
+            .map(|text| text.into_owned())
+    }
+
+    fn release_in_order(&mut self) {
+        while let Some(&next) = self.final_order.front() {
+            match self.finished.remove(&next) {
+                Some(event) => {
+                    self.final_order.pop_front();
+                    self.outbox.extend(event);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Every final has been released and collected.
+    pub fn is_drained(&self) -> bool {
+        self.waiting.is_empty() && self.final_order.is_empty() && self.outbox.is_empty()
+    }
+
+    /// How long the oldest unfinished final has been waiting, in milliseconds.
+    pub fn lag_ms(&self) -> u64 {
+        self.final_order
+            .front()
+            .and_then(|id| self.jobs.get(id))
+            .map(|m| m.created.elapsed().as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    pub fn summary(&self) -> &SessionSummary {
+        &self.summary
+    }
+
+    pub fn summary_mut(&mut self) -> &mut SessionSummary {
+        &mut self.summary
+    }
+}
+
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// Drives a `Session` against the decoder pool.
+pub struct Stream {
+    pub session: Session,
+    pool: SttPool,
+    reply_tx: mpsc::UnboundedSender<DecodeOutcome>,
+    reply_rx: mpsc::UnboundedReceiver<DecodeOutcome>,
+}
+
+impl Stream {
+    pub fn new(session: Session, pool: SttPool) -> Self {
+        let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+        Self {
+            session,
+            pool,
+            reply_tx,
+            reply_rx,
+        }
+    }
+
+    /// Hands jobs to the pool and waits for the next outcome; returns the events it releases
+    /// (possibly none). Cancel-safe: use it in `select!` beside the transport. Never returns
+    /// while the session has nothing to do, so callers that wait for the end check
+    /// `session.is_drained()` first.
+    pub async fn progress(&mut self) -> Vec<ServerMessage> {
+        loop {
+            let released = self.session.take_events();
+            if !released.is_empty() {
+                return released;
+            }
+            if self.session.has_job(self.pool.has_idle_worker()) {
+                tokio::select! {
+                    permit = self.pool.reserve() => {
+                        let Ok(permit) = permit else {
+                            return vec![ServerMessage::error("decoder_unavailable", "the decoder pool has shut down", true)];
+                        };
+                        if let Some(job) = self.session.next_job(true) {
+                            permit.send(DecodeRequest {
+                                job_id: job.job_id,
+                                audio: job.audio,
+                                opts: job.opts,
+                                reply: self.reply_tx.clone(),
+                            });
+                        }
+                        continue;
+                    }
+                    outcome = self.reply_rx.recv() => {
+                        if let Some(outcome) = outcome {
+                            self.session.on_outcome(outcome);
+                        }
+                    }
+                }
+            } else if let Some(outcome) = self.reply_rx.recv().await {
+                self.session.on_outcome(outcome);
+            }
+        }
+    }
+
+    /// Ends the stream and returns every remaining event (the last finals).
+    pub async fn finish(&mut self) -> Vec<ServerMessage> {
+        self.session.finish();
+        self.drain().await
+    }
+
+    /// Waits until every queued final has been released.
+    pub async fn drain(&mut self) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while !self.session.is_drained() {
+            out.extend(self.progress().await);
+        }
+        out
+    }
+
+    pub fn pool(&self) -> &SttPool {
+        &self.pool
+    }
+}

@@ -1,0 +1,268 @@
+//! whisper.cpp (through whisper-rs) behind the `Decoder` interface: one shared model, one
+//! `WhisperState` per decoder.
+
+use std::ffi::c_int;
+use std::path::Path;
+use std::sync::Arc;
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use super::{DecodeOptions, Decoder, SttError, Transcript};
+use crate::protocol::{Language, Word};
+
+/// Whisper timestamps are in units of 10 ms.
+const CENTISECONDS: f64 = 100.0;
+
+/// The loaded model, shared by every decoder (weights are read-only).
+pub struct WhisperModel {
+    ctx: WhisperContext,
+    path: String,
+}
+
+impl WhisperModel {
+    pub fn load(path: &Path, use_gpu: bool) -> Result<Arc<Self>, SttError> {
+        let shown = path.display().to_string();
+        if !path.is_file() {
+            return Err(SttError::ModelMissing { path: shown });
+        }
+        whisper_rs::install_logging_hooks();
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(use_gpu);
+        let ctx =
+            WhisperContext::new_with_params(path, params).map_err(|e| SttError::ModelLoad {
+                path: shown.clone(),
+                reason: format!("{e:?} (is it a whisper.cpp ggml file?)"),
+            })?;
+        Ok(Arc::new(Self { ctx, path: shown }))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.ctx.is_multilingual()
+    }
+
+    /// A short human name such as "base" or "tiny" (whisper.cpp's own naming).
+    pub fn kind(&self) -> String {
+        self.ctx
+            .model_type_readable_str_lossy()
+            .map(|s| s.into_owned())
+            .unwrap_or_else(|_| "unknown".to_owned())
+    }
+
+    pub fn new_decoder(self: &Arc<Self>) -> Result<WhisperDecoder, SttError> {
+        let state = self.ctx.create_state().map_err(|e| SttError::ModelLoad {
+            path: self.path.clone(),
+            reason: format!("cannot create a decoder state: {e:?}"),
+        })?;
+        Ok(WhisperDecoder {
+            model: Arc::clone(self),
+            state,
+            prompt_cache: None,
+        })
+    }
+
+    fn prompt_tokens(&self, prompt: &str) -> Vec<c_int> {
+        let clean: String = prompt.chars().filter(|c| *c != '\0').collect();
+        // A prompt longer than half the text context would crowd out the transcript.
+        let max = (self.ctx.n_text_ctx() / 2).max(1) as usize;
+        let mut tokens = self.ctx.tokenize(&clean, max * 4).unwrap_or_default();
+        if tokens.len() > max {
+            tokens.drain(..tokens.len() - max);
+        }
+        tokens
+    }
+}
+
+/// One decoder: its own state over the shared model. Not shared between threads.
+pub struct WhisperDecoder {
+    model: Arc<WhisperModel>,
+    state: WhisperState,
+    /// Tokenised prompt, reused while the prompt text stays the same.
+    prompt_cache: Option<(Arc<str>, Vec<c_int>)>,
+}
+
+impl Decoder for WhisperDecoder {
+    fn decode(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, SttError> {
+        if audio.is_empty() {
+            return Err(SttError::EmptyAudio);
+        }
+        if let Some(prompt) = &opts.initial_prompt {
+            let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
+            if stale {
+                let tokens = self.model.prompt_tokens(prompt);
+                self.prompt_cache = Some((Arc::clone(prompt), tokens));
+            }
+        }
+        let prompt_tokens: &[c_int] = match (&opts.initial_prompt, &self.prompt_cache) {
+            (Some(_), Some((_, tokens))) => tokens,
+            _ => &[],
+        };
+
+        let strategy = if opts.beam_size > 1 {
+            SamplingStrategy::BeamSearch {
+                beam_size: opts.beam_size as c_int,
+                patience: -1.0,
+            }
+        } else {
+            SamplingStrategy::Greedy { best_of: 1 }
+        };
+        let mut params = FullParams::new(strategy);
+        params.set_n_threads(opts.threads as c_int);
+        params.set_language(Some(match opts.language {
+            Language::Auto if self.model.is_multilingual() => "auto",
+            Language::Auto => "en",
+            other => other.as_str(),
+        }));
+        params.set_translate(false);
+        params.set_no_context(true);
+        params.set_token_timestamps(opts.word_timestamps);
+        params.set_suppress_blank(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        if let Some(ctx) = opts.audio_ctx {
+            params.set_audio_ctx(ctx as c_int);
+        }
+        if !prompt_tokens.is_empty() {
+            params.set_tokens(prompt_tokens);
+        }
+
+        self.state
+            .full(params, audio)
+            .map_err(|e| SttError::Decode(format!("{e:?}")))?;
+        Ok(self.collect(opts))
+    }
+}
+
+impl WhisperDecoder {
+    /// Gathers text, words and scores of every segment of the last decode.
+    fn collect(&self, opts: &DecodeOptions) -> Transcript {
+        let eot = self.model.ctx.token_eot();
+        let mut text = String::new();
+        let mut words = WordBuilder::default();
+        let mut logprob_sum = 0.0f64;
+        let mut token_count = 0usize;
+        let mut no_speech_prob = 0.0f32;
+
+        for (i, segment) in self.state.as_iter().enumerate() {
+            if i == 0 {
+                no_speech_prob = segment.no_speech_probability();
+            }
+            if let Ok(seg_text) = segment.to_str_lossy() {
+                text.push_str(&seg_text);
+            }
+            for t in 0..segment.n_tokens() {
+                let Some(token) = segment.get_token(t) else {
+                    continue;
+                };
+                let data = token.token_data();
+                if data.id >= eot {
+                    continue; // timestamps and other special tokens
+                }
+                logprob_sum += data.plog as f64;
+                token_count += 1;
+                if let Ok(bytes) = token.to_bytes() {
+                    words.push(bytes, data.t0, data.t1, data.p);
+                }
+            }
+        }
+
+        let language = match opts.language {
+            Language::Auto => {
+                let id = self.state.full_lang_id_from_state();
+                whisper_rs::get_lang_str(id).unwrap_or("en").to_owned()
+            }
+            other => other.as_str().to_owned(),
+        };
+        Transcript {
+            text: text.trim().to_owned(),
+            language,
+            words: if opts.word_timestamps {
+                words.finish()
+            } else {
+                Vec::new()
+            },
+            avg_logprob: if token_count == 0 {
+                0.0
+            } else {
+                (logprob_sum / token_count as f64) as f32
+            },
+            no_speech_prob,
+            audio_ctx: opts.audio_ctx.unwrap_or(1500),
+        }
+    }
+}
+
+/// Joins BPE tokens into words. A token starting with a space starts a new word; Korean
+/// syllables can be split across tokens as partial UTF-8, so bytes are joined before decoding.
+#[derive(Default)]
+struct WordBuilder {
+    done: Vec<Word>,
+    bytes: Vec<u8>,
+    start: i64,
+    end: i64,
+    prob_sum: f32,
+    tokens: u32,
+}
+
+impl WordBuilder {
+    fn push(&mut self, token: &[u8], t0: i64, t1: i64, p: f32) {
+        if token.first() == Some(&b' ') && !self.bytes.is_empty() {
+            self.finish_word();
+        }
+        if self.bytes.is_empty() {
+            self.start = t0;
+        }
+        self.bytes.extend_from_slice(token);
+        self.end = t1.max(self.start);
+        self.prob_sum += p;
+        self.tokens += 1;
+    }
+
+    fn finish_word(&mut self) {
+        let word = String::from_utf8_lossy(&self.bytes).trim().to_owned();
+        if !word.is_empty() {
+            self.done.push(Word {
+                word,
+                start: self.start as f64 / CENTISECONDS,
+                end: self.end as f64 / CENTISECONDS,
+                probability: self.prob_sum / self.tokens.max(1) as f32,
+            });
+        }
+        self.bytes.clear();
+        self.prob_sum = 0.0;
+        self.tokens = 0;
+    }
+
+    fn finish(mut self) -> Vec<Word> {
+        self.finish_word();
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_join_tokens_and_split_korean_bytes_correctly() {
+        let mut b = WordBuilder::default();
+        let han = "한국".as_bytes(); // 6 bytes, split mid-syllable across tokens
+        b.push(b" And", 0, 20, 0.9);
+        b.push(b" so", 20, 40, 0.8);
+        b.push(&[b' ', han[0], han[1]], 40, 50, 0.5);
+        b.push(&han[2..], 50, 60, 0.5);
+        b.push(b",", 60, 61, 0.7);
+        let words = b.finish();
+        let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(texts, ["And", "so", "한국,"]);
+        assert_eq!(words[2].start, 0.40);
+        assert_eq!(words[2].end, 0.61);
+    }
+}

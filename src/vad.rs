@@ -1,0 +1,319 @@
+//! Utterance segmenter: 16 kHz mono audio in, utterance start / end events out.
+//!
+//! Each 16 ms frame is speech when earshot's neural detector scores it at or above
+//! `speech_threshold` *and* its RMS passes the energy gate. An utterance opens after a short run
+//! of speech frames (with `pre_roll_ms` of the audio before it, so the first word is never cut),
+//! and ends after `silence_ms` of non-speech, keeping `tail_ms` of that silence. Utterances with
+//! less voiced audio than `min_speech_ms` are discarded; utterances reaching
+//! `max_utterance_s` are split at their quietest recent point.
+
+use std::collections::VecDeque;
+
+use crate::audio::TARGET_SAMPLE_RATE;
+use crate::config::VadConfig;
+
+/// earshot works on 256-sample (16 ms) frames at 16 kHz.
+pub const FRAME_SAMPLES: usize = 256;
+const SAMPLES_PER_MS: u64 = TARGET_SAMPLE_RATE as u64 / 1000;
+/// Consecutive speech frames needed to open an utterance: one loud click does not.
+const ONSET_FRAMES: usize = 2;
+
+/// A finished utterance, ready to decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Utterance {
+    /// Sample index (16 kHz) of the first sample, from the start of the stream.
+    pub start_sample: u64,
+    pub samples: Vec<f32>,
+    /// False when the utterance was cut at the maximum length while speech went on.
+    pub speech_final: bool,
+    /// RMS over the whole utterance; the filter rejects text decoded from near-silence.
+    pub rms: f32,
+}
+
+impl Utterance {
+    pub fn start_s(&self) -> f64 {
+        self.start_sample as f64 / TARGET_SAMPLE_RATE as f64
+    }
+    pub fn end_s(&self) -> f64 {
+        (self.start_sample + self.samples.len() as u64) as f64 / TARGET_SAMPLE_RATE as f64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VadEvent {
+    /// Speech began; the utterance's audio is available from `Segmenter::open_utterance`.
+    Started { start_sample: u64 },
+    /// The utterance ended and should be decoded.
+    Ended(Utterance),
+    /// The utterance ended with too little voiced audio to be speech.
+    Discarded { start_sample: u64 },
+}
+
+pub struct Segmenter {
+    cfg: VadConfig,
+    detector: Box<earshot::Detector>,
+    /// Samples waiting for a full frame.
+    pending: Vec<f32>,
+    /// Samples consumed into frames so far.
+    consumed: u64,
+    /// Recent audio kept while idle, to prepend when speech starts.
+    pre_roll: VecDeque<f32>,
+    pre_roll_cap: usize,
+    onset_run: usize,
+    open: Option<OpenUtterance>,
+}
+
+struct OpenUtterance {
+    start_sample: u64,
+    samples: Vec<f32>,
+    /// RMS of each frame of `samples`, for finding a quiet split point.
+    frame_rms: Vec<f32>,
+    voiced_samples: u64,
+    silence_run: u64,
+}
+
+impl Segmenter {
+    pub fn new(cfg: &VadConfig) -> Self {
+        let pre_roll_cap =
+            (cfg.pre_roll_ms * SAMPLES_PER_MS) as usize + ONSET_FRAMES * FRAME_SAMPLES;
+        Self {
+            cfg: cfg.clone(),
+            detector: earshot::Detector::default_boxed(),
+            pending: Vec::with_capacity(FRAME_SAMPLES),
+            consumed: 0,
+            pre_roll: VecDeque::with_capacity(pre_roll_cap + FRAME_SAMPLES),
+            pre_roll_cap,
+            onset_run: 0,
+            open: None,
+        }
+    }
+
+    /// Feeds 16 kHz mono samples of any count; appends the events they cause.
+    pub fn push(&mut self, samples: &[f32], events: &mut Vec<VadEvent>) {
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (FRAME_SAMPLES - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == FRAME_SAMPLES {
+                let frame = std::mem::take(&mut self.pending);
+                self.process_frame(&frame, events);
+                self.pending = frame;
+                self.pending.clear();
+            }
+        }
+    }
+
+    /// Ends the open utterance now (client `flush`, or end of stream).
+    pub fn flush(&mut self, events: &mut Vec<VadEvent>) {
+        if let Some(open) = self.open.as_mut() {
+            open.samples.extend_from_slice(&self.pending);
+            if open.silence_run > 0 {
+                // Part of the silence under way: trimmed like it, so the final's audio is the
+                // same as `pending_final` promised.
+                open.silence_run += self.pending.len() as u64;
+            }
+            self.consumed += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        self.close(true, events);
+        self.onset_run = 0;
+    }
+
+    /// The audio of the utterance being spoken, if one is open: (start sample, samples).
+    pub fn open_utterance(&self) -> Option<(u64, &[f32])> {
+        self.open
+            .as_ref()
+            .map(|o| (o.start_sample, o.samples.as_slice()))
+    }
+
+    /// The audio this utterance's final will have if the silence now under way lasts: speech
+    /// plus `tail_ms`. Available once the trailing silence reached `tail_ms`, so a decode can
+    /// start before `silence_ms` has passed (the result is used if no speech resumes).
+    pub fn pending_final(&self) -> Option<(u64, &[f32])> {
+        let open = self.open.as_ref()?;
+        let tail = self.cfg.tail_ms * SAMPLES_PER_MS;
+        if open.silence_run < tail.max(1)
+            || open.voiced_samples < self.cfg.min_speech_ms * SAMPLES_PER_MS
+        {
+            return None;
+        }
+        let keep = open.samples.len() - (open.silence_run - tail) as usize;
+        Some((open.start_sample, &open.samples[..keep]))
+    }
+
+    /// Samples received so far (16 kHz), including those still waiting for a full frame.
+    pub fn position(&self) -> u64 {
+        self.consumed + self.pending.len() as u64
+    }
+
+    fn process_frame(&mut self, frame: &[f32], events: &mut Vec<VadEvent>) {
+        let rms = rms(frame);
+        let score = self.detector.predict_f32(frame);
+        let is_speech = score >= self.cfg.speech_threshold && rms >= self.cfg.energy_threshold;
+        self.consumed += FRAME_SAMPLES as u64;
+
+        match self.open.as_mut() {
+            Some(open) => {
+                open.samples.extend_from_slice(frame);
+                open.frame_rms.push(rms);
+                if is_speech {
+                    open.voiced_samples += FRAME_SAMPLES as u64;
+                    open.silence_run = 0;
+                } else {
+                    open.silence_run += FRAME_SAMPLES as u64;
+                }
+                if open.silence_run >= self.cfg.silence_ms * SAMPLES_PER_MS {
+                    self.close(true, events);
+                } else if open.samples.len() as f32
+                    >= self.cfg.max_utterance_s * TARGET_SAMPLE_RATE as f32
+                {
+                    self.split_at_quietest(events);
+                }
+            }
+            None => {
+                self.pre_roll.extend(frame.iter().copied());
+                while self.pre_roll.len() > self.pre_roll_cap {
+                    self.pre_roll.pop_front();
+                }
+                self.onset_run = if is_speech { self.onset_run + 1 } else { 0 };
+                if self.onset_run >= ONSET_FRAMES {
+                    self.open_from_pre_roll(events);
+                }
+            }
+        }
+    }
+
+    fn open_from_pre_roll(&mut self, events: &mut Vec<VadEvent>) {
+        let samples: Vec<f32> = self.pre_roll.drain(..).collect();
+        let start_sample = self.consumed - samples.len() as u64;
+        let frame_rms = samples.chunks(FRAME_SAMPLES).map(rms).collect();
+        self.open = Some(OpenUtterance {
+            start_sample,
+            voiced_samples: (ONSET_FRAMES * FRAME_SAMPLES) as u64,
+            silence_run: 0,
+            samples,
+            frame_rms,
+        });
+        self.onset_run = 0;
+        events.push(VadEvent::Started { start_sample });
+    }
+
+    /// Ends the open utterance, trimming trailing silence beyond `tail_ms`.
+    fn close(&mut self, speech_final: bool, events: &mut Vec<VadEvent>) {
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        let tail = self.cfg.tail_ms * SAMPLES_PER_MS;
+        let excess_silence = open.silence_run.saturating_sub(tail) as usize;
+        let keep = open.samples.len().saturating_sub(excess_silence);
+        // The trimmed silence becomes the next utterance's pre-roll.
+        let trimmed = open.samples.split_off(keep);
+        self.pre_roll.clear();
+        let from = trimmed.len().saturating_sub(self.pre_roll_cap);
+        self.pre_roll.extend(trimmed[from..].iter().copied());
+
+        if open.voiced_samples < self.cfg.min_speech_ms * SAMPLES_PER_MS {
+            events.push(VadEvent::Discarded {
+                start_sample: open.start_sample,
+            });
+            return;
+        }
+        events.push(VadEvent::Ended(Utterance {
+            start_sample: open.start_sample,
+            rms: rms(&open.samples),
+            samples: open.samples,
+            speech_final,
+        }));
+    }
+
+    /// Cuts a too-long utterance at the quietest frame of its last third (at most the last 5 s),
+    /// ends the first part and keeps the rest open as a new utterance.
+    fn split_at_quietest(&mut self, events: &mut Vec<VadEvent>) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let frames = open.frame_rms.len();
+        let window = (frames / 3).min((5 * TARGET_SAMPLE_RATE as usize) / FRAME_SAMPLES);
+        let first = frames - window.max(1);
+        // Smooth over three frames so one quiet frame inside a word does not win.
+        let quietest = (first..frames.saturating_sub(1))
+            .min_by(|&a, &b| {
+                let s = |i: usize| {
+                    open.frame_rms[i.saturating_sub(1)..=(i + 1).min(frames - 1)]
+                        .iter()
+                        .sum::<f32>()
+                };
+                s(a).total_cmp(&s(b))
+            })
+            .unwrap_or(frames - 1);
+        let cut = (quietest * FRAME_SAMPLES).min(open.samples.len());
+        let rest = open.samples.split_off(cut);
+        let rest_rms = open.frame_rms.split_off(quietest.min(open.frame_rms.len()));
+        let rest_start = open.start_sample + cut as u64;
+        let first_part = Utterance {
+            start_sample: open.start_sample,
+            rms: rms(&open.samples),
+            samples: std::mem::take(&mut open.samples),
+            speech_final: false,
+        };
+        open.start_sample = rest_start;
+        open.samples = rest;
+        open.frame_rms = rest_rms;
+        open.voiced_samples = open.samples.len() as u64;
+        events.push(VadEvent::Ended(first_part));
+        events.push(VadEvent::Started {
+            start_sample: rest_start,
+        });
+    }
+}
+
+pub fn rms(samples: &[f32]) -> f32 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f32 = samples.iter().map(|s| s * s).sum();
+    (sum / samples.len() as f32).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VadConfig {
+        VadConfig::default()
+    }
+
+    fn run(seg: &mut Segmenter, audio: &[f32], chunk: usize) -> Vec<VadEvent> {
+        let mut events = Vec::new();
+        for c in audio.chunks(chunk) {
+            seg.push(c, &mut events);
+        }
+        events
+    }
+
+    #[test]
+    fn silence_opens_nothing() {
+        let mut seg = Segmenter::new(&cfg());
+        let events = run(&mut seg, &vec![0.0; 16000 * 10], 320);
+        assert!(events.is_empty(), "{events:?}");
+        assert!(seg.open_utterance().is_none());
+        assert_eq!(seg.position(), 160_000);
+    }
+
+    #[test]
+    fn quiet_audio_is_gated_by_energy() {
+        // A tone far below the energy threshold never opens an utterance, whatever the detector says.
+        let tone: Vec<f32> = (0..16000 * 3)
+            .map(|i| 0.005 * (i as f32 * 0.05).sin())
+            .collect();
+        let mut seg = Segmenter::new(&cfg());
+        assert!(run(&mut seg, &tone, 160).is_empty());
+    }
+
+    #[test]
+    fn rms_of_a_full_scale_square_is_one() {
+        assert!((rms(&[1.0, -1.0, 1.0, -1.0]) - 1.0).abs() < 1e-6);
+        assert_eq!(rms(&[]), 0.0);
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of sori on a fresh machine: installs what the tests need (apt packages,
+# the Whisper models, the test audio), checks formatting and lints, then runs the tests
+# against the real model. Usage: ./test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "system packages"
+./scripts/install-deps.sh
+
+step "build (release: whisper.cpp is unusably slow unoptimised)"
+cargo build --release --locked --all-targets
+
+step "models and test audio (sori model fetch)"
+./target/release/sori model fetch
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --release --locked --all-targets -- -D warnings
+
+step "tests"
+cargo test --release --locked "$@"

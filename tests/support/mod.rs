@@ -1,0 +1,276 @@
+//! Shared test support: a real sori server on port 0 with the real Whisper model, a
+//! WebSocket client, and real audio (the JFK clip; espeak-ng speech; silence; noise).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use sori::config::Config;
+use sori::http::AppState;
+use sori::transcribe::Transcriber;
+
+pub const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The model under test: `SORI_TEST_MODEL`, or the base model `sori model fetch` writes.
+pub fn model_path() -> PathBuf {
+    let path = std::env::var_os("SORI_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/ggml-base.bin"));
+    assert!(
+        path.is_file(),
+        "Whisper model {} is missing. Run the README's test command (./test.sh), or \
+         `cargo run --release -- model fetch`, which downloads and converts it.",
+        path.display()
+    );
+    path
+}
+
+/// A file under `data/` that `sori model fetch` provides.
+pub fn data_file(name: &str) -> PathBuf {
+    let path = repo_root().join("data").join(name);
+    assert!(
+        path.is_file(),
+        "test audio {} is missing. Run `cargo run --release -- model fetch` (it fetches the JFK clip).",
+        path.display()
+    );
+    path
+}
+
+pub fn jfk_16k() -> Vec<f32> {
+    sori::audio::decode::load_16k_mono(&data_file("jfk.wav")).expect("jfk.wav decodes")
+}
+
+/// Runs a program the tests need, failing loudly with how to install it.
+pub fn require_tool(program: &str, install: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is required by this test; install it with `{install}` (./test.sh does)"
+    );
+}
+
+/// Generated audio files live here (git-ignored).
+pub fn scratch_dir() -> PathBuf {
+    let dir = repo_root().join("target/test-audio");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Converts with sox (`sox IN [opts] OUT`), once.
+pub fn sox(input: &Path, output_name: &str, args: &[&str]) -> PathBuf {
+    require_tool("sox", "apt-get install -y sox libsox-fmt-mp3");
+    let out = scratch_dir().join(output_name);
+    if !out.is_file() {
+        let status = Command::new("sox")
+            .arg(input)
+            .args(args)
+            .arg(&out)
+            .status()
+            .expect("sox runs");
+        assert!(status.success(), "sox failed to make {}", out.display());
+    }
+    out
+}
+
+/// English speech from espeak-ng, as a 16 kHz mono wav.
+pub fn espeak(name: &str, voice: &str, text: &str) -> PathBuf {
+    require_tool("espeak-ng", "apt-get install -y espeak-ng");
+    let raw = scratch_dir().join(format!("{name}.raw.wav"));
+    if !raw.is_file() {
+        let status = Command::new("espeak-ng")
+            .args(["-v", voice, "-s", "150", "-w"])
+            .arg(&raw)
+            .arg(text)
+            .status()
+            .expect("espeak-ng runs");
+        assert!(status.success());
+    }
+    sox(
+        &raw,
+        &format!("{name}.wav"),
+        &["-r", "16000", "-c", "1", "-b", "16"],
+    )
+}
+
+pub fn to_s16le(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect()
+}
+
+pub fn to_f32le(samples: &[f32]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+/// Deterministic white noise at the given RMS.
+pub fn white_noise(samples: usize, rms: f32) -> Vec<f32> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..samples)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let uniform = (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0;
+            uniform * rms * 3f32.sqrt()
+        })
+        .collect()
+}
+
+/// One server per test binary, on its own runtime thread, shared by the tests in it.
+pub fn server() -> SocketAddr {
+    static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+    *SERVER.get_or_init(|| start_server(test_config()))
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.stt.model = model_path();
+    config.stt.workers = 1;
+    config.stt.threads = 2;
+    config.server.outputs_dir = scratch_dir().join("outputs");
+    config.server.status_interval_ms = 500;
+    config
+}
+
+/// Starts a server with `config` on 127.0.0.1:0 and returns its address.
+pub fn start_server(config: Config) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let transcriber = Transcriber::start(Arc::new(config)).expect("engine starts");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            sori::http::serve(listener, AppState::new(transcriber), std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("server starts within 2 minutes")
+}
+
+pub async fn connect(addr: SocketAddr, query: &str) -> Ws {
+    let url = format!("ws://{addr}/ws{query}");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connects");
+    ws
+}
+
+/// Connects and returns the socket with its `ready` message.
+pub async fn connect_ready(addr: SocketAddr, query: &str) -> (Ws, Value) {
+    let mut ws = connect(addr, query).await;
+    let ready = next_json(&mut ws).await.expect("a first message");
+    assert_eq!(
+        ready["type"], "ready",
+        "first message must be ready: {ready}"
+    );
+    (ws, ready)
+}
+
+/// Next JSON text message, skipping `status`; `None` when the socket closed.
+pub async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(120), ws.next())
+            .await
+            .expect("server answers within 2 minutes")?;
+        match message.ok()? {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
+                if v["type"] != "status" {
+                    return Some(v);
+                }
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Streams PCM in `chunk_ms` frames, optionally paced in real time.
+pub async fn send_pcm(
+    ws: &mut Ws,
+    bytes: &[u8],
+    bytes_per_second: usize,
+    chunk_ms: usize,
+    paced: bool,
+) {
+    let chunk = (bytes_per_second * chunk_ms / 1000).max(1);
+    let started = tokio::time::Instant::now();
+    for (i, frame) in bytes.chunks(chunk).enumerate() {
+        ws.send(Message::Binary(frame.to_vec().into()))
+            .await
+            .unwrap();
+        if paced {
+            tokio::time::sleep_until(started + Duration::from_millis(((i + 1) * chunk_ms) as u64))
+                .await;
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// Sends `stop` and collects every message up to and including `closed`; asserts the socket
+/// then closes normally.
+pub async fn stop_and_collect(ws: &mut Ws) -> Vec<Value> {
+    send_json(ws, serde_json::json!({"type": "stop"})).await;
+    collect_until_closed(ws).await
+}
+
+pub async fn collect_until_closed(ws: &mut Ws) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(v) = next_json(ws).await {
+        let done = v["type"] == "closed";
+        out.push(v);
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+pub fn finals(messages: &[Value]) -> Vec<&Value> {
+    messages.iter().filter(|m| m["type"] == "final").collect()
+}
+
+pub fn final_text(messages: &[Value]) -> String {
+    finals(messages)
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn errors(messages: &[Value]) -> Vec<&Value> {
+    messages.iter().filter(|m| m["type"] == "error").collect()
+}

@@ -1,0 +1,326 @@
+//! Streaming over a real WebSocket with the real Whisper model: the JFK clip at 16 and 48 kHz,
+//! in 20 ms and 100 ms chunks, paced and as fast as possible; silence and noise; concurrency;
+//! stop and flush; transcript files.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+const MAX_WER: f64 = 0.10;
+
+/// Streams `samples` (mono, at `rate`) and returns every message up to `closed`.
+async fn stream_clip(
+    query: &str,
+    samples: &[f32],
+    rate: usize,
+    f32le: bool,
+    chunk_ms: usize,
+    paced: bool,
+) -> (Value, Vec<Value>) {
+    let (mut ws, ready) = connect_ready(server(), query).await;
+    let (bytes, bps) = if f32le {
+        (to_f32le(samples), rate * 4)
+    } else {
+        (to_s16le(samples), rate * 2)
+    };
+    send_pcm(&mut ws, &bytes, bps, chunk_ms, paced).await;
+    let messages = stop_and_collect(&mut ws).await;
+    (ready, messages)
+}
+
+/// The checks every JFK run must pass: accuracy, ordering, ids, timestamps, words, closing.
+fn check_jfk_run(label: &str, messages: &[Value]) {
+    let text = final_text(messages);
+    let wer = sori::eval::wer(JFK_REFERENCE, &text);
+    eprintln!("{label}: WER {:.1} % — {text}", wer * 100.0);
+    assert!(
+        wer <= MAX_WER,
+        "{label}: WER {:.1} % > 10 %: {text:?}",
+        wer * 100.0
+    );
+    assert!(
+        errors(messages).is_empty(),
+        "{label}: {:?}",
+        errors(messages)
+    );
+
+    let finals = finals(messages);
+    let mut last_id = None;
+    let mut last_end = 0.0;
+    for f in &finals {
+        let id = f["segment_id"].as_u64().unwrap();
+        assert!(
+            last_id.is_none_or(|l| id > l),
+            "{label}: segment ids must increase"
+        );
+        last_id = Some(id);
+        let (start, end) = (f["start"].as_f64().unwrap(), f["end"].as_f64().unwrap());
+        assert!(
+            start >= 0.0 && start < end && end <= 11.5,
+            "{label}: bad span {start}..{end}"
+        );
+        assert!(start >= last_end - 1e-6, "{label}: finals overlap");
+        last_end = end;
+        assert_eq!(f["language"], "en");
+        let words = f["words"].as_array().unwrap();
+        assert!(!words.is_empty(), "{label}: final without words: {f}");
+        for w in words {
+            let (ws, we) = (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap());
+            assert!(
+                ws >= start - 1e-6 && we <= end + 1e-6 && ws <= we,
+                "{label}: word {w} outside {start}..{end}"
+            );
+        }
+    }
+    // No partial for a segment after its final.
+    let mut finalised = std::collections::HashSet::new();
+    for m in messages {
+        let id = m["segment_id"].as_u64();
+        match m["type"].as_str() {
+            Some("final") => {
+                finalised.insert(id.unwrap());
+            }
+            Some("partial") => assert!(
+                !finalised.contains(&id.unwrap()),
+                "{label}: partial after final for segment {id:?}"
+            ),
+            _ => {}
+        }
+    }
+    let closed = messages.last().expect("messages");
+    assert_eq!(
+        closed["type"], "closed",
+        "{label}: last message must be closed"
+    );
+    assert_eq!(
+        closed["summary"]["finals"].as_u64().unwrap() as usize,
+        finals.len()
+    );
+    let audio_s = closed["summary"]["audio_seconds"].as_f64().unwrap();
+    assert!(
+        (audio_s - 11.0).abs() < 0.1,
+        "{label}: audio_seconds {audio_s}"
+    );
+}
+
+fn jfk_48k() -> Vec<f32> {
+    let path = sox(&data_file("jfk.wav"), "jfk_48k.wav", &["-r", "48000"]);
+    let decoded = sori::audio::decode::decode_file(&path).unwrap();
+    assert_eq!(decoded.sample_rate, 48000);
+    decoded.samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jfk_16k_in_20ms_chunks_paced_in_real_time() {
+    let (ready, messages) = stream_clip(
+        "?sample_rate=16000&encoding=pcm_s16le&language=en",
+        &jfk_16k(),
+        16000,
+        false,
+        20,
+        true,
+    )
+    .await;
+    assert_eq!(ready["options"]["sample_rate"], 16000);
+    assert_eq!(ready["options"]["language"], "en");
+    check_jfk_run("16k/20ms/paced", &messages);
+    // Paced in real time over 11 s with partials on, some partial must have arrived.
+    assert!(
+        messages.iter().any(|m| m["type"] == "partial"),
+        "no partial results while speaking"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jfk_48k_in_20ms_chunks_paced_in_real_time() {
+    let (_, messages) = stream_clip(
+        "?sample_rate=48000&language=en",
+        &jfk_48k(),
+        48000,
+        false,
+        20,
+        true,
+    )
+    .await;
+    check_jfk_run("48k/20ms/paced", &messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jfk_16k_in_100ms_chunks_as_fast_as_possible() {
+    let (_, messages) = stream_clip("?language=en", &jfk_16k(), 16000, false, 100, false).await;
+    check_jfk_run("16k/100ms/fast", &messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jfk_48k_f32_in_100ms_chunks_as_fast_as_possible() {
+    let (ready, messages) = stream_clip(
+        "?sample_rate=48000&encoding=pcm_f32le&language=en",
+        &jfk_48k(),
+        48000,
+        true,
+        100,
+        false,
+    )
+    .await;
+    assert_eq!(ready["options"]["encoding"], "pcm_f32le");
+    check_jfk_run("48k/f32/100ms/fast", &messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jfk_as_base64_text_frames_in_the_original_form() {
+    use base64::Engine as _;
+    let (mut ws, _) = connect_ready(server(), "?language=en").await;
+    let bytes = to_s16le(&jfk_16k());
+    for chunk in bytes.chunks(3200) {
+        let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
+        send_json(&mut ws, json!({"type": "audio", "audio": audio})).await;
+    }
+    let messages = stop_and_collect(&mut ws).await;
+    check_jfk_run("base64", &messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stereo_44k1_is_downmixed_and_resampled() {
+    let path = sox(
+        &data_file("jfk.wav"),
+        "jfk_44k1_stereo.wav",
+        &["-r", "44100", "-c", "2"],
+    );
+    let raw = std::fs::read(&path).unwrap();
+    // Canonical 44-byte header written by sox; the rest is interleaved s16le.
+    let pcm = &raw[44..];
+    let (mut ws, ready) =
+        connect_ready(server(), "?sample_rate=44100&channels=2&language=en").await;
+    assert_eq!(ready["options"]["channels"], 2);
+    send_pcm(&mut ws, pcm, 44100 * 4, 100, false).await;
+    let messages = stop_and_collect(&mut ws).await;
+    check_jfk_run("44.1k/stereo", &messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_of_silence_give_no_final() {
+    let (_, messages) = stream_clip(
+        "?language=ko&filtered=true",
+        &vec![0.0; 16000 * 30],
+        16000,
+        false,
+        100,
+        false,
+    )
+    .await;
+    assert!(
+        finals(&messages).is_empty(),
+        "silence produced text: {messages:?}"
+    );
+    assert_eq!(messages.last().unwrap()["type"], "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_of_white_noise_give_no_final() {
+    for language in ["ko", "en"] {
+        let noise = white_noise(16000 * 30, 0.1);
+        let (_, messages) = stream_clip(
+            &format!("?language={language}&filtered=true"),
+            &noise,
+            16000,
+            false,
+            100,
+            false,
+        )
+        .await;
+        assert!(
+            finals(&messages).is_empty(),
+            "noise produced text ({language}): {messages:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_sessions_each_get_only_their_own_transcript() {
+    let fox = espeak(
+        "fox",
+        "en-us",
+        "The quick brown fox jumps over the lazy dog near the river bank.",
+    );
+    let fox = sori::audio::decode::load_16k_mono(&fox).unwrap();
+    let jfk = jfk_16k();
+    let a = stream_clip("?language=en", &jfk, 16000, false, 20, true);
+    let b = stream_clip("?language=en", &fox, 16000, false, 20, true);
+    let ((_, a), (_, b)) = tokio::join!(a, b);
+    let (a, b) = (final_text(&a).to_lowercase(), final_text(&b).to_lowercase());
+    assert!(
+        a.contains("country") && !a.contains("fox"),
+        "session A: {a}"
+    );
+    assert!(
+        b.contains("fox") && !b.contains("country"),
+        "session B: {b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_right_after_speech_flushes_the_last_utterance() {
+    // No trailing silence: only `stop` can end the utterance.
+    let (_, messages) = stream_clip("?language=en", &jfk_16k(), 16000, false, 100, false).await;
+    let finals = finals(&messages);
+    let last = *finals.last().expect("a final");
+    assert!(
+        last["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("country"),
+        "{last}"
+    );
+    assert_eq!(last["speech_final"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_ends_the_open_utterance_before_stop() {
+    let (mut ws, _) = connect_ready(server(), "?language=en&partials=false").await;
+    send_pcm(&mut ws, &to_s16le(&jfk_16k()), 32000, 100, false).await;
+    send_json(&mut ws, json!({"type": "flush"})).await;
+    // Finals arrive without stop; wait for one ending near the end of the clip.
+    let mut got = Vec::new();
+    loop {
+        let m = next_json(&mut ws).await.expect("open");
+        let done = m["type"] == "final" && m["end"].as_f64().unwrap() > 10.0;
+        got.push(m);
+        if done {
+            break;
+        }
+    }
+    assert!(sori::eval::wer(JFK_REFERENCE, &final_text(&got)) <= MAX_WER);
+    let rest = stop_and_collect(&mut ws).await;
+    assert!(
+        finals(&rest).is_empty(),
+        "stop after flush must not repeat a final: {rest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_writes_its_transcript_files() {
+    let (ready, messages) = stream_clip("?language=en", &jfk_16k(), 16000, false, 100, false).await;
+    let id = ready["session_id"].as_str().unwrap();
+    let dir = scratch_dir().join("outputs");
+    let jsonl = std::fs::read_to_string(dir.join(format!("{id}.jsonl"))).unwrap();
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sent = finals(&messages);
+    assert_eq!(lines.len(), sent.len());
+    for (line, sent) in lines.iter().zip(sent) {
+        assert_eq!(line, sent);
+    }
+    let srt = std::fs::read_to_string(dir.join(format!("{id}.srt"))).unwrap();
+    assert!(
+        srt.starts_with("1\n00:00:0") && srt.contains("country"),
+        "{srt}"
+    );
+    let vtt = std::fs::read_to_string(dir.join(format!("{id}.vtt"))).unwrap();
+    assert!(vtt.starts_with("WEBVTT") && vtt.contains("country"));
+    let closed = messages.last().unwrap();
+    assert_eq!(closed["summary"]["outputs"].as_array().unwrap().len(), 3);
+}
