@@ -729,6 +729,11 @@ impl Session {
         &self.summary
     }
 
+    /// Audio received so far, in seconds, rounded to milliseconds.
+    pub fn audio_seconds(&self) -> f64 {
+        round_ms(self.summary.audio_seconds)
+    }
+
     pub fn summary_mut(&mut self) -> &mut SessionSummary {
         &mut self.summary
     }

@@ -160,8 +160,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
                 let message = ServerMessage::Status {
                     lag_ms: stream.session.lag_ms(),
                     queue_depth: stream.pool().snapshot().queue_depth,
-                    audio_seconds: (stream.session.summary().audio_seconds * 1000.0).round()
-                        / 1000.0,
+                    audio_seconds: stream.session.audio_seconds(),
                 };
                 if tx.send(text(&message)).await.is_err() {
                     break Ending::Gone;
@@ -206,6 +205,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
     let summary = {
         let s = stream.session.summary_mut();
         s.outputs = files.iter().map(|p| p.display().to_string()).collect();
+        s.audio_seconds = (s.audio_seconds * 1000.0).round() / 1000.0;
         s.clone()
     };
     tracing::info!(
