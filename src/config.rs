@@ -30,7 +30,7 @@ pub enum ConfigError {
     Invalid { knob: &'static str, reason: String },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -144,7 +144,7 @@ impl Default for SttConfig {
             beam_size: 0,
             audio_ctx_trim: true,
             audio_ctx_margin_s: 1.0,
-            audio_ctx_min_s: 4.0,
+            audio_ctx_min_s: 6.0,
             partial_interval_ms: 1000,
             condition_on_previous_text: false,
             initial_prompt: None,
@@ -177,17 +177,6 @@ impl Default for FilterSettings {
             max_repeats: 4,
             min_rms: 0.005,
             patterns_file: None,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            stt: SttConfig::default(),
-            vad: VadConfig::default(),
-            filter: FilterSettings::default(),
         }
     }
 }

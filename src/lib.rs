@@ -22,3 +22,5 @@ pub mod gpu;
 pub mod http;
 
 pub use gpu::gpu_available;
+
+pub mod bench;

@@ -62,6 +62,20 @@ enum Command {
         #[arg(long)]
         prompt: Option<String>,
     },
+    /// Measure speed and latency side by side (see docs/benchmarks.md).
+    Bench {
+        /// Audio files; a same-named .txt beside a file is its reference transcript.
+        /// Default: the JFK clip, and the JFK clip three times with pauses.
+        files: Vec<PathBuf>,
+        /// Runs per measurement (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[command(flatten)]
+        engine: EngineFlags,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Fetch and convert Whisper models.
     Model {
         #[command(subcommand)]
@@ -169,6 +183,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             engine.apply(&mut config);
             config.validate()?;
             runtime()?.block_on(transcribe_file(config, &file, &format, prompt.as_deref()))
+        }
+        Command::Bench {
+            files,
+            runs,
+            engine,
+            json,
+        } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            let language = engine.language.unwrap_or(Language::En);
+            engine.apply(&mut config);
+            config.validate()?;
+            let files = if files.is_empty() {
+                default_bench_files()?
+            } else {
+                files
+            };
+            let files: Vec<_> = files
+                .iter()
+                .map(|f| sori::bench::BenchFile::new(f, language))
+                .collect();
+            let report = sori::bench::run(config, &files, runs.max(1))?;
+            println!("{}", report.to_markdown());
+            if let Some(path) = json {
+                let value = serde_json::json!({ "files": report.files, "audio_ctx": report.ctx, "peak_rss_mb": report.peak_rss_mb });
+                std::fs::write(&path, serde_json::to_string_pretty(&value)?)?;
+            }
+            Ok(())
         }
         Command::Model { command } => match command {
             ModelCommand::Fetch {
@@ -299,6 +340,24 @@ async fn transcribe_file(
     Ok(())
 }
 
+/// The JFK clip, and the clip three times with 1.5 s pauses (several utterances), each with a
+/// reference transcript beside it, under `data/bench/`.
+fn default_bench_files() -> anyhow::Result<Vec<PathBuf>> {
+    let jfk = load_16k_mono(Path::new("data/jfk.wav"))
+        .context("data/jfk.wav is missing; run `sori model fetch` first")?;
+    let dir = Path::new("data/bench");
+    std::fs::create_dir_all(dir)?;
+    let single = dir.join("jfk.wav");
+    sori::audio::wav::write_wav_16k(&single, &jfk)?;
+    std::fs::write(single.with_extension("txt"), JFK_REFERENCE)?;
+    let pause = vec![0.0f32; 24_000];
+    let triple: Vec<f32> = [&jfk[..], &pause, &jfk, &pause, &jfk].concat();
+    let three = dir.join("jfk_x3.wav");
+    sori::audio::wav::write_wav_16k(&three, &triple)?;
+    std::fs::write(three.with_extension("txt"), [JFK_REFERENCE; 3].join(" "))?;
+    Ok(vec![single, three])
+}
+
 fn fetch_models(
     models_dir: &Path,
     data_dir: &Path,
@@ -340,6 +399,7 @@ fn fetch_models(
                 audio_ctx: None,
                 initial_prompt: None,
                 word_timestamps: false,
+                cancel: None,
             },
         )?;
         let wer = sori::eval::wer(JFK_REFERENCE, &transcript.text);

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -165,6 +166,9 @@ pub struct Session {
     waiting: VecDeque<Job>,
     in_flight: usize,
     partial_in_flight: bool,
+    /// Cancels the partial in flight once the utterance ended or went quiet: its result
+    /// would be stale, and the worker is better spent on the final.
+    partial_cancel: Option<Arc<AtomicBool>>,
     speculation: Option<Speculation>,
     /// Final job ids in segment order; outcomes are released in this order.
     final_order: VecDeque<u64>,
@@ -198,6 +202,7 @@ impl Session {
                 audio_ctx: None,
                 initial_prompt: cfg.stt.initial_prompt.as_deref().map(Arc::from),
                 word_timestamps: true,
+                cancel: None,
             },
             ctx_trim: cfg
                 .stt
@@ -223,6 +228,7 @@ impl Session {
             waiting: VecDeque::new(),
             in_flight: 0,
             partial_in_flight: false,
+            partial_cancel: None,
             speculation: None,
             final_order: VecDeque::new(),
             finished: BTreeMap::new(),
@@ -305,6 +311,7 @@ impl Session {
         self.vad.flush(&mut events);
         self.handle_vad_events(&mut events);
         self.vad_events = events;
+        self.cancel_stale_partial();
     }
 
     /// End of stream: drains the resampler and ends the open utterance.
@@ -323,6 +330,18 @@ impl Session {
         self.vad.push(samples, &mut events);
         self.handle_vad_events(&mut events);
         self.vad_events = events;
+        self.cancel_stale_partial();
+    }
+
+    fn cancel_stale_partial(&mut self) {
+        if self.partial_in_flight
+            && (self.open_segment.is_none()
+                || !self.waiting.is_empty()
+                || self.vad.pending_final().is_some())
+            && let Some(flag) = self.partial_cancel.take()
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 
     fn handle_vad_events(&mut self, events: &mut Vec<VadEvent>) {
@@ -520,6 +539,12 @@ impl Session {
             self.partial_in_flight = true;
             JobKind::Partial
         };
+        let mut opts = self.decode_options(seconds, speculate);
+        if kind == JobKind::Partial {
+            let flag = Arc::new(AtomicBool::new(false));
+            opts.cancel = Some(Arc::clone(&flag));
+            self.partial_cancel = Some(flag);
+        }
         self.jobs.insert(
             job_id,
             JobMeta {
@@ -534,7 +559,7 @@ impl Session {
         self.in_flight += 1;
         Some(Job {
             job_id,
-            opts: self.decode_options(seconds, speculate),
+            opts,
             audio,
         })
     }
@@ -548,6 +573,7 @@ impl Session {
         match kind {
             JobKind::Partial => {
                 self.partial_in_flight = false;
+                self.partial_cancel = None;
                 if let Some(meta) = self.jobs.remove(&outcome.job_id) {
                     let event = self.partial_event(&meta, outcome.result.as_ref().ok());
                     self.outbox.extend(event);

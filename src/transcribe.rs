@@ -41,6 +41,11 @@ impl Transcriber {
     /// Loads the model and starts `stt.workers` decoder threads.
     pub fn start(config: Arc<Config>) -> Result<Self, EngineError> {
         let model = WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
+        Self::with_model(config, model)
+    }
+
+    /// Starts the decoder pool over an already loaded model (benchmarks share it with raw decoders).
+    pub fn with_model(config: Arc<Config>, model: Arc<WhisperModel>) -> Result<Self, EngineError> {
         let model_name = model_file_name(&config.stt.model);
         tracing::info!(model = %model.path(), kind = %model.kind(), multilingual = model.is_multilingual(), "model loaded");
         let decoder_model = Arc::clone(&model);

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub mod decode;
 pub mod pcm;
 pub mod resample;
+pub mod wav;
 
 /// The sample rate Whisper (and the VAD) consume. Everything is converted to this.
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;

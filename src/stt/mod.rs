@@ -8,6 +8,7 @@ pub mod model;
 pub mod whisper;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::protocol::{Language, Word};
 
@@ -24,6 +25,17 @@ pub struct DecodeOptions {
     pub initial_prompt: Option<Arc<str>>,
     /// Word-level timestamps cost a little; partials skip them.
     pub word_timestamps: bool,
+    /// Set by the session when the result is no longer wanted (a partial overtaken by the
+    /// utterance's end); the decoder then stops early with `SttError::Cancelled`.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl DecodeOptions {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// The decoder's result for one utterance. Times are seconds from the utterance's first sample.
@@ -61,6 +73,8 @@ pub enum SttError {
     EmptyAudio,
     #[error("the decoder pool has shut down")]
     PoolClosed,
+    #[error("the decode was cancelled because its result was no longer needed")]
+    Cancelled,
 }
 
 /// Encoder window for `seconds` of audio: the utterance plus a margin, never below the
@@ -80,7 +94,7 @@ mod tests {
     #[test]
     fn audio_ctx_follows_the_utterance_within_bounds() {
         assert_eq!(trimmed_audio_ctx(11.0, 1.0, 4.0), 600);
-        assert_eq!(trimmed_audio_ctx(1.0, 1.0, 4.0), 200);
+        assert_eq!(trimmed_audio_ctx(1.0, 1.0, 6.0), 300);
         assert_eq!(trimmed_audio_ctx(29.9, 1.0, 4.0), 1500);
         assert_eq!(trimmed_audio_ctx(0.0, 0.0, 0.0), 0);
     }

@@ -692,7 +692,7 @@ struct Fetcher<'a> {
 
 impl Fetcher<'_> {
     fn say(&self, msg: &str) {
-        tracing::info!("{msg}");
+        tracing::debug!("{msg}");
         (self.progress)(msg);
     }
 

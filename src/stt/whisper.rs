@@ -78,6 +78,13 @@ impl WhisperModel {
     }
 }
 
+/// ggml's abort hook: stop computing once the job's cancel flag is set.
+unsafe extern "C" fn abort_when_set(flag: *mut std::ffi::c_void) -> bool {
+    // SAFETY: the pointer is `Arc::as_ptr` of an `AtomicBool` kept alive by the caller of `full`.
+    let flag = unsafe { &*(flag as *const std::sync::atomic::AtomicBool) };
+    flag.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One decoder: its own state over the shared model. Not shared between threads.
 pub struct WhisperDecoder {
     model: Arc<WhisperModel>,
@@ -90,6 +97,9 @@ impl Decoder for WhisperDecoder {
     fn decode(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, SttError> {
         if audio.is_empty() {
             return Err(SttError::EmptyAudio);
+        }
+        if opts.is_cancelled() {
+            return Err(SttError::Cancelled);
         }
         if let Some(prompt) = &opts.initial_prompt {
             let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
@@ -132,10 +142,21 @@ impl Decoder for WhisperDecoder {
         if !prompt_tokens.is_empty() {
             params.set_tokens(prompt_tokens);
         }
+        if let Some(flag) = &opts.cancel {
+            // whisper-rs's closure-based abort callback casts its user data to the wrong type,
+            // so the plain C callback is used with a pointer to the flag. `opts` (and so the
+            // Arc) outlives `full`, which is the only time the pointer is read.
+            unsafe {
+                params.set_abort_callback(Some(abort_when_set));
+                params.set_abort_callback_user_data(Arc::as_ptr(flag) as *mut std::ffi::c_void);
+            }
+        }
 
-        self.state
-            .full(params, audio)
-            .map_err(|e| SttError::Decode(format!("{e:?}")))?;
+        let decoded = self.state.full(params, audio);
+        if opts.is_cancelled() {
+            return Err(SttError::Cancelled);
+        }
+        decoded.map_err(|e| SttError::Decode(format!("{e:?}")))?;
         Ok(self.collect(opts))
     }
 }
