@@ -225,7 +225,7 @@ fn decode_options(
         threads: config.stt.threads,
         audio_ctx: trim.then(|| {
             trimmed_audio_ctx(
-                seconds,
+                f64::from(seconds),
                 config.stt.audio_ctx_margin_s,
                 config.stt.audio_ctx_min_s,
             )

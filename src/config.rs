@@ -72,9 +72,9 @@ pub struct SttConfig {
     /// Trim the encoder window to the utterance (plus a margin) instead of always 30 s.
     pub audio_ctx_trim: bool,
     /// Margin added to the trimmed encoder window, in seconds; too little makes the decoder loop.
-    pub audio_ctx_margin_s: f32,
+    pub audio_ctx_margin_s: f64,
     /// Smallest trimmed encoder window, in seconds.
-    pub audio_ctx_min_s: f32,
+    pub audio_ctx_min_s: f64,
     /// Re-decode the open utterance this often (audio time) to send `partial` results.
     pub partial_interval_ms: u64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
@@ -91,9 +91,9 @@ pub struct SttConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct VadConfig {
     /// Frame RMS (full scale = 1.0) below which a frame never counts as speech.
-    pub energy_threshold: f32,
+    pub energy_threshold: f64,
     /// Voice probability from the neural detector at or above which a frame is speech.
-    pub speech_threshold: f32,
+    pub speech_threshold: f64,
     /// Silence that ends an utterance, in milliseconds.
     pub silence_ms: u64,
     /// Utterances with less voiced audio than this are dropped, in milliseconds.
@@ -103,20 +103,20 @@ pub struct VadConfig {
     /// Trailing silence kept at the end of an utterance, in milliseconds.
     pub tail_ms: u64,
     /// Longest utterance before it is split at its quietest point, in seconds (≤ 30).
-    pub max_utterance_s: f32,
+    pub max_utterance_s: f64,
 }
 
 /// Thresholds of the hallucination filter (openai-whisper's defaults as the starting point).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterSettings {
-    pub no_speech_threshold: f32,
-    pub logprob_threshold: f32,
-    pub compression_ratio_threshold: f32,
+    pub no_speech_threshold: f64,
+    pub logprob_threshold: f64,
+    pub compression_ratio_threshold: f64,
     /// A phrase repeated more often than this in one segment is a decoder loop.
     pub max_repeats: usize,
     /// Text decoded from audio quieter than this RMS is treated as invented.
-    pub min_rms: f32,
+    pub min_rms: f64,
     /// User's own patterns, one per line, added to the built-in list.
     pub patterns_file: Option<PathBuf>,
 }

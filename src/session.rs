@@ -144,7 +144,7 @@ pub struct Session {
     vad: Segmenter,
     filter: Arc<HallucinationFilter>,
     decode_defaults: DecodeOptions,
-    ctx_trim: Option<(f32, f32)>,
+    ctx_trim: Option<(f64, f64)>,
     partial_interval: usize,
     max_finals_in_flight: usize,
 
@@ -444,7 +444,7 @@ impl Session {
         let mut opts = self.decode_defaults.clone();
         opts.audio_ctx = self
             .ctx_trim
-            .map(|(margin, min)| trimmed_audio_ctx(seconds, margin, min));
+            .map(|(margin, min)| trimmed_audio_ctx(f64::from(seconds), margin, min));
         opts.word_timestamps = words;
         opts
     }

@@ -153,11 +153,11 @@ pub struct FileTranscript {
 
 pub fn filter_config(config: &Config) -> FilterConfig {
     FilterConfig {
-        no_speech_threshold: config.filter.no_speech_threshold,
-        logprob_threshold: config.filter.logprob_threshold,
-        compression_ratio_threshold: config.filter.compression_ratio_threshold,
+        no_speech_threshold: config.filter.no_speech_threshold as f32,
+        logprob_threshold: config.filter.logprob_threshold as f32,
+        compression_ratio_threshold: config.filter.compression_ratio_threshold as f32,
         max_repeats: config.filter.max_repeats,
-        min_rms: config.filter.min_rms,
+        min_rms: config.filter.min_rms as f32,
         extra_patterns_file: config.filter.patterns_file.clone(),
     }
 }

@@ -150,7 +150,8 @@ impl Segmenter {
     fn process_frame(&mut self, frame: &[f32], events: &mut Vec<VadEvent>) {
         let rms = rms(frame);
         let score = self.detector.predict_f32(frame);
-        let is_speech = score >= self.cfg.speech_threshold && rms >= self.cfg.energy_threshold;
+        let is_speech = f64::from(score) >= self.cfg.speech_threshold
+            && f64::from(rms) >= self.cfg.energy_threshold;
         self.consumed += FRAME_SAMPLES as u64;
 
         match self.open.as_mut() {
@@ -165,8 +166,8 @@ impl Segmenter {
                 }
                 if open.silence_run >= self.cfg.silence_ms * SAMPLES_PER_MS {
                     self.close(true, events);
-                } else if open.samples.len() as f32
-                    >= self.cfg.max_utterance_s * TARGET_SAMPLE_RATE as f32
+                } else if open.samples.len() as f64
+                    >= self.cfg.max_utterance_s * f64::from(TARGET_SAMPLE_RATE)
                 {
                     self.split_at_quietest(events);
                 }

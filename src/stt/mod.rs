@@ -80,8 +80,8 @@ pub enum SttError {
 /// Encoder window for `seconds` of audio: the utterance plus a margin, never below the
 /// minimum and never above the model's 30 s (1500 frames). Too small a window makes the
 /// decoder loop, hence the margin and the floor.
-pub fn trimmed_audio_ctx(seconds: f32, margin_s: f32, min_s: f32) -> u32 {
-    const FRAMES_PER_SECOND: f32 = 50.0;
+pub fn trimmed_audio_ctx(seconds: f64, margin_s: f64, min_s: f64) -> u32 {
+    const FRAMES_PER_SECOND: f64 = 50.0;
     const FULL_WINDOW: u32 = 1500;
     let wanted = ((seconds + margin_s).max(min_s) * FRAMES_PER_SECOND).ceil() as u32;
     wanted.min(FULL_WINDOW)

@@ -1,0 +1,236 @@
+//! File transcription through the CLI and `POST /api/transcribe` (wav, mp3, flac, ogg), and the
+//! basic REST endpoints.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+fn sori() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sori"));
+    cmd.current_dir(repo_root())
+        .env("SORI_MODEL", model_path())
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn clips() -> Vec<std::path::PathBuf> {
+    let jfk = data_file("jfk.wav");
+    vec![
+        jfk.clone(),
+        data_file("jfk.mp3"),
+        sox(&jfk, "jfk_44k1.flac", &["-r", "44100"]),
+        sox(&jfk, "jfk_22k.ogg", &["-r", "22050", "-c", "2"]),
+    ]
+}
+
+#[test]
+fn cli_transcribes_wav_mp3_flac_and_ogg() {
+    for clip in clips() {
+        let out = sori()
+            .args(["transcribe", "--language", "en", "--format", "text"])
+            .arg(&clip)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            clip.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let wer = sori::eval::wer(JFK_REFERENCE, &text);
+        assert!(wer <= 0.10, "{}: WER {wer}: {text}", clip.display());
+    }
+}
+
+#[test]
+fn cli_writes_json_srt_and_vtt() {
+    let jfk = data_file("jfk.wav");
+    let run = |format: &str| {
+        let out = sori()
+            .args(["transcribe", "--language", "en", "--format", format])
+            .arg(&jfk)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&run("json")).unwrap();
+    assert!((json["duration_s"].as_f64().unwrap() - 11.0).abs() < 0.05);
+    assert_eq!(json["language"], "en");
+    let segments = json["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    assert!(
+        segments
+            .iter()
+            .all(|s| s["type"] == "final" && !s["words"].as_array().unwrap().is_empty())
+    );
+    let srt = run("srt");
+    assert!(srt.starts_with("1\n00:00:00,"), "{srt}");
+    assert!(srt.contains(" --> ") && srt.contains("country"));
+    let vtt = run("vtt");
+    assert!(vtt.starts_with("WEBVTT\n\n00:00:"), "{vtt}");
+}
+
+#[test]
+fn cli_refuses_bad_files_and_formats_clearly() {
+    let garbage = scratch_dir().join("garbage.wav");
+    std::fs::write(&garbage, b"RIFF this is not audio at all").unwrap();
+    let out = sori().args(["transcribe"]).arg(&garbage).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MP3") && err.contains("FLAC"),
+        "names accepted formats: {err}"
+    );
+    let out = sori()
+        .args(["transcribe", "--format", "docx"])
+        .arg(data_file("jfk.wav"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("json, text, srt or vtt"));
+    let out = sori()
+        .args(["transcribe", "no/such/file.wav"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.wav"));
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_transcribe_accepts_multipart_and_raw_bodies_in_every_format() {
+    let base = format!("http://{}", server());
+    for clip in clips() {
+        let name = clip.file_name().unwrap().to_string_lossy().into_owned();
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(std::fs::read(&clip).unwrap())
+                    .file_name(name.clone()),
+            )
+            .text("language", "en");
+        let resp = http()
+            .post(format!("{base}/api/transcribe"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        let body: Value = resp.json().await.unwrap();
+        let wer = sori::eval::wer(JFK_REFERENCE, body["text"].as_str().unwrap());
+        assert!(wer <= 0.10, "{name}: {body}");
+    }
+    let resp = http()
+        .post(format!("{base}/api/transcribe?language=en&format=srt"))
+        .body(std::fs::read(data_file("jfk.wav")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("subrip")
+    );
+    assert!(resp.text().await.unwrap().contains("00:00:0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_json_with_a_code_and_a_message() {
+    let base = format!("http://{}", server());
+    let check = |status: u16, code: &'static str| {
+        move |(got, body): (u16, Value)| {
+            assert_eq!(got, status, "{body}");
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert!(
+                body["error"]["message"].as_str().unwrap().len() > 15,
+                "{body}"
+            );
+        }
+    };
+    async fn post(url: String, body: Vec<u8>) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+    check(400, "empty_upload")(post(format!("{base}/api/transcribe"), vec![]).await);
+    check(422, "undecodable_audio")(
+        post(format!("{base}/api/transcribe"), b"not audio".to_vec()).await,
+    );
+    let wav = std::fs::read(data_file("jfk.wav")).unwrap();
+    check(422, "undecodable_audio")(
+        post(
+            format!("{base}/api/transcribe"),
+            wav[..wav.len() / 100].to_vec(),
+        )
+        .await,
+    );
+    check(400, "unsupported_language")(
+        post(format!("{base}/api/transcribe?language=xx"), wav.clone()).await,
+    );
+    check(400, "unsupported_format")(
+        post(format!("{base}/api/transcribe?format=docx"), wav.clone()).await,
+    );
+    let form = reqwest::multipart::Form::new().text("language", "en");
+    let resp = http()
+        .post(format!("{base}/api/transcribe"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    check(400, "missing_file")((resp.status().as_u16(), resp.json().await.unwrap()));
+    let resp = http()
+        .get(format!("{base}/no/such/path"))
+        .send()
+        .await
+        .unwrap();
+    check(404, "not_found")((resp.status().as_u16(), resp.json().await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_and_health_answer() {
+    let base = format!("http://{}", server());
+    let health: Value = http()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let config: Value = http()
+        .get(format!("{base}/api/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["gpu"], false, "no GPU on this machine: {config}");
+    assert_eq!(config["config"]["vad"]["energy_threshold"], 0.02);
+    assert_eq!(config["config"]["vad"]["silence_ms"], 1000);
+    assert_eq!(config["config"]["stt"]["condition_on_previous_text"], false);
+    assert!(config["filter_patterns"].as_u64().unwrap() >= 37);
+    assert_eq!(
+        config["model"],
+        model_path().file_name().unwrap().to_string_lossy().as_ref()
+    );
+}
