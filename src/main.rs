@@ -379,6 +379,16 @@ fn fetch_models(
     let fetched = fetch(&options, data_dir, &|step: &str| {
         eprintln!("[model fetch] {step}")
     })?;
+    let ready = [
+        Some(&fetched.base),
+        fetched.base_quantized.as_ref(),
+        fetched.tiny_en.as_ref(),
+        Some(&fetched.jfk_wav),
+    ];
+    for path in ready.into_iter().flatten() {
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("[model fetch] ready: {} ({bytes} bytes)", path.display());
+    }
     if no_verify {
         return Ok(());
     }
