@@ -411,6 +411,11 @@ impl Session {
             return false;
         };
         let job_id = speculation.job_id;
+        tracing::debug!(
+            job_id,
+            ready = speculation.outcome.is_some(),
+            "speculative decode becomes the final"
+        );
         let kind = JobKind::Final {
             speech_final: utterance.speech_final,
         };
@@ -511,7 +516,9 @@ impl Session {
     fn take_job(&mut self) -> Option<Job> {
         if !self.waiting.is_empty() && self.in_flight < self.max_finals_in_flight {
             self.in_flight += 1;
-            return self.waiting.pop_front();
+            let job = self.waiting.pop_front();
+            tracing::debug!(job_id = job.as_ref().map(|j| j.job_id), "final decode job");
+            return job;
         }
         let segment_id = self.open_segment?;
         let speculate = self.speculation_due(true);
@@ -557,6 +564,7 @@ impl Session {
             },
         );
         self.in_flight += 1;
+        tracing::debug!(job_id, ?kind, segment_id, seconds, "decode job");
         Some(Job {
             job_id,
             opts,
@@ -566,10 +574,18 @@ impl Session {
 
     /// Takes in a decode outcome; the events it releases are collected with `take_events`.
     pub fn on_outcome(&mut self, outcome: DecodeOutcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
         let Some(kind) = self.jobs.get(&outcome.job_id).map(|m| m.kind) else {
+            tracing::debug!(job_id = outcome.job_id, "outcome of a forgotten job");
             return;
         };
-        self.in_flight = self.in_flight.saturating_sub(1);
+        tracing::debug!(
+            job_id = outcome.job_id,
+            ?kind,
+            ok = outcome.result.is_ok(),
+            decode_ms = outcome.decode.as_millis() as u64,
+            "decode outcome"
+        );
         match kind {
             JobKind::Partial => {
                 self.partial_in_flight = false;
@@ -789,9 +805,9 @@ impl Stream {
     }
 
     /// Hands jobs to the pool and waits for the next outcome; returns the events it releases
-    /// (possibly none). Cancel-safe: use it in `select!` beside the transport. Never returns
-    /// while the session has nothing to do, so callers that wait for the end check
-    /// `session.is_drained()` first.
+    /// (possibly none). Cancel-safe: use it in `select!` beside the transport. It never
+    /// returns while the session has nothing to do, so callers waiting for the end check
+    /// `session.is_drained()` before each call.
     pub async fn progress(&mut self) -> Vec<ServerMessage> {
         loop {
             let released = self.session.take_events();
@@ -817,11 +833,15 @@ impl Stream {
                     outcome = self.reply_rx.recv() => {
                         if let Some(outcome) = outcome {
                             self.session.on_outcome(outcome);
+                            // Return even when nothing was released (a filtered final), so
+                            // callers waiting for `is_drained` see the change.
+                            return self.session.take_events();
                         }
                     }
                 }
             } else if let Some(outcome) = self.reply_rx.recv().await {
                 self.session.on_outcome(outcome);
+                return self.session.take_events();
             }
         }
     }

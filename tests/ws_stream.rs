@@ -324,3 +324,46 @@ async fn each_session_writes_its_transcript_files() {
     let closed = messages.last().unwrap();
     assert_eq!(closed["summary"]["outputs"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_hallucination_is_dropped_and_reported_only_when_asked() {
+    let clip = espeak("thanks", "en-us", "Thank you for watching.");
+    let speech = sori::audio::decode::load_16k_mono(&clip).unwrap();
+    let padded = [&vec![0.0f32; 8000][..], &speech, &vec![0.0f32; 8000]].concat();
+    let (_, with) = stream_clip(
+        "?language=en&filtered=true",
+        &padded,
+        16000,
+        false,
+        100,
+        false,
+    )
+    .await;
+    assert!(
+        finals(&with).is_empty(),
+        "the phrase must not come through as a final: {with:?}"
+    );
+    let filtered: Vec<_> = with.iter().filter(|m| m["type"] == "filtered").collect();
+    assert_eq!(filtered.len(), 1, "{with:?}");
+    assert_eq!(filtered[0]["reason"], "pattern");
+    assert!(
+        filtered[0]["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("watching")
+    );
+    assert_eq!(with.last().unwrap()["summary"]["filtered"], 1);
+
+    let (_, without) = stream_clip("?language=en", &padded, 16000, false, 100, false).await;
+    assert!(finals(&without).is_empty());
+    assert!(
+        !without.iter().any(|m| m["type"] == "filtered"),
+        "not asked for: {without:?}"
+    );
+    assert_eq!(
+        without.last().unwrap()["summary"]["filtered"],
+        1,
+        "still counted"
+    );
+}

@@ -851,8 +851,8 @@ impl Fetcher<'_> {
             .current_dir(&dir)
             .args(["pack", "--silent", "--ignore-scripts"])
             .arg(format!("{}@{}", pkg.name, pkg.version))
-            .arg("--pack-destination")
-            .arg(&dir))?;
+            // Relative to `current_dir`: `dir` itself may be a relative path.
+            .args(["--pack-destination", "."]))?;
         Self::downloaded_package(&dir, pkg)
     }
 

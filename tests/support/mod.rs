@@ -155,6 +155,13 @@ pub fn test_config() -> Config {
 
 /// Starts a server with `config` on 127.0.0.1:0 and returns its address.
 pub fn start_server(config: Config) -> SocketAddr {
+    // RUST_LOG=sori=debug shows the server's log while debugging a test.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
