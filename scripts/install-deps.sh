@@ -3,12 +3,16 @@
 #   cmake           builds whisper.cpp (whisper-rs)
 #   sox, mp3 fmt    converts and generates test audio (wav/mp3/flac/ogg, noise)
 #   espeak-ng       synthetic speech for tests without recordings
+#   redis-server    the cache's real server in tests (started on a free loopback port)
+#   curl            scripts/llm-server.sh probes the LLM server's /health
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v sox >/dev/null || need+=(sox)
 sox -h 2>/dev/null | grep -q 'mp3' || need+=(libsox-fmt-mp3)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -eq 0 ]; then
     echo "all system packages present"
     exit 0

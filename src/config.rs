@@ -37,6 +37,8 @@ pub struct Config {
     pub stt: SttConfig,
     pub vad: VadConfig,
     pub filter: FilterSettings,
+    pub llm: LlmConfig,
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +121,89 @@ pub struct FilterSettings {
     pub min_rms: f64,
     /// User's own patterns, one per line, added to the built-in list.
     pub patterns_file: Option<PathBuf>,
+}
+
+/// The OpenAI-compatible endpoint that extracts keywords from final segments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Keywords for finals; sessions may turn them off with `keywords=false`.
+    pub enabled: bool,
+    /// vLLM's default address; a local llama.cpp server uses the same API.
+    pub base_url: String,
+    /// Model name; `None` = the first model the endpoint lists at `GET /models`.
+    pub model: Option<String>,
+    /// Sent as a bearer token; never shown in `/api/config` or logs.
+    pub api_key: Option<String>,
+    /// One LLM call may take this long before it counts as a failure.
+    pub timeout_ms: u64,
+    /// LLM calls in flight at once, across sessions (the rest wait their turn).
+    pub max_concurrent: usize,
+    /// Keywords kept per segment after filtering.
+    pub max_keywords: usize,
+    /// After a failure the endpoint is left alone this long before it is tried again.
+    pub retry_after_ms: u64,
+    /// Keyword categories the model may choose from (id, Korean label, English label).
+    pub categories: Vec<Category>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Category {
+    pub id: String,
+    pub ko: String,
+    pub en: String,
+}
+
+/// Where cached results live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `redis://host:port/db`; unset = an in-memory cache in this process.
+    pub redis_url: Option<String>,
+    /// Entries kept by the in-memory cache.
+    pub max_entries: usize,
+    /// Keyword results are reused for the same text this long, in seconds.
+    pub keyword_ttl_s: u64,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        let category = |id: &str, ko: &str, en: &str| Category {
+            id: id.to_owned(),
+            ko: ko.to_owned(),
+            en: en.to_owned(),
+        };
+        Self {
+            enabled: true,
+            base_url: "http://127.0.0.1:8000/v1".to_owned(),
+            model: None,
+            api_key: None,
+            timeout_ms: 10_000,
+            max_concurrent: 2,
+            max_keywords: 8,
+            retry_after_ms: 5_000,
+            categories: vec![
+                category("person", "인물", "person"),
+                category("place", "장소", "place"),
+                category("organization", "기관", "organization"),
+                category("datetime", "날짜/시간", "date/time"),
+                category("number", "수량/금액", "number/amount"),
+                category("facility", "도로/시설", "road/facility"),
+                category("event", "사건/사고", "event/incident"),
+                category("topic", "주제", "topic"),
+            ],
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            max_entries: 10_000,
+            keyword_ttl_s: 3600,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -236,6 +321,11 @@ impl Config {
                 "SORI_VAD_SILENCE_MS" => {
                     self.vad.silence_ms = parse_env("SORI_VAD_SILENCE_MS", &value)?
                 }
+                "SORI_LLM_BASE_URL" => self.llm.base_url = value,
+                "SORI_LLM_MODEL" => self.llm.model = Some(value).filter(|v| !v.is_empty()),
+                "SORI_LLM_API_KEY" => self.llm.api_key = Some(value).filter(|v| !v.is_empty()),
+                "SORI_KEYWORDS" => self.llm.enabled = parse_env("SORI_KEYWORDS", &value)?,
+                "SORI_REDIS_URL" => self.cache.redis_url = Some(value).filter(|v| !v.is_empty()),
                 "SORI_FILTER_PATTERNS_FILE" => {
                     self.filter.patterns_file = Some(PathBuf::from(value))
                 }
@@ -282,16 +372,47 @@ impl Config {
         if self.server.max_frame_bytes < 1024 {
             return invalid("server.max_frame_bytes", "must be at least 1024 bytes");
         }
+        if !self.llm.base_url.starts_with("http://") && !self.llm.base_url.starts_with("https://") {
+            return invalid("llm.base_url", "must start with http:// or https://");
+        }
+        if self.llm.categories.is_empty() {
+            return invalid("llm.categories", "needs at least one category");
+        }
+        if self.llm.max_concurrent == 0 || self.llm.max_keywords == 0 {
+            return invalid(
+                "llm.max_concurrent",
+                "llm.max_concurrent and llm.max_keywords must be at least 1",
+            );
+        }
         if self.server.max_sessions == 0 {
             return invalid("server.max_sessions", "must be at least 1");
         }
         Ok(())
     }
 
-    /// The configuration as `/api/config` shows it. No secret is held yet; keys added later
-    /// (LLM API key, tokens) are replaced here by `"***"`.
+    /// The configuration as `/api/config` shows it: the LLM key and any password in the Redis
+    /// URL are replaced by `"***"`.
     pub fn redacted(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+        let mut shown = self.clone();
+        if shown.llm.api_key.is_some() {
+            shown.llm.api_key = Some("***".to_owned());
+        }
+        shown.cache.redis_url = shown.cache.redis_url.as_deref().map(redact_url_password);
+        serde_json::to_value(shown).unwrap_or_default()
+    }
+}
+
+/// `redis://user:secret@host/0` → `redis://user:***@host/0`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -365,6 +486,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("SORI_LANGUAGE") && err.contains("ko"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("SORI_LLM_API_KEY", "sk-secret"),
+            ("SORI_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0"),
+            ("SORI_LLM_BASE_URL", "http://vllm:8000/v1"),
+            ("SORI_LLM_MODEL", "qwen"),
+        ]))
+        .unwrap();
+        assert_eq!(c.llm.api_key.as_deref(), Some("sk-secret"));
+        let shown = c.redacted().to_string();
+        assert!(
+            !shown.contains("sk-secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://:***@127.0.0.1:6379/0"), "{shown}");
+        assert!(shown.contains("http://vllm:8000/v1") && shown.contains("qwen"));
     }
 
     #[test]

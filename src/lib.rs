@@ -16,6 +16,9 @@ pub mod transcribe;
 
 pub mod outputs;
 
+pub mod cache;
+pub mod keywords;
+
 pub mod eval;
 
 pub mod gpu;

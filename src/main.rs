@@ -50,6 +50,12 @@ enum Command {
         /// Maximum concurrent /ws sessions (env SORI_MAX_SESSIONS).
         #[arg(long)]
         max_sessions: Option<usize>,
+        /// OpenAI-compatible endpoint for keywords (env SORI_LLM_BASE_URL; default http://127.0.0.1:8000/v1).
+        #[arg(long)]
+        llm_url: Option<String>,
+        /// Redis for caching (env SORI_REDIS_URL; default: in-memory cache).
+        #[arg(long)]
+        redis_url: Option<String>,
     },
     /// Transcribe an audio file (wav, mp3, flac, ogg) and print the result.
     Transcribe {
@@ -158,6 +164,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             engine,
             outputs_dir,
             max_sessions,
+            llm_url,
+            redis_url,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
             engine.apply(&mut config);
@@ -169,6 +177,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(n) = max_sessions {
                 config.server.max_sessions = n;
+            }
+            if let Some(url) = llm_url {
+                config.llm.base_url = url;
+            }
+            if let Some(url) = redis_url {
+                config.cache.redis_url = Some(url);
             }
             config.validate()?;
             runtime()?.block_on(serve_forever(config))
@@ -286,7 +300,12 @@ async fn serve_forever(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "sori is listening");
-    serve(listener, AppState::new(transcriber), shutdown_signal()).await?;
+    serve(
+        listener,
+        AppState::new(transcriber).await,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("sori stopped");
     Ok(())
 }

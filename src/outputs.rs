@@ -50,16 +50,18 @@ impl TranscriptWriter {
         })
     }
 
-    /// Appends a final as one JSON line and hands it to the OS at once; other messages are ignored.
+    /// Appends a final or a keywords event as one JSON line and hands it to the OS at once;
+    /// other messages are ignored.
     pub fn record(&mut self, message: &ServerMessage) -> std::io::Result<()> {
-        let Some(cue) = Cue::from_final(message) else {
+        let cue = Cue::from_final(message);
+        if cue.is_none() && !matches!(message, ServerMessage::Keywords { .. }) {
             return Ok(());
-        };
+        }
         let mut line = message.to_json();
         line.push('\n');
         self.jsonl.write_all(line.as_bytes())?;
         self.jsonl.flush()?;
-        self.cues.push(cue);
+        self.cues.extend(cue);
         Ok(())
     }
 

@@ -174,6 +174,14 @@ pub struct Word {
     pub probability: f32,
 }
 
+/// A keyword of a final segment, with its category id and the category's Korean label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyword {
+    pub text: String,
+    pub category: String,
+    pub label: String,
+}
+
 /// The options a session actually runs with, echoed in `ready`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectiveOptions {
@@ -228,6 +236,15 @@ pub enum ServerMessage {
         /// True when the speaker stopped (silence, flush, stop); false when a long
         /// utterance was split at its maximum length and speech goes on.
         speech_final: bool,
+    },
+    /// Keywords of a final segment, sent after that final.
+    Keywords {
+        segment_id: u64,
+        keywords: Vec<Keyword>,
+        model: String,
+        latency_ms: u64,
+        /// True when the result came from the cache, not from the LLM.
+        cached: bool,
     },
     /// A segment the hallucination filter dropped (only sent to clients that asked).
     Filtered {

@@ -93,7 +93,7 @@ pub fn default_options(cfg: &Config) -> EffectiveOptions {
         channels: 1,
         partials: true,
         filtered: false,
-        keywords: false,
+        keywords: cfg.llm.enabled,
         rag: false,
     }
 }

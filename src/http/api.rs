@@ -27,6 +27,28 @@ pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// Live state for the monitor: sessions, decoder queue, GPU, LLM, cache.
+pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let llm = match &state.keywords {
+        Some(k) => serde_json::to_value(k.status().await).unwrap_or_default(),
+        None => serde_json::json!({ "enabled": false }),
+    };
+    Json(serde_json::json!({
+        "uptime_s": state.started.elapsed().as_secs(),
+        "sessions": state.sessions.load(std::sync::atomic::Ordering::Relaxed),
+        "max_sessions": state.transcriber.config.server.max_sessions,
+        "decoder": state.transcriber.pool.snapshot(),
+        "gpu": { "available": crate::gpu_available() },
+        "llm": llm,
+        "cache": state.cache.status().await,
+    }))
+}
+
+/// Cache type, size and hit rate (the sibling back-end's shape).
+pub async fn cache_status(State(state): State<AppState>) -> Json<crate::cache::CacheStatus> {
+    Json(state.cache.status().await)
+}
+
 pub async fn not_found() -> AppError {
     AppError::new(
         StatusCode::NOT_FOUND,

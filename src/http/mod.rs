@@ -6,7 +6,7 @@ pub mod ws;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -16,20 +16,42 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+use crate::cache::Cache;
+use crate::keywords::KeywordExtractor;
 use crate::transcribe::Transcriber;
 
 /// Shared by every request handler.
 #[derive(Clone)]
 pub struct AppState {
     pub transcriber: Arc<Transcriber>,
+    /// Keyword extraction for finals; `None` when `llm.enabled` is off.
+    pub keywords: Option<Arc<KeywordExtractor>>,
+    /// Shared result cache (Redis or in-memory).
+    pub cache: Cache,
     /// Open `/ws` sessions (admission control).
     pub sessions: Arc<AtomicUsize>,
     pub started: Instant,
 }
 
 impl AppState {
-    pub fn new(transcriber: Transcriber) -> Self {
+    /// Builds the shared state: connects the cache (Redis when `cache.redis_url` is set, in
+    /// memory otherwise) and the keyword extractor (when `llm.enabled`).
+    pub async fn new(transcriber: Transcriber) -> Self {
+        let config = Arc::clone(&transcriber.config);
+        let cache = match &config.cache.redis_url {
+            Some(url) => Cache::redis(url, config.cache.max_entries).await,
+            None => Cache::memory(config.cache.max_entries),
+        };
+        let keywords = config.llm.enabled.then(|| {
+            KeywordExtractor::new(
+                &config.llm,
+                cache.clone(),
+                Duration::from_secs(config.cache.keyword_ttl_s),
+            )
+        });
         Self {
+            keywords,
+            cache,
             transcriber: Arc::new(transcriber),
             sessions: Arc::new(AtomicUsize::new(0)),
             started: Instant::now(),
@@ -43,6 +65,8 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/health", get(api::health))
         .route("/api/config", get(api::config))
+        .route("/api/status", get(api::status))
+        .route("/cache/status", get(api::cache_status))
         .route(
             "/api/transcribe",
             post(api::transcribe).layer(DefaultBodyLimit::max(max_upload)),

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::Instrument;
 
 use super::AppState;
+use crate::keywords::SessionKeywords;
 use crate::outputs::TranscriptWriter;
 use crate::protocol::{
     ClientMessage, ServerMessage, StreamOptions, close_code, decode_base64_audio, parse_client_text,
@@ -72,6 +73,7 @@ async fn refuse_full(mut socket: WebSocket, max_sessions: usize) {
 enum Step {
     Client(Option<Result<Message, axum::Error>>),
     Events(Vec<ServerMessage>),
+    Keywords(Vec<ServerMessage>),
     Tick,
 }
 
@@ -138,6 +140,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
         let _ = tx.send(text(&e)).await;
     }
 
+    let mut keywords = state.keywords.clone().map(SessionKeywords::new);
     let max_frame = config.server.max_frame_bytes;
     let mut status = tokio::time::interval(Duration::from_millis(
         config.server.status_interval_ms.max(100),
@@ -148,10 +151,17 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
         let step = tokio::select! {
             message = rx.next() => Step::Client(message),
             events = stream.progress() => Step::Events(events),
+            events = next_keywords(&mut keywords) => Step::Keywords(events),
             _ = status.tick() => Step::Tick,
         };
         match step {
             Step::Events(events) => {
+                request_keywords(&mut keywords, &stream, &events);
+                if send_events(&mut tx, &mut writer, &events).await.is_err() {
+                    break Ending::Gone;
+                }
+            }
+            Step::Keywords(events) => {
                 if send_events(&mut tx, &mut writer, &events).await.is_err() {
                     break Ending::Gone;
                 }
@@ -193,7 +203,21 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
     };
 
     let last = stream.finish().await;
-    let outputs = record_all(&mut writer, &last);
+    let mut outputs = record_all(&mut writer, &last);
+    let mut gone = matches!(ending, Ending::Gone);
+    if !gone {
+        gone = send_all(&mut tx, &last).await.is_err();
+    }
+    // The last finals' keywords come before `closed`, within the LLM timeout.
+    if !gone {
+        request_keywords(&mut keywords, &stream, &last);
+        if let Some(k) = keywords.as_mut() {
+            let limit = Duration::from_millis(config.llm.timeout_ms + 1000);
+            let late = k.drain(limit).await;
+            outputs = outputs.and(record_all(&mut writer, &late));
+            gone = send_all(&mut tx, &late).await.is_err();
+        }
+    }
     let files = writer
         .map(|w| w.close())
         .transpose()
@@ -218,12 +242,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
     if outputs.is_err() {
         tracing::error!("some finals could not be written to the transcript file");
     }
-    if let Ending::Graceful = ending {
-        for event in &last {
-            if tx.send(text(event)).await.is_err() {
-                return;
-            }
-        }
+    if !gone {
         let closed = ServerMessage::Closed {
             session_id: id,
             summary,
@@ -336,6 +355,36 @@ fn describe_default(options: &crate::protocol::EffectiveOptions) -> String {
 
 fn text(message: &ServerMessage) -> Message {
     Message::Text(message.to_json().into())
+}
+
+async fn next_keywords(keywords: &mut Option<SessionKeywords>) -> Vec<ServerMessage> {
+    match keywords {
+        Some(k) => k.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts keyword extraction for the finals among `events` when the session wants keywords.
+fn request_keywords(
+    keywords: &mut Option<SessionKeywords>,
+    stream: &Stream,
+    events: &[ServerMessage],
+) {
+    if let Some(k) = keywords
+        && stream.session.options().keywords
+    {
+        k.request(events);
+    }
+}
+
+async fn send_all<S>(tx: &mut S, events: &[ServerMessage]) -> Result<(), axum::Error>
+where
+    S: SinkExt<Message, Error = axum::Error> + Unpin,
+{
+    for event in events {
+        tx.send(text(event)).await?;
+    }
+    Ok(())
 }
 
 /// Records finals in the transcript file, then sends every event.

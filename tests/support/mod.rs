@@ -150,6 +150,8 @@ pub fn test_config() -> Config {
     config.stt.threads = 2;
     config.server.outputs_dir = scratch_dir().join("outputs");
     config.server.status_interval_ms = 500;
+    // Keyword tests start their own server with a real LLM (tests/keywords.rs).
+    config.llm.enabled = false;
     config
 }
 
@@ -173,7 +175,8 @@ pub fn start_server(config: Config) -> SocketAddr {
             let transcriber = Transcriber::start(Arc::new(config)).expect("engine starts");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            sori::http::serve(listener, AppState::new(transcriber), std::future::pending())
+            let state = AppState::new(transcriber).await;
+            sori::http::serve(listener, state, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -281,3 +284,5 @@ pub fn final_text(messages: &[Value]) -> String {
 pub fn errors(messages: &[Value]) -> Vec<&Value> {
     messages.iter().filter(|m| m["type"] == "error").collect()
 }
+pub mod faulty_llm;
+pub mod servers;
