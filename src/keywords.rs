@@ -101,6 +101,7 @@ struct Stats {
 
 impl KeywordExtractor {
     pub fn new(cfg: &LlmConfig, cache: Cache, cache_ttl: Duration) -> Arc<Self> {
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(3_000)))
             .build()
@@ -350,6 +351,13 @@ impl KeywordExtractor {
     }
 }
 
+/// reqwest is built without a default TLS backend (the default, aws-lc, needs a long C
+/// build); `https://` endpoints use rustls with *ring*, installed once per process.
+pub fn install_tls_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 enum CallError {
     Connection(String),
     Server(String),
@@ -422,7 +430,8 @@ fn answer_schema(categories: &[Category], max: usize) -> serde_json::Value {
     })
 }
 
-/// Words that carry no content in either language.
+/// Words that carry no content in either language: a keyword made only of these is dropped
+/// (the small local model sometimes proposes "And so" or "Ask not").
 const STOP_WORDS: &[&str] = &[
     "것",
     "수",
@@ -450,6 +459,13 @@ const STOP_WORDS: &[&str] = &[
     "뭐",
     "무엇",
     "누구",
+    "그리고",
+    "그래서",
+    "하지만",
+    "그런데",
+    "네",
+    "예",
+    "아니요",
     "it",
     "this",
     "that",
@@ -473,7 +489,93 @@ const STOP_WORDS: &[&str] = &[
     "ones",
     "what",
     "who",
+    "which",
+    "and",
+    "so",
+    "or",
+    "but",
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "on",
+    "at",
+    "for",
+    "with",
+    "from",
+    "by",
+    "as",
+    "not",
+    "no",
+    "yes",
+    "my",
+    "your",
+    "our",
+    "their",
+    "his",
+    "her",
+    "its",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "do",
+    "does",
+    "did",
+    "can",
+    "could",
+    "will",
+    "would",
+    "shall",
+    "should",
+    "may",
+    "might",
+    "must",
+    "have",
+    "has",
+    "had",
+    "ask",
+    "asked",
+    "say",
+    "said",
+    "tell",
+    "told",
+    "go",
+    "get",
+    "make",
+    "know",
+    "think",
+    "see",
+    "want",
+    "let",
+    "here",
+    "there",
+    "now",
+    "then",
 ];
+
+/// Korean predicate endings: a "keyword" ending like this is a verb or adjective, not a noun.
+const PREDICATE_ENDINGS: &[&str] = &[
+    "니다", "했다", "한다", "하는", "해요", "어요", "아요", "았다", "었다", "이다", "있다", "없다",
+    "하고", "해서", "된다", "됐다",
+];
+
+/// True when the keyword is only function words, or a Korean predicate.
+fn carries_no_content(text: &str) -> bool {
+    let lowered = text.to_lowercase();
+    let words: Vec<&str> = lowered
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.iter().all(|w| STOP_WORDS.contains(w))
+        || PREDICATE_ENDINGS
+            .iter()
+            .any(|e| lowered.trim_end().ends_with(e))
+}
 
 /// Keeps the model's keywords that occur in the segment (ignoring case, spacing and
 /// punctuation), in a configured category, not stop-words, first occurrence only.
@@ -500,7 +602,7 @@ pub fn filter_keywords(
         let too_short = norm.chars().count() < 2 && !norm.chars().any(is_cjk_or_digit);
         if norm.is_empty()
             || too_short
-            || STOP_WORDS.contains(&norm.as_str())
+            || carries_no_content(&text)
             || !haystack.contains(&norm)
             || !seen.insert(norm)
         {
@@ -760,6 +862,13 @@ mod tests {
         );
         let texts: Vec<_> = kept.iter().map(|k| k.text.as_str()).collect();
         assert_eq!(texts, ["서울역", "대책 회의", "오전 9시"]);
+        let verbs = filter_keywords(
+            [("열립니다", "event"), ("발생했습니다", "event")],
+            "회의가 열립니다 사고가 발생했습니다",
+            &cats(),
+            8,
+        );
+        assert!(verbs.is_empty(), "{verbs:?}");
         assert_eq!(kept[0].label, "장소");
     }
 

@@ -106,6 +106,7 @@ fn cli_refuses_bad_files_and_formats_clearly() {
 }
 
 fn http() -> reqwest::Client {
+    sori::keywords::install_tls_provider();
     reqwest::Client::new()
 }
 

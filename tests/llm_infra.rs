@@ -9,6 +9,13 @@ use std::io::ErrorKind;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequestArgs, ResponseFormat,
+    ResponseFormatJsonSchema,
+};
 use serde_json::{Value, json};
 use support::faulty_llm::{FAULTY_MODEL, Fault, FaultyLlm};
 use support::servers::{RedisServer, Resp, llama_server, redis_command};
@@ -190,6 +197,64 @@ async fn llama_server_enforces_the_schema_against_the_prompt() {
     let constrained = real_completion(&chat_request(&server.model, prose, KOREAN, true)).await;
     schema_valid_keywords(&constrained)
         .unwrap_or_else(|why| panic!("schema not enforced ({why}): {constrained}"));
+}
+
+/// A keywords call made the way sori makes it, with async-openai (which parses responses
+/// strictly); returns the message content.
+async fn async_openai_content(base_url: &str, model: &str, user: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(base_url)
+            .with_api_key("unused"),
+    );
+    let messages: Vec<ChatCompletionRequestMessage> = vec![
+        ChatCompletionRequestSystemMessage::from(KEYWORD_PROMPT).into(),
+        ChatCompletionRequestUserMessage::from(user).into(),
+    ];
+    let request = CreateChatCompletionRequestArgs::default()
+        .model(model)
+        .messages(messages)
+        .temperature(0.0)
+        .max_completion_tokens(256u32)
+        .response_format(ResponseFormat::JsonSchema {
+            json_schema: ResponseFormatJsonSchema {
+                description: Some("Keywords of one transcript segment".to_owned()),
+                name: "keywords".to_owned(),
+                schema: keywords_schema(),
+                strict: Some(true),
+            },
+        })
+        .build()
+        .expect("a valid request");
+    let response = client
+        .chat()
+        .create(request)
+        .await
+        .unwrap_or_else(|e| panic!("async-openai call to {base_url} failed: {e}"));
+    response.choices[0]
+        .message
+        .content
+        .clone()
+        .expect("message content")
+}
+
+/// async-openai accepts what llama-server and the fault-injection endpoint answer.
+#[tokio::test]
+async fn async_openai_parses_llama_server_and_faulty_llm_completions() {
+    let server = llama_server();
+    let content = async_openai_content(&server.base_url, &server.model, KOREAN).await;
+    schema_valid_keywords(&content).unwrap_or_else(|why| panic!("{why}: {content}"));
+
+    let llm = FaultyLlm::start(Fault::SchemaViolation).await;
+    let content = async_openai_content(&llm.base_url(), FAULTY_MODEL, KOREAN).await;
+    assert_eq!(content, r#"{"words": 3}"#);
+    llm.set_fault(None);
+    let content = async_openai_content(&llm.base_url(), FAULTY_MODEL, ENGLISH).await;
+    assert_eq!(
+        schema_valid_keywords(&content).unwrap(),
+        vec![("The".to_owned(), "topic".to_owned())]
+    );
 }
 
 // ------------------------------------------------------------------------------ Redis

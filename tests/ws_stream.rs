@@ -125,11 +125,33 @@ async fn jfk_16k_in_20ms_chunks_paced_in_real_time() {
     assert_eq!(ready["options"]["sample_rate"], 16000);
     assert_eq!(ready["options"]["language"], "en");
     check_jfk_run("16k/20ms/paced", &messages);
-    // Paced in real time over 11 s with partials on, some partial must have arrived.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partials_arrive_while_speaking_and_never_after_their_final() {
+    // A server of its own, so its decoder is free when the cadence asks for a partial
+    // (partials are optional work and yield to every final on a shared decoder).
+    let mut config = test_config();
+    config.stt.partial_interval_ms = 500;
+    let addr = start_server(config);
+    let (mut ws, _) = connect_ready(addr, "?language=en").await;
+    let jfk = to_s16le(&jfk_16k());
+    send_pcm(&mut ws, &jfk, 32000, 20, true).await;
+    let messages = stop_and_collect(&mut ws).await;
+    check_jfk_run("partials", &messages);
+    let partials: Vec<_> = messages.iter().filter(|m| m["type"] == "partial").collect();
     assert!(
-        messages.iter().any(|m| m["type"] == "partial"),
-        "no partial results while speaking"
+        !partials.is_empty(),
+        "no partial results while speaking: {messages:?}"
     );
+    for p in &partials {
+        assert!(!p["text"].as_str().unwrap().is_empty());
+        let id = &p["segment_id"];
+        assert!(
+            finals(&messages).iter().any(|f| &f["segment_id"] == id),
+            "partial of a segment that never got a final: {p}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

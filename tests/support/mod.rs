@@ -157,6 +157,7 @@ pub fn test_config() -> Config {
 
 /// Starts a server with `config` on 127.0.0.1:0 and returns its address.
 pub fn start_server(config: Config) -> SocketAddr {
+    sori::keywords::install_tls_provider();
     // RUST_LOG=sori=debug shows the server's log while debugging a test.
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
