@@ -411,3 +411,89 @@ impl BenchReport {
         out
     }
 }
+
+/// Keyword latency figures: every sentence once against the LLM (misses), then again (hits).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeywordFigures {
+    pub model: String,
+    pub sentences: usize,
+    pub llm_p50_ms: f64,
+    pub llm_p95_ms: f64,
+    pub hit_p50_ms: f64,
+    pub hit_p95_ms: f64,
+    pub failures: usize,
+}
+
+/// Sentences in the users' domains, Korean first.
+pub const KEYWORD_SENTENCES: &[&str] = &[
+    "오늘 오후 3시 경부고속도로 서울요금소 부근에서 화물차 추돌 사고가 발생했습니다",
+    "내일 오전 10시 본사 대회의실에서 2분기 예산 회의를 진행하겠습니다",
+    "고객님 주문하신 냉장고는 다음 주 화요일에 배송될 예정입니다",
+    "강남역 사거리 신호등이 고장 나서 경찰이 교통을 통제하고 있습니다",
+    "김철수 팀장이 인천공항 제2터미널 보안 점검 결과를 보고했습니다",
+    "영동고속도로 여주 분기점에서 폭우로 차량 정체가 이어지고 있습니다",
+    "The fire department sent two trucks to the Main Street bridge at noon.",
+    "Our quarterly revenue grew by twelve percent in the Seoul office.",
+];
+
+/// Measures keyword extraction against the configured endpoint with an in-memory cache.
+pub async fn keyword_latency(config: &Config, runs: usize) -> anyhow::Result<KeywordFigures> {
+    let cache = crate::cache::Cache::memory(1000);
+    let extractor = crate::keywords::KeywordExtractor::new(
+        &config.llm,
+        cache,
+        Duration::from_secs(config.cache.keyword_ttl_s),
+    );
+    let (mut misses, mut hits, mut failures) = (Vec::new(), Vec::new(), 0);
+    let mut model = String::new();
+    for run in 0..runs.max(1) {
+        for sentence in KEYWORD_SENTENCES {
+            // A run marker keeps each run's first pass a real LLM call.
+            let text = format!("{sentence} ({})", run + 1);
+            for pass in 0..2 {
+                let started = Instant::now();
+                match extractor.extract(&text).await {
+                    Ok(e) => {
+                        let ms = started.elapsed().as_secs_f64() * 1000.0;
+                        model = e.model;
+                        if pass == 0 {
+                            misses.push(ms)
+                        } else {
+                            hits.push(ms)
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!("[bench] keywords failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+    misses.sort_by(f64::total_cmp);
+    hits.sort_by(f64::total_cmp);
+    Ok(KeywordFigures {
+        model,
+        sentences: misses.len(),
+        llm_p50_ms: percentile(&misses, 0.5),
+        llm_p95_ms: percentile(&misses, 0.95),
+        hit_p50_ms: percentile(&hits, 0.5),
+        hit_p95_ms: percentile(&hits, 0.95),
+        failures,
+    })
+}
+
+impl KeywordFigures {
+    pub fn to_markdown(&self) -> String {
+        format!(
+            "keywords from `{}` over {} segments: LLM p50 {:.0} ms, p95 {:.0} ms; cache hit p50 {:.3} ms, p95 {:.3} ms; {} failed\n",
+            self.model,
+            self.sentences,
+            self.llm_p50_ms,
+            self.llm_p95_ms,
+            self.hit_p50_ms,
+            self.hit_p95_ms,
+            self.failures
+        )
+    }
+}

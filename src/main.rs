@@ -81,6 +81,12 @@ enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Measure keyword latency against the LLM endpoint (llm.base_url) instead.
+        #[arg(long)]
+        keywords: bool,
+        /// LLM endpoint for --keywords (env SORI_LLM_BASE_URL).
+        #[arg(long)]
+        llm_url: Option<String>,
     },
     /// Fetch and convert Whisper models.
     Model {
@@ -203,8 +209,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runs,
             engine,
             json,
+            keywords,
+            llm_url,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(url) = llm_url {
+                config.llm.base_url = url;
+            }
+            if keywords {
+                config.validate()?;
+                let figures = runtime()?.block_on(sori::bench::keyword_latency(&config, runs))?;
+                println!("{}", figures.to_markdown());
+                return Ok(());
+            }
             let language = engine.language.unwrap_or(Language::En);
             engine.apply(&mut config);
             config.validate()?;
