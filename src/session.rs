@@ -166,8 +166,8 @@ pub struct Session {
     waiting: VecDeque<Job>,
     in_flight: usize,
     partial_in_flight: bool,
-    /// Cancels the partial in flight once the utterance ended or went quiet: its result
-    /// would be stale, and the worker is better spent on the final.
+    /// Cancels the partial in flight once the utterance ended: its result would be stale,
+    /// and the worker is better spent on the final.
     partial_cancel: Option<Arc<AtomicBool>>,
     speculation: Option<Speculation>,
     /// Final job ids in segment order; outcomes are released in this order.
@@ -334,10 +334,10 @@ impl Session {
     }
 
     fn cancel_stale_partial(&mut self) {
+        // Only once the utterance has ended: cancelling at every short pause (as a first
+        // version did) starved partials entirely on a loaded machine.
         if self.partial_in_flight
-            && (self.open_segment.is_none()
-                || !self.waiting.is_empty()
-                || self.vad.pending_final().is_some())
+            && (self.open_segment.is_none() || !self.waiting.is_empty())
             && let Some(flag) = self.partial_cancel.take()
         {
             flag.store(true, Ordering::Relaxed);
