@@ -140,6 +140,9 @@ async fn partials_arrive_while_speaking_and_never_after_their_final() {
         "run `sori model fetch` (it writes ggml-tiny.en.bin)"
     );
     config.stt.partial_interval_ms = 500;
+    // One thread: beside the shared server's two, a second two-thread decoder oversubscribes
+    // the two cores, and ggml's spinning barriers then make each decoder step take seconds.
+    config.stt.threads = 1;
     let addr = start_server(config);
     let (mut ws, _) = connect_ready(addr, "?language=en").await;
     let jfk = to_s16le(&jfk_16k());
