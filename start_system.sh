@@ -28,6 +28,13 @@ false | 0 | no | off) echo "keywords are off (SORI_KEYWORDS=$SORI_KEYWORDS): no 
     if [ -n "${SORI_LLM_BASE_URL:-}" ]; then
         echo "using the LLM endpoint at $SORI_LLM_BASE_URL (SORI_LLM_BASE_URL)"
     else
+        # The local LLM and Whisper share this machine's cores: give each its own half.
+        # Oversubscribed, ggml's spinning thread barriers make both many times slower
+        # (docs/benchmarks.md, "Sharing the cores").
+        cores=$(nproc)
+        export LLM_THREADS="${LLM_THREADS:-$(( cores / 2 > 0 ? cores / 2 : 1 ))}"
+        export SORI_THREADS="${SORI_THREADS:-$(( cores - LLM_THREADS > 0 ? cores - LLM_THREADS : 1 ))}"
+        echo "cores: $cores; LLM threads: $LLM_THREADS; Whisper threads: $SORI_THREADS"
         ./scripts/llm-server.sh fetch
         # A server that `llm-server.sh start` left running before is reused and left running.
         ./scripts/llm-server.sh status >/dev/null 2>&1 || started_llm=1

@@ -5,6 +5,7 @@
 #   espeak-ng       synthetic speech for tests without recordings
 #   redis-server    the cache's real server in tests (started on a free loopback port)
 #   curl            scripts/llm-server.sh probes the LLM server's /health
+#   docker-compose  validates compose.yaml in tests/deploy.rs (`docker-compose config`)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -13,6 +14,7 @@ sox -h 2>/dev/null | grep -q 'mp3' || need+=(libsox-fmt-mp3)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then
     echo "all system packages present"
     exit 0

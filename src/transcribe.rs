@@ -52,6 +52,7 @@ impl Transcriber {
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
             decoder_model.new_decoder()
         })?;
+        warn_if_oversubscribed(config.stt.workers, config.stt.threads);
         let filter = Arc::new(HallucinationFilter::new(&filter_config(&config))?);
         tracing::info!(
             workers = config.stt.workers,
@@ -166,4 +167,23 @@ fn model_file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Decoders running at once with more threads in all than the machine has cores slow down
+/// by an order of magnitude, not by the ratio: ggml's thread barriers spin instead of
+/// sleeping, so a descheduled thread stalls its partners for whole time slices.
+fn warn_if_oversubscribed(workers: usize, threads: usize) {
+    let Ok(cores) = std::thread::available_parallelism() else {
+        return;
+    };
+    let wanted = workers.max(1) * threads.max(1);
+    if wanted > cores.get() {
+        tracing::warn!(
+            workers,
+            threads,
+            cores = cores.get(),
+            "stt.workers × stt.threads exceeds the CPU cores: concurrent decodes will stall each \
+             other; lower stt.threads (and leave cores for a local LLM server)"
+        );
+    }
 }

@@ -3,113 +3,16 @@
 //! all the outage behaviour — Redis killed mid-use, Redis down from the start — where the cache
 //! must degrade quickly and recover by itself.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sori::cache::{Cache, key_hash};
+use support::servers::{RedisServer, free_port};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// A throwaway `redis-server` on 127.0.0.1:`port`, without persistence; killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        RedisServer::on_port(free_port())
-    }
-
-    fn on_port(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start redis-server ({error}); these tests need a real Redis: \
-                     apt-get install -y redis-server"
-                )
-            });
-        let mut server = RedisServer {
-            port,
-            child: Some(child),
-        };
-        server.wait_until_ready();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn wait_until_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(Some(status)) = self.child.as_mut().map(|c| c.try_wait().unwrap()) {
-                panic!("redis-server on port {} exited early: {status}", self.port);
-            }
-            if ping(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {} did not answer PING", self.port);
-    }
-
-    /// SIGSTOP / SIGCONT: a hung server, which accepts connections but never answers.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("server running").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    /// SIGKILL: no goodbye to the clients, like a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `PING` over a raw socket: true when Redis answers `+PONG`.
-fn ping(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
-}
 
 /// A plain synchronous client to look at what the cache wrote.
 fn raw(server: &RedisServer) -> redis::Connection {
@@ -252,7 +155,7 @@ async fn round_trip_ttl_namespaces_size_and_counters() {
 async fn redis_killed_mid_use_degrades_fast_and_recovers_by_itself() {
     let (logs, _guard) = Logs::capture();
     let mut server = RedisServer::start();
-    let port = server.port;
+    let port = server.port();
     let cache = Cache::redis(&server.url(), 1000).await;
     cache.set("keywords", "a", "1", HOUR).await;
     assert_eq!(cache.get("keywords", "a").await.as_deref(), Some("1"));

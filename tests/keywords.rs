@@ -35,6 +35,9 @@ fn server_with_llm(base_url: &str, tweak: impl FnOnce(&mut Config)) -> std::net:
     // Whisper and the LLM share two cores during tests: allow slow answers (fault tests
     // shorten this again).
     config.llm.timeout_ms = 30_000;
+    // Whisper one thread, the LLM server one: oversubscribed cores stall both (ggml's
+    // barriers spin).
+    config.stt.threads = 1;
     tweak(&mut config);
     start_server(config)
 }

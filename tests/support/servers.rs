@@ -47,7 +47,7 @@ fn log_dir() -> PathBuf {
 
 /// A port nobody listens on right now (the server binds it a moment later; a lost race shows
 /// up as a server that exits at start-up, and the caller tries another port).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
@@ -183,8 +183,9 @@ fn start_llama_server() -> LlmServer {
             "4096",
             "-np",
             "2",
+            // One thread: Whisper decodes beside it on the two cores (see start_system.sh).
             "-t",
-            "2",
+            "1",
             "--no-webui",
             "--alias",
             "qwen2.5-0.5b-instruct",
@@ -282,6 +283,20 @@ impl RedisServer {
         );
     }
 
+    /// Starts redis-server on `port`: a server coming back where its clients expect it.
+    pub fn on_port(port: u16) -> RedisServer {
+        require_tool("redis-server", "apt-get install -y redis-server");
+        let mut server = RedisServer {
+            port,
+            process: None,
+            log: log_dir().join(format!("redis-{port}.log")),
+        };
+        if let Err(why) = server.spawn() {
+            panic!("redis-server did not start on port {port}: {why}");
+        }
+        server
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         let args: Vec<String> = [
             "--port",
@@ -339,6 +354,17 @@ impl RedisServer {
         if let Some(process) = self.process.take() {
             stop(process);
         }
+    }
+
+    /// Sends `signal` (as `kill` takes it): `-STOP` makes a hung server that accepts
+    /// connections but never answers, `-CONT` wakes it.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Starts the server again on the same port (empty: nothing was persisted).

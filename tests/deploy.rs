@@ -1,0 +1,129 @@
+//! The production files: `compose.yaml` validated and resolved by the real `docker-compose`
+//! (Debian's package), and the Dockerfiles it points at present with the targets it names.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{repo_root, require_tool};
+
+/// `docker-compose config` of the repository's compose.yaml with `profiles`, as JSON.
+fn resolved_compose(profiles: &[&str]) -> Value {
+    require_tool("docker-compose", "apt-get install -y docker-compose");
+    let mut command = Command::new("docker-compose");
+    command
+        .current_dir(repo_root())
+        .args(["-f", "compose.yaml"]);
+    for profile in profiles {
+        command.args(["--profile", profile]);
+    }
+    // docker-compose 1.x prints the resolved file as YAML only.
+    let output = command.arg("config").output().expect("docker-compose runs");
+    assert!(
+        output.status.success(),
+        "docker-compose config rejected compose.yaml: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = String::from_utf8(output.stdout).expect("UTF-8 output");
+    yaml_to_json(&yaml)
+}
+
+/// Converts YAML to JSON with Debian's Python and its yaml module, which docker-compose
+/// itself depends on (so no YAML crate is needed for one test).
+fn yaml_to_json(yaml: &str) -> Value {
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json,sys,yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "/usr/bin/python3 with python3-yaml (installed with docker-compose) reads the config"
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON from PyYAML")
+}
+
+fn gpu_reserved(service: &Value) -> bool {
+    service["deploy"]["resources"]["reservations"]["devices"]
+        .as_array()
+        .is_some_and(|devices| {
+            devices.iter().any(|d| {
+                d["driver"] == "nvidia"
+                    && d["capabilities"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c == "gpu"))
+            })
+        })
+}
+
+#[test]
+fn compose_default_is_sori_on_cuda_with_vllm_on_a_gpu() {
+    let config = resolved_compose(&[]);
+    let services = config["services"].as_object().expect("services");
+    // docker-compose 1.29 resolves every service; the default set is those without a profile.
+    let mut default: Vec<_> = services
+        .iter()
+        .filter(|(_, s)| s["profiles"].is_null())
+        .map(|(name, _)| name.clone())
+        .collect();
+    default.sort();
+    assert_eq!(default, ["sori", "vllm"], "services without a profile");
+
+    let sori = &services["sori"];
+    assert_eq!(sori["build"]["target"], "cuda");
+    assert!(gpu_reserved(sori), "sori reserves a GPU: {sori}");
+    let env = &sori["environment"];
+    assert_eq!(env["SORI_LLM_BASE_URL"], "http://vllm:8000/v1");
+
+    let vllm = &services["vllm"];
+    assert!(gpu_reserved(vllm), "vllm reserves a GPU: {vllm}");
+    assert_eq!(vllm["build"]["dockerfile"], "Dockerfile.vllm");
+    for knob in ["VLLM_GPU_MEMORY_UTILIZATION", "VLLM_MAX_MODEL_LEN"] {
+        assert!(
+            vllm["environment"][knob].is_string(),
+            "vllm's {knob} is configurable"
+        );
+    }
+}
+
+#[test]
+fn compose_cpu_profile_adds_a_cpu_build() {
+    let config = resolved_compose(&["cpu"]);
+    let cpu = &config["services"]["sori-cpu"];
+    assert_eq!(cpu["profiles"], serde_json::json!(["cpu"]));
+    assert_eq!(cpu["build"]["target"], "cpu");
+    assert!(!gpu_reserved(cpu), "the CPU build needs no GPU");
+}
+
+#[test]
+fn dockerfiles_define_the_targets_compose_builds() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    for target in ["cpu", "cuda"] {
+        assert!(
+            dockerfile
+                .lines()
+                .any(|l| l.starts_with("FROM ") && l.trim_end().ends_with(&format!(" AS {target}"))),
+            "Dockerfile has a `{target}` stage"
+        );
+    }
+    assert!(
+        dockerfile.contains("--features cuda"),
+        "the cuda stage builds with whisper-rs's CUDA backend"
+    );
+    let vllm = std::fs::read_to_string(repo_root().join("Dockerfile.vllm")).unwrap();
+    assert!(vllm.contains("FROM vllm/vllm-openai"));
+    assert!(vllm.contains("Qwen/Qwen2.5-7B-Instruct"));
+}
