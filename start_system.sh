@@ -5,7 +5,8 @@
 # then the server.
 # Extra arguments go to `sori serve`, e.g. ./start_system.sh --bind 0.0.0.0:5000
 # With SORI_LLM_BASE_URL set (your own vLLM or other OpenAI-compatible endpoint) or
-# SORI_KEYWORDS=false, no local LLM server is started.
+# SORI_KEYWORDS=false, no local LLM server is started. With the local server, the cores are
+# split: LLM_THREADS (default half) for it, SORI_THREADS (the rest) for Whisper.
 set -euo pipefail
 cd "$(dirname "$0")"
 
