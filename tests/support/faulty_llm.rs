@@ -4,7 +4,8 @@
 //! the real server in tests of keyword quality: those use `servers::llama_server()`.
 //!
 //! `GET /v1/models` always answers normally (model id "faulty"); `POST /v1/chat/completions`
-//! answers according to the current `Fault`. Every response carries `Connection: close`, so
+//! answers according to the current `Fault`, as server-sent events when the request asks for a
+//! stream (`"stream": true`, what sori's sessions send) and as one JSON body otherwise. Every response carries `Connection: close`, so
 //! each request arrives on a fresh connection, which is what lets `CloseConnection` drop a
 //! chat request before any HTTP parsing while other requests are served by axum.
 
@@ -196,6 +197,14 @@ async fn models() -> Json<Value> {
 
 async fn chat(State(shared): State<Arc<Shared>>, body: String) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    let streamed = serde_json::from_str::<Value>(&body).is_ok_and(|r| r["stream"] == true);
+    let answer = |content: &str| {
+        if streamed {
+            event_stream(content)
+        } else {
+            Json(completion(content)).into_response()
+        }
+    };
     match shared.fault() {
         Some(Fault::Hang) => std::future::pending().await,
         Some(Fault::Http500) => (
@@ -207,19 +216,24 @@ async fn chat(State(shared): State<Arc<Shared>>, body: String) -> Response {
             }})),
         )
             .into_response(),
+        Some(Fault::InvalidJson) if streamed => (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            "data: fault injection: this event is not JSON {\n\n",
+        )
+            .into_response(),
         Some(Fault::InvalidJson) => (
             [(header::CONTENT_TYPE, "application/json")],
             "fault injection: this body is not JSON {",
         )
             .into_response(),
-        Some(Fault::SchemaViolation) => Json(completion(r#"{"words": 3}"#)).into_response(),
+        Some(Fault::SchemaViolation) => answer(r#"{"words": 3}"#),
         // Only reached when the fault changed while the request was on its way in: the
         // connection was already handed to axum, so fail it the nearest way, with no answer.
         Some(Fault::CloseConnection) => std::future::pending().await,
         None => {
             let word = first_word_of_last_user_message(&body);
             let content = json!({"keywords": [{"text": word, "category": "topic"}]});
-            Json(completion(&content.to_string())).into_response()
+            answer(&content.to_string())
         }
     }
 }
@@ -247,6 +261,26 @@ fn first_word_of_last_user_message(body: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A streamed chat completion: `content` in chunks of a few characters, as server-sent
+/// events in OpenAI's chunk shape, then `[DONE]`.
+fn event_stream(content: &str) -> Response {
+    let chars: Vec<char> = content.chars().collect();
+    let mut body = String::new();
+    for piece in chars.chunks(4) {
+        let piece: String = piece.iter().collect();
+        let chunk = json!({
+            "id": "chatcmpl-faulty",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": FAULTY_MODEL,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]
+        });
+        body.push_str(&format!("data: {chunk}\n\n"));
+    }
+    body.push_str("data: [DONE]\n\n");
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
 
 /// A non-streaming chat completion in the shape OpenAI (and async-openai's strict parser) uses.

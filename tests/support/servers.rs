@@ -149,7 +149,7 @@ pub struct LlmServer {
 pub fn llama_server_files() -> (PathBuf, PathBuf) {
     let root = repo_root();
     let bin = root.join(".tools/llama-server/llama-server");
-    let model = root.join("models/llm/qwen2.5-0.5b-instruct-q4_k_m.gguf");
+    let model = root.join("models/llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
     for path in [&bin, &model] {
         assert!(
             path.is_file(),
@@ -188,7 +188,7 @@ fn start_llama_server() -> LlmServer {
             "1",
             "--no-webui",
             "--alias",
-            "qwen2.5-0.5b-instruct",
+            "qwen2.5-coder-0.5b-instruct",
         ]
         .iter()
         .map(|s| s.to_string())

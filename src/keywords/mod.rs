@@ -2,6 +2,8 @@
 //! llama.cpp's server here), constrained by a JSON schema, filtered against the segment text,
 //! cached, and guarded by a timeout, one retry and a circuit breaker.
 
+mod scan;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::error::OpenAIError;
+use async_openai::error::{OpenAIError, StreamError};
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    CreateChatCompletionRequestArgs, ResponseFormat, ResponseFormatJsonSchema,
+    CreateChatCompletionRequest, CreateChatCompletionRequestArgs, ResponseFormat,
+    ResponseFormatJsonSchema,
 };
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{RwLock, Semaphore};
 
 use crate::cache::{Cache, key_hash};
@@ -135,6 +140,18 @@ impl KeywordExtractor {
 
     /// Keywords of `text`: from the cache, or from the LLM (then cached).
     pub async fn extract(&self, text: &str) -> Result<Extraction, KeywordError> {
+        self.extract_streaming(text, None).await
+    }
+
+    /// Like [`extract`](Self::extract), and when `early` is given the LLM answer is streamed:
+    /// each keyword that passes the filter is sent to `early` the moment the model finishes
+    /// writing it. The returned extraction holds the same keywords in the same order (a cache
+    /// hit sends nothing early).
+    pub async fn extract_streaming(
+        &self,
+        text: &str,
+        early: Option<&UnboundedSender<Keyword>>,
+    ) -> Result<Extraction, KeywordError> {
         let started = Instant::now();
         let normalized = normalize(text);
         let model = self.model().await?;
@@ -163,7 +180,7 @@ impl KeywordExtractor {
             });
         }
 
-        let raw = self.call(&model, text).await?;
+        let raw = self.call(&model, text, early).await?;
         let keywords = self.accept(&raw, text).inspect_err(|e| {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, answer = %truncate(&raw, 200), "LLM answer rejected");
@@ -245,7 +262,12 @@ impl KeywordExtractor {
 
     /// One chat completion under the concurrency limit, the timeout, one retry on a
     /// connection failure, and the circuit breaker. Returns the message content.
-    async fn call(&self, model: &str, text: &str) -> Result<String, KeywordError> {
+    async fn call(
+        &self,
+        model: &str,
+        text: &str,
+        early: Option<&UnboundedSender<Keyword>>,
+    ) -> Result<String, KeywordError> {
         if !self.breaker.allow() {
             return Err(KeywordError::Unavailable(
                 "resting after a failure".to_owned(),
@@ -261,7 +283,7 @@ impl KeywordExtractor {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = tokio::time::timeout(timeout, self.complete(model, text)).await;
+            let outcome = tokio::time::timeout(timeout, self.complete(model, text, early)).await;
             let error = match outcome {
                 Ok(Ok(content)) => {
                     self.breaker.success();
@@ -285,14 +307,82 @@ impl KeywordExtractor {
         }
     }
 
-    async fn complete(&self, model: &str, text: &str) -> Result<String, CallError> {
+    async fn complete(
+        &self,
+        model: &str,
+        text: &str,
+        early: Option<&UnboundedSender<Keyword>>,
+    ) -> Result<String, CallError> {
+        let request = self.request(model, text)?;
+        let Some(early) = early else {
+            let response = self.client.chat().create(request).await.map_err(classify)?;
+            return response
+                .choices
+                .into_iter()
+                .next()
+                .and_then(|c| c.message.content)
+                .ok_or_else(|| {
+                    CallError::Rejected("the answer has no message content".to_owned())
+                });
+        };
+        let mut stream = self
+            .client
+            .chat()
+            .create_stream(request)
+            .await
+            .map_err(classify)?;
+        let mut content = String::new();
+        let mut scanner = scan::ItemScanner::default();
+        let mut proposed: Vec<ProposedKeyword> = Vec::new();
+        let mut sent = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(classify)?;
+            let Some(piece) = chunk
+                .choices
+                .into_iter()
+                .next()
+                .and_then(|c| c.delta.content)
+            else {
+                continue;
+            };
+            content.push_str(&piece);
+            let items = scanner.feed(&piece);
+            if items.is_empty() {
+                continue;
+            }
+            proposed.extend(
+                items
+                    .iter()
+                    .filter_map(|item| serde_json::from_str::<AnswerKeyword>(item).ok())
+                    .map(ProposedKeyword::from),
+            );
+            let kept = filter_keywords(
+                proposed.iter().cloned(),
+                text,
+                &self.cfg.categories,
+                self.cfg.max_keywords,
+            );
+            for keyword in kept.into_iter().skip(sent) {
+                sent += 1;
+                let _ = early.send(keyword);
+            }
+        }
+        if content.is_empty() {
+            return Err(CallError::Rejected(
+                "the streamed answer has no message content".to_owned(),
+            ));
+        }
+        Ok(content)
+    }
+
+    fn request(&self, model: &str, text: &str) -> Result<CreateChatCompletionRequest, CallError> {
         let messages: Vec<ChatCompletionRequestMessage> = vec![
             ChatCompletionRequestSystemMessage::from(self.system_prompt.as_str()).into(),
             ChatCompletionRequestUserMessage::from(EXAMPLE_SEGMENT).into(),
             ChatCompletionRequestAssistantMessage::from(EXAMPLE_ANSWER).into(),
             ChatCompletionRequestUserMessage::from(text).into(),
         ];
-        let request = CreateChatCompletionRequestArgs::default()
+        CreateChatCompletionRequestArgs::default()
             .model(model)
             .messages(messages)
             .temperature(0.0)
@@ -306,14 +396,7 @@ impl KeywordExtractor {
                 },
             })
             .build()
-            .map_err(|e| CallError::Rejected(format!("request could not be built: {e}")))?;
-        let response = self.client.chat().create(request).await.map_err(classify)?;
-        response
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message.content)
-            .ok_or_else(|| CallError::Rejected("the answer has no message content".to_owned()))
+            .map_err(|e| CallError::Rejected(format!("request could not be built: {e}")))
     }
 
     /// Parses the answer and keeps only keywords that are really in the segment, in a known
@@ -377,6 +460,12 @@ fn classify(e: OpenAIError) -> CallError {
             "the answer is not a chat completion ({e}): {}",
             truncate(&content, 120)
         )),
+        // The endpoint answered, but not with chat completion chunks.
+        OpenAIError::StreamError(e) if matches!(*e, StreamError::UnknownEvent(_)) => {
+            CallError::Rejected(format!(
+                "the streamed answer is not chat completion chunks: {e}"
+            ))
+        }
         other => CallError::Server(other.to_string()),
     }
 }
@@ -621,6 +710,7 @@ pub fn filter_keywords(
 }
 
 /// A keyword as the model proposed it, before filtering.
+#[derive(Clone)]
 pub struct ProposedKeyword {
     pub text: String,
     pub category: String,
@@ -723,12 +813,23 @@ impl Breaker {
     }
 }
 
-/// One session's keyword requests: one task per final, results as protocol events, and one
-/// `llm_unavailable` error per outage rather than one per segment.
+/// What a session's keyword task reports: keywords as the model writes them, then the result.
+enum Report {
+    Early {
+        segment_id: u64,
+        keyword: Keyword,
+        latency_ms: u64,
+    },
+    Done(u64, Result<Extraction, KeywordError>),
+}
+
+/// One session's keyword requests: one task per final, results as protocol events (each
+/// keyword early as `keyword`, then the segment's `keywords`), and one `llm_unavailable` error
+/// per outage rather than one per segment.
 pub struct SessionKeywords {
     extractor: Arc<KeywordExtractor>,
-    tx: tokio::sync::mpsc::UnboundedSender<(u64, Result<Extraction, KeywordError>)>,
-    rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Result<Extraction, KeywordError>)>,
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Report>,
     pending: usize,
     outage_reported: bool,
 }
@@ -765,8 +866,24 @@ impl SessionKeywords {
             );
             self.pending += 1;
             tokio::spawn(async move {
-                let result = extractor.extract(&text).await;
-                let _ = tx.send((segment_id, result));
+                let started = Instant::now();
+                let (early_tx, mut early_rx) = tokio::sync::mpsc::unbounded_channel();
+                let extraction = async move {
+                    let result = extractor.extract_streaming(&text, Some(&early_tx)).await;
+                    drop(early_tx);
+                    result
+                };
+                let forward = async {
+                    while let Some(keyword) = early_rx.recv().await {
+                        let _ = tx.send(Report::Early {
+                            segment_id,
+                            keyword,
+                            latency_ms: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                };
+                let (result, ()) = tokio::join!(extraction, forward);
+                let _ = tx.send(Report::Done(segment_id, result));
             });
         }
     }
@@ -779,7 +896,16 @@ impl SessionKeywords {
     /// while nothing is pending, so it can sit in a `select!`.
     pub async fn next(&mut self) -> Vec<ServerMessage> {
         match self.rx.recv().await {
-            Some((segment_id, result)) => {
+            Some(Report::Early {
+                segment_id,
+                keyword,
+                latency_ms,
+            }) => vec![ServerMessage::Keyword {
+                segment_id,
+                keyword,
+                latency_ms,
+            }],
+            Some(Report::Done(segment_id, result)) => {
                 self.pending = self.pending.saturating_sub(1);
                 self.events_for(segment_id, result)
             }
