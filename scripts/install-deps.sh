@@ -6,6 +6,9 @@
 #   redis-server    the cache's real server in tests (started on a free loopback port)
 #   curl            scripts/llm-server.sh probes the LLM server's /health
 #   docker-compose  validates compose.yaml in tests/deploy.rs (`docker-compose config`)
+#   chromium, chromium-driver  the live page's end-to-end test (tests/page.rs)
+#   fonts-nanum     Korean glyphs in the page test's screenshot (otherwise boxes)
+#   openssl         makes the certificate of the TLS listener's test (tests/tls.rs)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -15,6 +18,10 @@ command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v openssl >/dev/null || need+=(openssl)
+[ -d /usr/share/fonts/truetype/nanum ] || need+=(fonts-nanum)
 if [ ${#need[@]} -eq 0 ]; then
     echo "all system packages present"
     exit 0

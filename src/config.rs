@@ -56,6 +56,15 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// How often a session is sent a `status` event (lag, queue depth), in milliseconds.
     pub status_interval_ms: u64,
+    /// How often `/api/status/stream` pushes the monitor's state, in milliseconds.
+    pub monitor_interval_ms: u64,
+    /// PEM certificate chain for the HTTPS/WSS listener (with `tls_key`; both or neither).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTPS/WSS listener.
+    pub tls_key: Option<PathBuf>,
+    /// Where the HTTPS/WSS listener listens when a certificate is set. Browsers allow the
+    /// microphone only on https or localhost, so this one faces other machines.
+    pub tls_bind: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +224,10 @@ impl Default for ServerConfig {
             max_sessions: 32,
             max_upload_bytes: 200 << 20,
             status_interval_ms: 1000,
+            monitor_interval_ms: 1000,
+            tls_cert: None,
+            tls_key: None,
+            tls_bind: SocketAddr::from(([0, 0, 0, 0], 5443)),
         }
     }
 }
@@ -306,6 +319,15 @@ impl Config {
                 "SORI_MAX_SESSIONS" => {
                     self.server.max_sessions = parse_env("SORI_MAX_SESSIONS", &value)?
                 }
+                "SORI_TLS_CERT" => {
+                    self.server.tls_cert =
+                        Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty())
+                }
+                "SORI_TLS_KEY" => {
+                    self.server.tls_key =
+                        Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty())
+                }
+                "SORI_TLS_BIND" => self.server.tls_bind = parse_env("SORI_TLS_BIND", &value)?,
                 "SORI_MODEL" => self.stt.model = PathBuf::from(value),
                 "SORI_LANGUAGE" => self.stt.language = parse_env("SORI_LANGUAGE", &value)?,
                 "SORI_WORKERS" => self.stt.workers = parse_env("SORI_WORKERS", &value)?,
@@ -344,6 +366,12 @@ impl Config {
         };
         if self.stt.workers == 0 || self.stt.workers > 64 {
             return invalid("stt.workers", "must be between 1 and 64");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid(
+                "server.tls_cert / server.tls_key",
+                "set both (SORI_TLS_CERT and SORI_TLS_KEY) or neither",
+            );
         }
         if self.stt.threads == 0 || self.stt.threads > 256 {
             return invalid("stt.threads", "must be between 1 and 256");

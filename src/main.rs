@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use sori::audio::decode::{decode_file, load_16k_mono};
 use sori::config::Config;
-use sori::http::{AppState, serve};
+use sori::http::{AppState, serve, serve_on};
 use sori::outputs::{Cue, to_srt, to_text, to_vtt};
 use sori::protocol::Language;
 use sori::stt::convert::{OutputType, WhisperAssets};
@@ -56,6 +56,15 @@ enum Command {
         /// Redis for caching (env SORI_REDIS_URL; default: in-memory cache).
         #[arg(long)]
         redis_url: Option<String>,
+        /// PEM certificate for the HTTPS/WSS listener (env SORI_TLS_CERT; needs --tls-key).
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for the HTTPS/WSS listener (env SORI_TLS_KEY).
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Address of the HTTPS/WSS listener (env SORI_TLS_BIND; default 0.0.0.0:5443).
+        #[arg(long)]
+        tls_bind: Option<std::net::SocketAddr>,
     },
     /// Transcribe an audio file (wav, mp3, flac, ogg) and print the result.
     Transcribe {
@@ -172,6 +181,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_sessions,
             llm_url,
             redis_url,
+            tls_cert,
+            tls_key,
+            tls_bind,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
             engine.apply(&mut config);
@@ -189,6 +201,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(url) = redis_url {
                 config.cache.redis_url = Some(url);
+            }
+            if tls_cert.is_some() {
+                config.server.tls_cert = tls_cert;
+            }
+            if tls_key.is_some() {
+                config.server.tls_key = tls_key;
+            }
+            if let Some(bind) = tls_bind {
+                config.server.tls_bind = bind;
             }
             config.validate()?;
             runtime()?.block_on(serve_forever(config))
@@ -307,6 +328,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve_forever(config: Config) -> anyhow::Result<()> {
     let bind = config.server.bind;
+    // Read the certificate before loading the model: a bad path should fail at once.
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(sori::http::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let config = Arc::new(config);
     let transcriber = tokio::task::spawn_blocking({
         let config = Arc::clone(&config);
@@ -316,13 +342,38 @@ async fn serve_forever(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    tracing::info!(address = %listener.local_addr()?, "sori is listening");
-    serve(
-        listener,
-        AppState::new(transcriber).await,
-        shutdown_signal(),
-    )
-    .await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "sori is listening (http, ws): open http://{address}/ for the live page");
+    let state = AppState::new(transcriber).await;
+
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let secure = match tls {
+        Some(acceptor) => {
+            let tls_bind = config.server.tls_bind;
+            let tcp = tokio::net::TcpListener::bind(tls_bind)
+                .await
+                .with_context(|| format!("cannot listen on {tls_bind} (TLS)"))?;
+            let listener = sori::http::tls::TlsListener::new(tcp, acceptor)?;
+            tracing::info!(address = %tls_bind, "sori is listening (https, wss): https://{tls_bind}/");
+            Some(tokio::spawn(serve_on(listener, state.clone(), stopped())))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    serve(listener, state, stopped()).await?;
+    if let Some(secure) = secure {
+        secure.await??;
+    }
     tracing::info!("sori stopped");
     Ok(())
 }

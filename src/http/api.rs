@@ -4,8 +4,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::Duration;
 
 use super::{AppError, AppState};
 use crate::audio::decode::decode_bytes;
@@ -27,21 +30,43 @@ pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// Live state for the monitor: sessions, decoder queue, GPU, LLM, cache.
+/// Live state for the monitor: sessions, decoder queue and lag, GPU, LLM, cache.
 pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(status_snapshot(&state).await)
+}
+
+/// The same state pushed as server-sent events (`data:` one JSON object per event) every
+/// `server.monitor_interval_ms`, for the page's monitor.
+pub async fn status_stream(
+    State(state): State<AppState>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let every = Duration::from_millis(state.transcriber.config.server.monitor_interval_ms.max(100));
+    let stream = futures_util::stream::unfold((state, true), move |(state, first)| async move {
+        if !first {
+            tokio::time::sleep(every).await;
+        }
+        let event = Event::default().data(status_snapshot(&state).await.to_string());
+        Some((Ok(event), (state, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+pub async fn status_snapshot(state: &AppState) -> serde_json::Value {
     let llm = match &state.keywords {
         Some(k) => serde_json::to_value(k.status().await).unwrap_or_default(),
         None => serde_json::json!({ "enabled": false }),
     };
-    Json(serde_json::json!({
+    serde_json::json!({
         "uptime_s": state.started.elapsed().as_secs(),
         "sessions": state.sessions.load(std::sync::atomic::Ordering::Relaxed),
         "max_sessions": state.transcriber.config.server.max_sessions,
+        "max_lag_ms": state.lags.max(),
         "decoder": state.transcriber.pool.snapshot(),
-        "gpu": { "available": crate::gpu_available() },
+        "gpu": crate::gpu::gpu_status(),
         "llm": llm,
         "cache": state.cache.status().await,
-    }))
+        "rag": { "enabled": false },
+    })
 }
 
 /// Cache type, size and hit rate (the sibling back-end's shape).

@@ -1,11 +1,14 @@
 //! The HTTP surface: `app(state)` builds the router; `serve` runs it until shutdown.
 
 pub mod api;
+pub mod pages;
+pub mod tls;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -30,6 +33,8 @@ pub struct AppState {
     pub cache: Cache,
     /// Open `/ws` sessions (admission control).
     pub sessions: Arc<AtomicUsize>,
+    /// Each open session's decode lag, for the monitor.
+    pub lags: SessionLags,
     pub started: Instant,
 }
 
@@ -54,18 +59,51 @@ impl AppState {
             cache,
             transcriber: Arc::new(transcriber),
             sessions: Arc::new(AtomicUsize::new(0)),
+            lags: SessionLags::default(),
             started: Instant::now(),
         }
+    }
+}
+
+/// The latest lag each open session reported (updated with its `status` events).
+#[derive(Clone, Default)]
+pub struct SessionLags(Arc<Mutex<HashMap<String, u64>>>);
+
+impl SessionLags {
+    pub fn set(&self, session_id: &str, lag_ms: u64) {
+        let mut lags = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match lags.get_mut(session_id) {
+            Some(lag) => *lag = lag_ms,
+            None => {
+                lags.insert(session_id.to_owned(), lag_ms);
+            }
+        }
+    }
+
+    pub fn remove(&self, session_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(session_id);
+    }
+
+    /// The largest lag of any open session (0 when none).
+    pub fn max(&self) -> u64 {
+        let lags = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lags.values().copied().max().unwrap_or(0)
     }
 }
 
 pub fn app(state: AppState) -> Router {
     let max_upload = state.transcriber.config.server.max_upload_bytes;
     Router::new()
+        .route("/", get(pages::index))
+        .route("/static/{file}", get(pages::static_file))
         .route("/ws", get(ws::upgrade))
         .route("/health", get(api::health))
         .route("/api/config", get(api::config))
         .route("/api/status", get(api::status))
+        .route("/api/status/stream", get(api::status_stream))
         .route("/cache/status", get(api::cache_status))
         .route(
             "/api/transcribe",
@@ -81,6 +119,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serves `app(state)` on any listener (plain TCP, or [`tls::TlsListener`]).
+pub async fn serve_on<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

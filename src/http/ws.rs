@@ -48,7 +48,10 @@ async fn handle(socket: WebSocket, state: AppState, query: Option<String>) {
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("session", id = %id[..8]);
-    run(socket, &state, id, query).instrument(span).await;
+    run(socket, &state, id.clone(), query)
+        .instrument(span)
+        .await;
+    state.lags.remove(&id);
     state.sessions.fetch_sub(1, Ordering::SeqCst);
 }
 
@@ -167,8 +170,10 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
                 }
             }
             Step::Tick => {
+                let lag_ms = stream.session.lag_ms();
+                state.lags.set(&id, lag_ms);
                 let message = ServerMessage::Status {
-                    lag_ms: stream.session.lag_ms(),
+                    lag_ms,
                     queue_depth: stream.pool().snapshot().queue_depth,
                     audio_seconds: stream.session.audio_seconds(),
                 };

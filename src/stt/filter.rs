@@ -300,16 +300,26 @@ impl HallucinationFilter {
     /// borrowed when nothing was cut. A segment that was little more than a loop ("네 네 네 네
     /// 네 네", "the the the the the") cannot be salvaged and is dropped as `Repetition`.
     pub fn apply<'t>(&self, c: &Candidate<'t>) -> Result<Cow<'t, str>, DropReason> {
-        match self.strip_repetition(c.text) {
-            None => self.check(c).map(|()| Cow::Borrowed(c.text)),
+        let kept = match self.strip_repetition(c.text) {
+            None => {
+                self.check(c)?;
+                Cow::Borrowed(c.text)
+            }
             Some(cut) => {
                 if weight(&normalize(&strip_annotations(&cut))) < MIN_SUBSTANTIAL_WEIGHT {
                     return Err(DropReason::Repetition);
                 }
                 self.check(&Candidate { text: &cut, ..*c })?;
-                Ok(Cow::Owned(cut))
+                Cow::Owned(cut)
             }
-        }
+        };
+        // Speech is kept, the "(buzzer)" or "[Music]" beside it is not: it is not what was
+        // said, and the keyword model would take it for a noun.
+        let stripped = match strip_annotations(&kept) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(text) => Some(text.split_whitespace().collect::<Vec<_>>().join(" ")),
+        };
+        Ok(stripped.map_or(kept, Cow::Owned))
     }
 
     /// Cuts looping repetitions ("the the the the the …", a phrase said five times, an unspaced
@@ -861,8 +871,13 @@ mod tests {
         ] {
             assert_eq!(verdict(&f, t), Err(DropReason::Empty), "{t:?}");
         }
-        // An annotation next to speech keeps the speech.
+        // An annotation next to speech keeps the speech, without the annotation.
         assert!(f.check(&speech("(웃음) 네 맞습니다")).is_ok());
+        assert_eq!(verdict(&f, "(웃음) 네 맞습니다").unwrap(), "네 맞습니다");
+        assert_eq!(
+            verdict(&f, "What your country can do for you. (buzzer) (buzzer)").unwrap(),
+            "What your country can do for you."
+        );
     }
 
     #[test]

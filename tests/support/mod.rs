@@ -22,6 +22,10 @@ pub const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your c
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Any byte stream a WebSocket runs over (plain TCP, or TLS in tests/tls.rs).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Io for T {}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -206,7 +210,7 @@ pub async fn connect_ready(addr: SocketAddr, query: &str) -> (Ws, Value) {
 }
 
 /// Next JSON text message, skipping `status`; `None` when the socket closed.
-pub async fn next_json(ws: &mut Ws) -> Option<Value> {
+pub async fn next_json<S: Io>(ws: &mut WebSocketStream<S>) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(120), ws.next())
             .await
@@ -225,8 +229,8 @@ pub async fn next_json(ws: &mut Ws) -> Option<Value> {
 }
 
 /// Streams PCM in `chunk_ms` frames, optionally paced in real time.
-pub async fn send_pcm(
-    ws: &mut Ws,
+pub async fn send_pcm<S: Io>(
+    ws: &mut WebSocketStream<S>,
     bytes: &[u8],
     bytes_per_second: usize,
     chunk_ms: usize,
@@ -245,7 +249,7 @@ pub async fn send_pcm(
     }
 }
 
-pub async fn send_json(ws: &mut Ws, value: Value) {
+pub async fn send_json<S: Io>(ws: &mut WebSocketStream<S>, value: Value) {
     ws.send(Message::Text(value.to_string().into()))
         .await
         .unwrap();
@@ -253,12 +257,12 @@ pub async fn send_json(ws: &mut Ws, value: Value) {
 
 /// Sends `stop` and collects every message up to and including `closed`; asserts the socket
 /// then closes normally.
-pub async fn stop_and_collect(ws: &mut Ws) -> Vec<Value> {
+pub async fn stop_and_collect<S: Io>(ws: &mut WebSocketStream<S>) -> Vec<Value> {
     send_json(ws, serde_json::json!({"type": "stop"})).await;
     collect_until_closed(ws).await
 }
 
-pub async fn collect_until_closed(ws: &mut Ws) -> Vec<Value> {
+pub async fn collect_until_closed<S: Io>(ws: &mut WebSocketStream<S>) -> Vec<Value> {
     let mut out = Vec::new();
     while let Some(v) = next_json(ws).await {
         let done = v["type"] == "closed";
@@ -287,3 +291,4 @@ pub fn errors(messages: &[Value]) -> Vec<&Value> {
 }
 pub mod faulty_llm;
 pub mod servers;
+pub mod webdriver;
