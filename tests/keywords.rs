@@ -16,6 +16,9 @@ use support::*;
 fn llm_config(base_url: &str) -> LlmConfig {
     LlmConfig {
         base_url: base_url.to_owned(),
+        // The one-thread test server's first answer (a cold prompt) can take over 10 s when
+        // the tests load both cores.
+        timeout_ms: 60_000,
         ..LlmConfig::default()
     }
 }
