@@ -7,6 +7,9 @@
 # With SORI_LLM_BASE_URL set (your own vLLM or other OpenAI-compatible endpoint) or
 # SORI_KEYWORDS=false, no local LLM server is started. With the local server, the cores are
 # split: LLM_THREADS (default half) for it, SORI_THREADS (the rest) for Whisper.
+# RAG is on by default (SORI_RAG=false turns it off): a local multilingual embedding server
+# (scripts/embed-server.sh, 127.0.0.1:${EMBED_PORT:-8100}, one thread) unless SORI_EMBED_URL
+# names your own, and Qdrant's embedded engine in data/qdrant unless SORI_QDRANT_URL is set.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,13 +18,18 @@ cargo build --release --locked
 ./target/release/sori model fetch
 
 started_llm=""
-stop_llm() {
+started_embed=""
+stop_helpers() {
     if [ -n "$started_llm" ]; then
         started_llm=""
         ./scripts/llm-server.sh stop || true
     fi
+    if [ -n "$started_embed" ]; then
+        started_embed=""
+        ./scripts/embed-server.sh stop || true
+    fi
 }
-trap stop_llm EXIT
+trap stop_helpers EXIT
 
 case "${SORI_KEYWORDS:-true}" in
 false | 0 | no | off) echo "keywords are off (SORI_KEYWORDS=$SORI_KEYWORDS): no LLM server" ;;
@@ -41,6 +49,21 @@ false | 0 | no | off) echo "keywords are off (SORI_KEYWORDS=$SORI_KEYWORDS): no 
         ./scripts/llm-server.sh status >/dev/null 2>&1 || started_llm=1
         SORI_LLM_BASE_URL=$(./scripts/llm-server.sh start "${LLM_PORT:-8000}")
         export SORI_LLM_BASE_URL
+    fi
+    ;;
+esac
+
+case "${SORI_RAG:-true}" in
+false | 0 | no | off) echo "RAG is off (SORI_RAG=$SORI_RAG): no embedding server" ;;
+*)
+    export SORI_RAG=true
+    if [ -n "${SORI_EMBED_URL:-}" ]; then
+        echo "using the embedding endpoint at $SORI_EMBED_URL (SORI_EMBED_URL)"
+    else
+        ./scripts/embed-server.sh fetch
+        ./scripts/embed-server.sh status >/dev/null 2>&1 || started_embed=1
+        SORI_EMBED_URL=$(./scripts/embed-server.sh start "${EMBED_PORT:-8100}")
+        export SORI_EMBED_URL
     fi
     ;;
 esac

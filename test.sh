@@ -17,8 +17,9 @@ cargo build --release --locked --all-targets
 step "models and test audio (sori model fetch)"
 ./target/release/sori model fetch
 
-step "LLM server and model for the keyword tests (tests start their own on a free port)"
+step "LLM server, its model and the embedding server for the keyword and RAG tests (tests start their own on free ports)"
 ./scripts/llm-server.sh fetch
+./scripts/embed-server.sh fetch
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -39,6 +39,7 @@ pub struct Config {
     pub filter: FilterSettings,
     pub llm: LlmConfig,
     pub cache: CacheConfig,
+    pub rag: RagConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +162,68 @@ pub struct Category {
     pub id: String,
     pub ko: String,
     pub en: String,
+}
+
+/// Retrieval over indexed documents: embeddings, the vector store, and answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RagConfig {
+    /// `/index`, `/search`, `/query` and live `rag` events; off = those answer 503.
+    pub enabled: bool,
+    /// OpenAI-compatible `/v1/embeddings` endpoint (`scripts/embed-server.sh` runs a local one;
+    /// production points at BGE-M3 behind vLLM or another embedding server).
+    pub embed_url: String,
+    /// Embedding model name; `None` = the first model the endpoint lists.
+    pub embed_model: Option<String>,
+    /// Bearer token for the embedding endpoint; never shown.
+    pub embed_api_key: Option<String>,
+    /// Put before queries and before passages. Requests also carry `input_type` ("query" /
+    /// "passage"), from which the local E5 server adds E5's prefixes itself; set these to
+    /// "query: " / "passage: " for an E5 model behind a server that does not. Empty = nothing.
+    pub query_prefix: String,
+    pub passage_prefix: String,
+    /// Embedded Qdrant (qdrant-edge) data directory, used when `qdrant_url` is unset.
+    pub store_dir: PathBuf,
+    /// A Qdrant server (`http://host:6334`, gRPC); unset = the embedded store.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    /// Chunk size and overlap when indexing, in characters.
+    pub chunk_chars: usize,
+    pub chunk_overlap: usize,
+    /// Candidates retrieved per query (dense and sparse each), then kept after reranking.
+    pub top_k_retrieval: usize,
+    pub top_k_rerank: usize,
+    /// Context given to the LLM for an answer, in characters.
+    pub max_context_chars: usize,
+    /// Embeddings are reused this long (seconds); query results this long.
+    pub embed_ttl_s: u64,
+    pub query_ttl_s: u64,
+    /// One embedding or store call may take this long.
+    pub timeout_ms: u64,
+}
+
+impl Default for RagConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            embed_url: "http://127.0.0.1:8100/v1".to_owned(),
+            embed_model: None,
+            embed_api_key: None,
+            query_prefix: String::new(),
+            passage_prefix: String::new(),
+            store_dir: PathBuf::from("data/qdrant"),
+            qdrant_url: None,
+            qdrant_api_key: None,
+            chunk_chars: 1000,
+            chunk_overlap: 150,
+            top_k_retrieval: 10,
+            top_k_rerank: 5,
+            max_context_chars: 2048,
+            embed_ttl_s: 24 * 3600,
+            query_ttl_s: 3600,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Where cached results live.
@@ -348,6 +411,17 @@ impl Config {
                 "SORI_LLM_API_KEY" => self.llm.api_key = Some(value).filter(|v| !v.is_empty()),
                 "SORI_KEYWORDS" => self.llm.enabled = parse_env("SORI_KEYWORDS", &value)?,
                 "SORI_REDIS_URL" => self.cache.redis_url = Some(value).filter(|v| !v.is_empty()),
+                "SORI_RAG" => self.rag.enabled = parse_env("SORI_RAG", &value)?,
+                "SORI_EMBED_URL" => self.rag.embed_url = value,
+                "SORI_EMBED_MODEL" => self.rag.embed_model = Some(value).filter(|v| !v.is_empty()),
+                "SORI_EMBED_API_KEY" => {
+                    self.rag.embed_api_key = Some(value).filter(|v| !v.is_empty())
+                }
+                "SORI_QDRANT_URL" => self.rag.qdrant_url = Some(value).filter(|v| !v.is_empty()),
+                "SORI_QDRANT_API_KEY" => {
+                    self.rag.qdrant_api_key = Some(value).filter(|v| !v.is_empty())
+                }
+                "SORI_QDRANT_DIR" => self.rag.store_dir = PathBuf::from(value),
                 "SORI_FILTER_PATTERNS_FILE" => {
                     self.filter.patterns_file = Some(PathBuf::from(value))
                 }
@@ -426,6 +500,11 @@ impl Config {
             shown.llm.api_key = Some("***".to_owned());
         }
         shown.cache.redis_url = shown.cache.redis_url.as_deref().map(redact_url_password);
+        for key in [&mut shown.rag.embed_api_key, &mut shown.rag.qdrant_api_key] {
+            if key.is_some() {
+                *key = Some("***".to_owned());
+            }
+        }
         serde_json::to_value(shown).unwrap_or_default()
     }
 }

@@ -18,6 +18,7 @@ pub mod outputs;
 
 pub mod cache;
 pub mod keywords;
+pub mod rag;
 
 pub mod eval;
 

@@ -182,6 +182,15 @@ pub struct Keyword {
     pub label: String,
 }
 
+/// A document chunk related to a final segment (live RAG).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RagHit {
+    pub text: String,
+    pub source: String,
+    pub page: Option<u32>,
+    pub score: f32,
+}
+
 /// The options a session actually runs with, echoed in `ready`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectiveOptions {
@@ -253,6 +262,12 @@ pub enum ServerMessage {
         latency_ms: u64,
         /// True when the result came from the cache, not from the LLM.
         cached: bool,
+    },
+    /// Indexed chunks related to a final segment (only with `rag=true`), sent after the final.
+    Rag {
+        segment_id: u64,
+        hits: Vec<RagHit>,
+        latency_ms: u64,
     },
     /// A segment the hallucination filter dropped (only sent to clients that asked).
     Filtered {

@@ -209,7 +209,8 @@
         early: [], // `keyword` events, until the segment's `keywords` list arrives
         keywords: null, // the authoritative `keywords` list
         keywordsInfo: null,
-        el: null, tsEl: null, textEl: null, chipsEl: null,
+        el: null, tsEl: null, textEl: null, chipsEl: null, relatedEl: null,
+        related: [], // hits of the segment's `rag` event
       };
       transcript.segments.set(key, seg);
     }
@@ -226,7 +227,9 @@
     seg.textEl = h('p', 'text partial');
     seg.chipsEl = h('div', 'chips');
     seg.chipsEl.hidden = true;
-    row.append(seg.tsEl, seg.textEl, seg.chipsEl);
+    seg.relatedEl = h('ul', 'related');
+    seg.relatedEl.hidden = true;
+    row.append(seg.tsEl, seg.textEl, seg.chipsEl, seg.relatedEl);
     seg.el = row;
   }
 
@@ -300,6 +303,7 @@
     }
     paintSegment(seg);
     paintChips(seg);
+    paintRelated(seg);
     if (isNew) transcript.finals.push(seg);
     transcript.lastFinal.set(sessionId, Math.max(transcript.lastFinal.get(sessionId) ?? -1, id));
     removeDeadPartials(sessionId, id);
@@ -383,6 +387,35 @@
     paintChips(seg);
     scheduleTopKeywords();
     afterTranscriptChange();
+  }
+
+  /** Related document chunks of a final (`rag` event): source, page and the start of the text. */
+  function onRag(conn, msg) {
+    const id = segmentIdOf(msg);
+    if (id == null || !Array.isArray(msg.hits)) return;
+    const seg = segmentFor(conn, id);
+    seg.related = msg.hits
+      .filter((hit) => hit && typeof hit.text === 'string')
+      .map((hit) => ({ text: hit.text, source: str(hit.source), page: num(hit.page), score: num(hit.score) }));
+    paintRelated(seg);
+    afterTranscriptChange();
+  }
+
+  function paintRelated(seg) {
+    if (!seg.el || !seg.final) return;
+    seg.relatedEl.replaceChildren(...seg.related.map((hit) => {
+      const item = h('li', 'related-hit');
+      const where = hit.page != null ? `${hit.source} · p.${hit.page}` : hit.source;
+      item.append(h('span', 'related-source', where), h('span', 'related-text', snippet(hit.text, 140)));
+      item.title = hit.text;
+      return item;
+    }));
+    seg.relatedEl.hidden = seg.related.length === 0;
+  }
+
+  function snippet(text, max) {
+    const flat = text.replace(/\s+/g, ' ').trim();
+    return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
   }
 
   function scheduleTopKeywords() {
@@ -703,6 +736,8 @@
       language: ui.language.value,
       keywords: 'true',
     });
+    // Related documents for each final, when the server has RAG on.
+    if (document.body.dataset.rag === 'true') params.set('rag', 'true');
     const token = new URLSearchParams(window.location.search).get('token');
     if (token) params.set('token', token);
     const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -754,6 +789,7 @@
         case 'final': onFinal(conn, msg); break;
         case 'keyword': onKeyword(conn, msg); break;
         case 'keywords': onKeywords(conn, msg); break;
+        case 'rag': onRag(conn, msg); break;
         case 'status': onSessionStatus(conn, msg); break;
         case 'error': onServerError(conn, msg); break;
         case 'closed': onClosed(conn, msg); break;

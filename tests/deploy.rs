@@ -107,6 +107,36 @@ fn compose_cpu_profile_adds_a_cpu_build() {
 }
 
 #[test]
+fn compose_rag_profile_adds_qdrant_redis_and_embeddings() {
+    let compose = resolved_compose();
+    let services = &compose["services"];
+    for name in ["qdrant", "redis", "embeddings"] {
+        assert_eq!(
+            services[name]["profiles"],
+            serde_json::json!(["rag"]),
+            "{name}"
+        );
+    }
+    let ports = services["qdrant"]["ports"].to_string();
+    assert!(
+        ports.contains("6334"),
+        "sori speaks gRPC to Qdrant: {ports}"
+    );
+    assert!(gpu_reserved(&services["embeddings"]));
+    let command = services["embeddings"]["command"].to_string();
+    assert!(command.contains("bge-m3"), "{command}");
+    let env = &services["sori"]["environment"];
+    for key in [
+        "SORI_RAG",
+        "SORI_QDRANT_URL",
+        "SORI_EMBED_URL",
+        "SORI_REDIS_URL",
+    ] {
+        assert!(!env[key].is_null(), "sori passes {key} through: {env}");
+    }
+}
+
+#[test]
 fn dockerfiles_define_the_targets_compose_builds() {
     let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     for target in ["cpu", "cuda"] {

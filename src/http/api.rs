@@ -65,7 +65,7 @@ pub async fn status_snapshot(state: &AppState) -> serde_json::Value {
         "gpu": crate::gpu::gpu_status(),
         "llm": llm,
         "cache": state.cache.status().await,
-        "rag": { "enabled": false },
+        "rag": state.rag.status().await,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod pages;
+pub mod rag;
 pub mod tls;
 pub mod ws;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub keywords: Option<Arc<KeywordExtractor>>,
     /// Shared result cache (Redis or in-memory).
     pub cache: Cache,
+    /// Retrieval over indexed documents (connects on first use).
+    pub rag: Arc<crate::rag::RagSlot>,
     /// Open `/ws` sessions (admission control).
     pub sessions: Arc<AtomicUsize>,
     /// Each open session's decode lag, for the monitor.
@@ -54,8 +57,21 @@ impl AppState {
                 Duration::from_secs(config.cache.keyword_ttl_s),
             )
         });
+        let rag = Arc::new(crate::rag::RagSlot::new(
+            &config.rag,
+            &config.llm,
+            cache.clone(),
+        ));
+        if config.rag.enabled {
+            // Connect now so the first request does not wait; failures are retried on use.
+            let slot = Arc::clone(&rag);
+            tokio::spawn(async move {
+                let _ = slot.get().await;
+            });
+        }
         Self {
             keywords,
+            rag,
             cache,
             transcriber: Arc::new(transcriber),
             sessions: Arc::new(AtomicUsize::new(0)),
@@ -105,6 +121,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/status", get(api::status))
         .route("/api/status/stream", get(api::status_stream))
         .route("/cache/status", get(api::cache_status))
+        .route(
+            "/index",
+            post(rag::index)
+                .get(rag::list_sources)
+                .delete(rag::delete_source)
+                .layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route("/search", post(rag::search))
+        .route("/query", post(rag::query))
+        .route("/embed", post(rag::embed))
+        .route("/embed/batch", post(rag::embed_batch))
         .route(
             "/api/transcribe",
             post(api::transcribe).layer(DefaultBodyLimit::max(max_upload)),

@@ -24,6 +24,8 @@ pub struct IndexPage {
     /// The server's default language, preselected in the page.
     pub language: String,
     pub keywords_enabled: bool,
+    /// The page asks for related documents (`rag=true`) when the server has RAG on.
+    pub rag_enabled: bool,
     pub categories: Vec<CategoryView>,
 }
 
@@ -34,6 +36,7 @@ pub async fn index(State(state): State<AppState>) -> IndexPage {
         model: state.transcriber.model_name.clone(),
         language: config.stt.language.as_str().to_owned(),
         keywords_enabled: state.keywords.is_some(),
+        rag_enabled: state.rag.enabled(),
         categories: config
             .llm
             .categories

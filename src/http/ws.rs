@@ -16,6 +16,7 @@ use crate::outputs::TranscriptWriter;
 use crate::protocol::{
     ClientMessage, ServerMessage, StreamOptions, close_code, decode_base64_audio, parse_client_text,
 };
+use crate::rag::live::SessionRag;
 use crate::session::{Stream, default_options, resolve_options};
 
 /// Frames this much larger than `max_frame_bytes` are cut off by the transport (close 1009);
@@ -77,6 +78,7 @@ enum Step {
     Client(Option<Result<Message, axum::Error>>),
     Events(Vec<ServerMessage>),
     Keywords(Vec<ServerMessage>),
+    Rag(Vec<ServerMessage>),
     Tick,
 }
 
@@ -144,6 +146,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
     }
 
     let mut keywords = state.keywords.clone().map(SessionKeywords::new);
+    let mut rag = SessionRag::new(state.rag.clone());
     let max_frame = config.server.max_frame_bytes;
     let mut status = tokio::time::interval(Duration::from_millis(
         config.server.status_interval_ms.max(100),
@@ -155,16 +158,20 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
             message = rx.next() => Step::Client(message),
             events = stream.progress() => Step::Events(events),
             events = next_keywords(&mut keywords) => Step::Keywords(events),
+            events = rag.next() => Step::Rag(events),
             _ = status.tick() => Step::Tick,
         };
         match step {
             Step::Events(events) => {
                 request_keywords(&mut keywords, &stream, &events);
+                if stream.session.options().rag {
+                    rag.request(&events);
+                }
                 if send_events(&mut tx, &mut writer, &events).await.is_err() {
                     break Ending::Gone;
                 }
             }
-            Step::Keywords(events) => {
+            Step::Keywords(events) | Step::Rag(events) => {
                 if send_events(&mut tx, &mut writer, &events).await.is_err() {
                     break Ending::Gone;
                 }
@@ -222,6 +229,13 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
             outputs = outputs.and(record_all(&mut writer, &late));
             gone = send_all(&mut tx, &late).await.is_err();
         }
+    }
+    // And their related documents.
+    if !gone && stream.session.options().rag {
+        rag.request(&last);
+        let limit = Duration::from_millis(config.rag.timeout_ms + 1000);
+        let late = rag.drain(limit).await;
+        gone = send_all(&mut tx, &late).await.is_err();
     }
     let files = writer
         .map(|w| w.close())

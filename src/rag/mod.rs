@@ -1,0 +1,35 @@
+//! Retrieval over indexed documents: chunking, dense embeddings and sparse term vectors, a
+//! Qdrant store (embedded by default, a server in production), hybrid search fused by rank,
+//! and LLM answers that cite their sources.
+
+pub mod answer;
+pub mod chunk;
+pub mod embed;
+pub mod files;
+pub mod live;
+pub mod pipeline;
+pub mod slot;
+pub mod sparse;
+pub mod store;
+
+pub use pipeline::{DocMeta, Rag};
+pub use slot::RagSlot;
+
+/// Why a RAG request failed. `Embed` / `Store` unavailability maps to HTTP 503.
+#[derive(Debug, thiserror::Error)]
+pub enum RagError {
+    #[error(transparent)]
+    Embed(embed::EmbedError),
+    #[error("the vector store failed: {0}")]
+    Store(store::StoreError),
+    #[error("the LLM could not answer: {0}")]
+    Llm(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "RAG is off on this server: start it with rag.enabled = true (SORI_RAG=true) and an embedding endpoint (rag.embed_url, SORI_EMBED_URL)"
+    )]
+    Disabled,
+    #[error("RAG cannot start: {0}; it is retried on the next request")]
+    NotConnected(String),
+}

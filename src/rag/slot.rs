@@ -1,0 +1,109 @@
+//! The RAG service as the server holds it: connected on first use and again after a failure,
+//! so the server starts (and transcribes) while the embedding endpoint is down or starting.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::{Rag, RagError};
+use crate::cache::Cache;
+use crate::config::{LlmConfig, RagConfig};
+
+/// Connects RAG on first use and again after a failure (at most every few seconds), so the
+/// server starts even while the embedding endpoint is still coming up or is down.
+pub struct RagSlot {
+    cfg: RagConfig,
+    llm: LlmConfig,
+    cache: Cache,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    rag: Option<Arc<Rag>>,
+    last_attempt: Option<Instant>,
+    last_error: Option<String>,
+}
+
+const RETRY_EVERY: Duration = Duration::from_secs(3);
+
+impl RagSlot {
+    pub fn new(cfg: &RagConfig, llm: &LlmConfig, cache: Cache) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            llm: llm.clone(),
+            cache,
+            state: Mutex::new(SlotState::default()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// The connected service, connecting now if it is not (yet).
+    pub async fn get(&self) -> Result<Arc<Rag>, RagError> {
+        if !self.cfg.enabled {
+            return Err(RagError::Disabled);
+        }
+        let mut state = self.state.lock().await;
+        if let Some(rag) = &state.rag {
+            return Ok(Arc::clone(rag));
+        }
+        let due = state
+            .last_attempt
+            .is_none_or(|t| t.elapsed() >= RETRY_EVERY);
+        if due {
+            state.last_attempt = Some(Instant::now());
+            match Rag::connect(&self.cfg, &self.llm, self.cache.clone()).await {
+                Ok(rag) => {
+                    let rag = Arc::new(rag);
+                    state.rag = Some(Arc::clone(&rag));
+                    state.last_error = None;
+                    return Ok(rag);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "RAG is not available");
+                    state.last_error = Some(e.to_string());
+                }
+            }
+        }
+        Err(RagError::NotConnected(
+            state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "not connected yet".to_owned()),
+        ))
+    }
+
+    /// State for `/api/status`, without connecting.
+    pub async fn status(&self) -> Value {
+        if !self.cfg.enabled {
+            return json!({ "enabled": false });
+        }
+        let state = self.state.lock().await;
+        let Some(rag) = state.rag.clone() else {
+            return json!({
+                "enabled": true,
+                "connected": false,
+                "error": state.last_error,
+                "store": if self.cfg.qdrant_url.is_some() { "qdrant" } else { "qdrant-edge" },
+            });
+        };
+        drop(state);
+        let (embedder_up, store_up) = rag.healthy().await;
+        json!({
+            "enabled": true,
+            "connected": embedder_up && store_up,
+            "store": rag.store().kind(),
+            "store_up": store_up,
+            "chunks": rag.store().count().await.ok(),
+            "embedder": rag.embedder().url(),
+            "embedder_up": embedder_up,
+            "embed_model": rag.embedder().model(),
+            "dim": rag.embedder().dim(),
+        })
+    }
+}

@@ -1,0 +1,1576 @@
+//! The vector store behind RAG: chunks with a dense and a sparse vector, searched by either.
+//!
+//! Two backends sit behind one type, [`VectorStore`], because sori runs in two very different places:
+//!
+//! - **Embedded (`qdrant-edge`, the default).** Qdrant's own engine linked into the binary: no server
+//!   to install or run, data in one directory that survives restarts. This is what a single box, a
+//!   laptop and the test suite use (no registry here ships a Qdrant server, so tests could not use one).
+//! - **Server (`qdrant-client`, production).** A Qdrant server reached over gRPC
+//!   (`SORI_QDRANT_URL`), shared by several sori instances and operated on its own (snapshots,
+//!   replication, memory of its own).
+//!
+//! Both hold the same layout, so moving from one to the other is a re-index, not a migration of
+//! code: collection `documents`; a named dense vector `dense` (cosine, its size set by the embedding
+//! model when the store is created and checked on every open); a named sparse vector `sparse`
+//! (term id → weight, computed by sori; the engine's IDF modifier is switched on, so weights should
+//! be term frequencies, not TF-IDF); payload `text`, `source`, `page` (optional), `date` (optional),
+//! `chunk_index`, `indexed_at` (unix seconds); a keyword index on `source`.
+//! Point ids are UUID v5 of (source, chunk index), identical in both backends, so re-indexing a
+//! source overwrites its chunks instead of adding copies.
+//!
+//! The embedded engine is blocking: every call runs on tokio's blocking pool, never on the async
+//! runtime's workers. Writes are serialised by one async mutex and flushed to disk before they
+//! return; reads run concurrently with each other and with a write.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use qdrant_client::qdrant as q;
+use qdrant_edge::{
+    CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
+    EdgeVectorParams, FacetRequest, FacetValue, FieldCondition, FieldIndexOperations, Filter,
+    JsonPath, Match, Modifier, NamedQuery, OperationError, Payload, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    QueryEnum, QueryRequest, ScoredPoint, ScoringQuery, ScrollRequest, UpdateOperation,
+    VectorInternal, VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
+};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Collection name, the same in both backends.
+const COLLECTION: &str = "documents";
+/// Name of the dense vector in every point.
+const DENSE: &str = "dense";
+/// Name of the sparse vector in every point.
+const SPARSE: &str = "sparse";
+/// Payload key that `delete_source` and `sources` work on (keyword-indexed).
+const SOURCE_KEY: &str = "source";
+/// File qdrant-edge writes its configuration to; its presence marks a directory as a store.
+const EDGE_CONFIG_FILE: &str = "edge_config.json";
+/// Namespace of the UUID v5 point ids. Never change it: ids of existing stores derive from it.
+const POINT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_2c3e_9d4a_4e57_8a0b_5c6d_7e8f_9012);
+/// Points per engine write. Bounds the size of one WAL record and the time one write holds the
+/// engine's update lock, so searches interleave with a large indexing run.
+const WRITE_BATCH: usize = 256;
+/// Page size when scrolling the embedded store to list sources.
+const SCROLL_PAGE: usize = 1024;
+/// Most distinct sources `sources()` reports (one facet request).
+const MAX_SOURCES: usize = 100_000;
+/// Most results one search returns; larger requests are refused rather than allocated.
+const MAX_TOP_K: usize = 10_000;
+/// How long `healthy()` waits for a Qdrant server.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A sparse vector: term ids and their weights (same length, ids unique).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseVector {
+    /// Term ids (any `u32`: hashed terms are fine, the engine maps them to compact ids).
+    pub indices: Vec<u32>,
+    /// Weight of each term, in the order of `indices`.
+    pub values: Vec<f32>,
+}
+
+/// One chunk to store.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    /// The chunk's text, returned with every hit.
+    pub text: String,
+    /// Where the chunk came from (file name or URL); `delete_source` and `sources` group by it.
+    pub source: String,
+    /// Page in the source, when it has pages.
+    pub page: Option<u32>,
+    /// Date of the document as given (stored and returned, not interpreted).
+    pub date: Option<String>,
+    /// Position in the source; with `source` it makes the point id.
+    pub chunk_index: u32,
+    /// Embedding, exactly [`VectorStore::dim`] values.
+    pub dense: Vec<f32>,
+    /// Term weights for keyword-style retrieval.
+    pub sparse: SparseVector,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hit {
+    /// Point id (UUID v5 of source and chunk index): the same chunk has the same id in dense and
+    /// sparse results, so it can key their fusion.
+    pub id: String,
+    pub text: String,
+    pub source: String,
+    pub page: Option<u32>,
+    pub date: Option<String>,
+    pub chunk_index: u32,
+    /// Cosine similarity for dense search, IDF-weighted term overlap for sparse search: the two
+    /// scales differ, so fuse by rank, not by score.
+    pub score: f32,
+}
+
+/// What went wrong in the vector store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot answer now: the server is down or unreachable, the directory is locked by
+    /// another process, or the files cannot be read or written.
+    #[error("vector store unavailable: {0}")]
+    Unavailable(String),
+    /// The request is wrong (vector size, malformed sparse vector, unusable directory, foreign
+    /// collection layout); repeating it will not help.
+    #[error("invalid vector store request: {0}")]
+    Invalid(String),
+    /// The store was built for vectors of another size than the embedding model now makes.
+    #[error(
+        "the vector store at {location} holds {stored}-dimensional vectors but the embedding model \
+         makes {requested}-dimensional ones; {hint}"
+    )]
+    DimensionMismatch {
+        location: String,
+        stored: usize,
+        requested: usize,
+        hint: &'static str,
+    },
+    /// A filesystem operation on the store's directory failed.
+    #[error("vector store directory {}: {source}; check that it exists, is writable and the disk has room", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The vector store: embedded engine or Qdrant server, same operations and layout.
+#[derive(Clone)]
+pub struct VectorStore {
+    backend: Backend,
+    /// Dense vector size, fixed when the store was created (the embedding model's output size).
+    dim: usize,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Edge(EdgeStore),
+    Server(ServerStore),
+}
+
+impl fmt::Debug for VectorStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let location = match &self.backend {
+            Backend::Edge(edge) => edge.dir.display().to_string(),
+            Backend::Server(server) => server.url.clone(),
+        };
+        f.debug_struct("VectorStore")
+            .field("kind", &self.kind())
+            .field("location", &location)
+            .field("dim", &self.dim)
+            .finish()
+    }
+}
+
+impl VectorStore {
+    /// Opens (or creates) the embedded store under `dir` with vectors of `dim`. Refuses a store
+    /// created with another dimension (clear error naming both sizes and the directory, suggesting
+    /// re-indexing into a new directory).
+    ///
+    /// Blocking (reads the directory); call it at start-up or inside `spawn_blocking`. The directory
+    /// must be missing, empty, or a store made by this function: a non-empty directory that is not a
+    /// store is refused rather than filled. One process at a time: qdrant-edge takes an exclusive
+    /// `flock` on the directory's WAL, released when the last clone of the store is dropped.
+    pub fn open_embedded(dir: &Path, dim: usize) -> Result<Self, StoreError> {
+        check_dim(dim)?;
+        let shard = if dir.join(EDGE_CONFIG_FILE).is_file() {
+            load_edge(dir, dim)?
+        } else {
+            create_edge(dir, dim)?
+        };
+        tracing::info!(dir = %dir.display(), dim, "embedded vector store (qdrant-edge) open");
+        Ok(Self {
+            backend: Backend::Edge(EdgeStore {
+                shard: Arc::new(shard),
+                writer: Arc::new(tokio::sync::Mutex::new(())),
+                dir: dir.to_path_buf(),
+            }),
+            dim,
+        })
+    }
+
+    /// Connects to a Qdrant server and creates collection `documents` if missing (same layout;
+    /// refuses a mismatched dimension).
+    ///
+    /// `url` is the server's gRPC endpoint (port 6334 by default, not the REST port 6333).
+    pub async fn connect_server(
+        url: &str,
+        api_key: Option<&str>,
+        dim: usize,
+    ) -> Result<Self, StoreError> {
+        check_dim(dim)?;
+        let server = ServerStore::connect(url, api_key, dim).await?;
+        tracing::info!(url, dim, "Qdrant server vector store connected");
+        Ok(Self {
+            backend: Backend::Server(server),
+            dim,
+        })
+    }
+
+    /// Which backend answers: `"qdrant-edge"` (embedded) or `"qdrant"` (server).
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Edge(_) => "qdrant-edge",
+            Backend::Server(_) => "qdrant",
+        }
+    }
+
+    /// Size of the dense vectors this store holds.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Stores `chunks`, replacing any chunk with the same (source, chunk index).
+    ///
+    /// Every chunk is checked before anything is written, so a bad chunk rejects the whole call.
+    pub async fn upsert(&self, chunks: Vec<StoredChunk>) -> Result<(), StoreError> {
+        for chunk in &chunks {
+            let what = || format!("chunk {} of {:?}", chunk.chunk_index, chunk.source);
+            check_dense(&chunk.dense, self.dim, &what)?;
+            check_sparse(&chunk.sparse, &what)?;
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let indexed_at = unix_seconds();
+        match &self.backend {
+            Backend::Edge(edge) => edge.upsert(chunks, indexed_at).await,
+            Backend::Server(server) => server.upsert(chunks, indexed_at).await,
+        }
+    }
+
+    /// Deletes every chunk whose payload `source` equals `source`; returns how many were deleted.
+    pub async fn delete_source(&self, source: &str) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Edge(edge) => edge.delete_source(source).await,
+            Backend::Server(server) => server.delete_source(source).await,
+        }
+    }
+
+    /// The `top_k` chunks whose dense vectors are nearest to `vector`, best first; `score` is the
+    /// cosine similarity (higher is closer).
+    pub async fn search_dense(&self, vector: &[f32], top_k: usize) -> Result<Vec<Hit>, StoreError> {
+        check_dense(vector, self.dim, &|| "query".to_owned())?;
+        check_top_k(top_k)?;
+        if top_k == 0 {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Edge(edge) => edge.search_dense(vector.to_vec(), top_k).await,
+            Backend::Server(server) => server.search_dense(vector.to_vec(), top_k).await,
+        }
+    }
+
+    /// The `top_k` chunks sharing the most weight with `vector`, best first; `score` is the sum of
+    /// query weight × stored weight × IDF over shared terms. Chunks with no shared term are not
+    /// returned.
+    pub async fn search_sparse(
+        &self,
+        vector: &SparseVector,
+        top_k: usize,
+    ) -> Result<Vec<Hit>, StoreError> {
+        check_sparse(vector, &|| "query".to_owned())?;
+        check_top_k(top_k)?;
+        if top_k == 0 || vector.indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (indices, values) = sorted_sparse(vector);
+        match &self.backend {
+            Backend::Edge(edge) => edge.search_sparse(indices, values, top_k).await,
+            Backend::Server(server) => server.search_sparse(indices, values, top_k).await,
+        }
+    }
+
+    /// Number of chunks stored (exact).
+    pub async fn count(&self) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Edge(edge) => edge.count().await,
+            Backend::Server(server) => server.count().await,
+        }
+    }
+
+    /// Every source with its chunk count (for listing and for `/api/status`), sorted by source.
+    pub async fn sources(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        match &self.backend {
+            Backend::Edge(edge) => edge.sources().await,
+            Backend::Server(server) => server.sources().await,
+        }
+    }
+
+    /// Whether the store answers right now (server reachable / shard usable).
+    pub async fn healthy(&self) -> bool {
+        match &self.backend {
+            Backend::Edge(edge) => edge.healthy().await,
+            Backend::Server(server) => server.healthy().await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks and conversions shared by both backends
+// ---------------------------------------------------------------------------------------------
+
+fn check_top_k(top_k: usize) -> Result<(), StoreError> {
+    if top_k > MAX_TOP_K {
+        return Err(StoreError::Invalid(format!(
+            "{top_k} results requested; at most {MAX_TOP_K} are returned per search"
+        )));
+    }
+    Ok(())
+}
+
+fn check_dim(dim: usize) -> Result<(), StoreError> {
+    if dim == 0 {
+        return Err(StoreError::Invalid(
+            "vector size 0 requested; pass the embedding model's output size (e.g. 384)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_dense(vector: &[f32], dim: usize, what: &dyn Fn() -> String) -> Result<(), StoreError> {
+    if vector.len() != dim {
+        return Err(StoreError::Invalid(format!(
+            "{}: dense vector has {} dimensions, expected {dim} (the size the store was created \
+             with); embed with the model that built the store, or re-index into a new store",
+            what(),
+            vector.len(),
+        )));
+    }
+    if let Some((i, v)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(StoreError::Invalid(format!(
+            "{}: dense vector value {i} is {v}; every value must be a finite number",
+            what()
+        )));
+    }
+    Ok(())
+}
+
+fn check_sparse(vector: &SparseVector, what: &dyn Fn() -> String) -> Result<(), StoreError> {
+    if vector.indices.len() != vector.values.len() {
+        return Err(StoreError::Invalid(format!(
+            "{}: sparse vector has {} term ids but {} weights; they must pair up one to one",
+            what(),
+            vector.indices.len(),
+            vector.values.len(),
+        )));
+    }
+    let mut seen = HashSet::with_capacity(vector.indices.len());
+    if let Some(dup) = vector.indices.iter().find(|&&i| !seen.insert(i)) {
+        return Err(StoreError::Invalid(format!(
+            "{}: sparse vector repeats term id {dup}; sum the weights of a term into one entry",
+            what()
+        )));
+    }
+    if let Some(v) = vector.values.iter().find(|v| !v.is_finite()) {
+        return Err(StoreError::Invalid(format!(
+            "{}: sparse vector weight {v} is not a finite number",
+            what()
+        )));
+    }
+    Ok(())
+}
+
+/// The sparse vector's pairs ordered by term id (the engine's scoring walks sorted lists).
+fn sorted_sparse(vector: &SparseVector) -> (Vec<u32>, Vec<f32>) {
+    let mut pairs: Vec<(u32, f32)> = vector
+        .indices
+        .iter()
+        .copied()
+        .zip(vector.values.iter().copied())
+        .collect();
+    pairs.sort_unstable_by_key(|&(i, _)| i);
+    pairs.into_iter().unzip()
+}
+
+/// Deterministic point id of a chunk: re-indexing a source overwrites its chunks.
+fn point_id(source: &str, chunk_index: u32) -> Uuid {
+    // The unit separator cannot end a sane source name, so ("a1", 2) and ("a", 12) differ.
+    let key = format!("{source}\u{1f}{chunk_index}");
+    Uuid::new_v5(&POINT_ID_NAMESPACE, key.as_bytes())
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn payload_of(chunk: &StoredChunk, indexed_at: u64) -> Map<String, Value> {
+    let mut payload = Map::new();
+    payload.insert("text".into(), chunk.text.clone().into());
+    payload.insert(SOURCE_KEY.into(), chunk.source.clone().into());
+    if let Some(page) = chunk.page {
+        payload.insert("page".into(), page.into());
+    }
+    if let Some(date) = &chunk.date {
+        payload.insert("date".into(), date.clone().into());
+    }
+    payload.insert("chunk_index".into(), chunk.chunk_index.into());
+    payload.insert("indexed_at".into(), indexed_at.into());
+    payload
+}
+
+/// Builds a hit from a stored payload. Points written by something else than sori may lack fields;
+/// they come back with empty text / source rather than failing the whole search.
+fn hit_from_payload(id: String, score: f32, payload: &Map<String, Value>) -> Hit {
+    let string = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
+    let small_int = |key: &str| {
+        payload
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    Hit {
+        id,
+        text: string("text").unwrap_or_default(),
+        source: string(SOURCE_KEY).unwrap_or_default(),
+        page: small_int("page"),
+        date: string("date"),
+        chunk_index: small_int("chunk_index").unwrap_or_default(),
+        score,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedded backend: qdrant-edge
+// ---------------------------------------------------------------------------------------------
+
+/// The embedded engine.
+///
+/// Locking: qdrant-edge's `EdgeShard` is `Sync` and guards its own segments, so reads share it
+/// freely. Writes go through `writer` because `EdgeShard::flush` *panics* (`try_lock().expect`) if
+/// another write holds the WAL at that moment; one writer at a time makes that impossible.
+///
+/// Durability: qdrant-edge 0.7.2 appends every write to its WAL but never replays it on load, so
+/// only flushed segments survive a crash; every write is therefore flushed before it returns.
+/// Nor does it ever truncate the WAL: `wal/` grows by the size of every write (about 2.3 KB per
+/// 384-d chunk, so ~23 MB per 10,000 chunks indexed or re-indexed) and is only reclaimed by
+/// re-indexing into a new directory. Its files must not be removed by hand: the WAL's sequence
+/// numbers are the points' versions, and restarting them would make the engine ignore new writes.
+#[derive(Clone)]
+struct EdgeStore {
+    shard: Arc<EdgeShard>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    dir: PathBuf,
+}
+
+fn edge_layout(dim: usize) -> EdgeConfig {
+    EdgeConfig::builder()
+        .vector(
+            DENSE,
+            EdgeVectorParams::builder(dim, Distance::Cosine).build(),
+        )
+        .sparse_vector(
+            SPARSE,
+            EdgeSparseVectorParams::builder()
+                .modifier(Modifier::Idf)
+                .build(),
+        )
+        .build()
+}
+
+fn create_edge(dir: &Path, dim: usize) -> Result<EdgeShard, StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(StoreError::Invalid(format!(
+                    "{} is not empty and holds no vector store (no {EDGE_CONFIG_FILE}); point the \
+                     store at an empty or new directory",
+                    dir.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
+    let shard = EdgeShard::new(dir, edge_layout(dim)).map_err(|e| open_error(dir, &e))?;
+    let index =
+        UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+            field_name: source_path(),
+            field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+        }));
+    shard.update(index).map_err(|e| open_error(dir, &e))?;
+    flush_edge(&shard, dir)?;
+    Ok(shard)
+}
+
+fn load_edge(dir: &Path, dim: usize) -> Result<EdgeShard, StoreError> {
+    // Check the layout from the config file before opening, so a mismatch touches nothing.
+    let config = match EdgeConfig::load(dir) {
+        Some(Ok(config)) => config,
+        Some(Err(e)) => return Err(open_error(dir, &e)),
+        None => {
+            return Err(open_error(
+                dir,
+                &OperationError::service_error("config file vanished"),
+            ));
+        }
+    };
+    let dense = config
+        .vectors
+        .get(DENSE)
+        .ok_or_else(|| foreign_store(dir))?;
+    if !config.sparse_vectors.contains_key(SPARSE) || dense.distance != Distance::Cosine {
+        return Err(foreign_store(dir));
+    }
+    if dense.size != dim {
+        return Err(StoreError::DimensionMismatch {
+            location: dir.display().to_string(),
+            stored: dense.size,
+            requested: dim,
+            hint: "re-index the documents into a new directory with the current model, or switch \
+                   back to the model that built this store",
+        });
+    }
+    EdgeShard::load(dir, None).map_err(|e| open_error(dir, &e))
+}
+
+fn foreign_store(dir: &Path) -> StoreError {
+    StoreError::Invalid(format!(
+        "{} holds a qdrant-edge store without sori's layout (cosine vector `{DENSE}` and sparse \
+         vector `{SPARSE}`); point sori at a new directory",
+        dir.display()
+    ))
+}
+
+fn open_error(dir: &Path, err: &OperationError) -> StoreError {
+    let message = err.to_string();
+    // qdrant-edge holds an exclusive `flock` on `wal/`; a second opener gets EWOULDBLOCK, which
+    // only shows in the error's text.
+    if message.contains("WouldBlock") {
+        return StoreError::Unavailable(format!(
+            "the embedded vector store at {} is in use by another sori process (its WAL is \
+             locked); stop that process or give this one another directory",
+            dir.display()
+        ));
+    }
+    StoreError::Unavailable(format!(
+        "cannot open the embedded vector store at {}: {message}. If another sori process uses \
+         this directory, stop it or give this one another directory; if the files are damaged, \
+         re-index into a new directory",
+        dir.display()
+    ))
+}
+
+fn engine_error(dir: &Path, err: &OperationError) -> StoreError {
+    match err {
+        // Requests the engine itself refuses (the checks above should have caught them first).
+        OperationError::WrongVectorDimension { .. }
+        | OperationError::ValidationError { .. }
+        | OperationError::WrongSparse
+        | OperationError::VectorNameNotExists { .. } => StoreError::Invalid(format!(
+            "the embedded vector store refused the request: {err}"
+        )),
+        _ => StoreError::Unavailable(format!(
+            "embedded vector store at {} failed: {err}",
+            dir.display()
+        )),
+    }
+}
+
+/// Flushes WAL and segments to disk. qdrant-edge panics when a flush fails (`expect`), so the
+/// panic is caught here and becomes an error; the write stays in memory and the next flush retries.
+fn flush_edge(shard: &EdgeShard, dir: &Path) -> Result<(), StoreError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| shard.flush())).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown reason".to_owned());
+        StoreError::Unavailable(format!(
+            "could not write the embedded vector store at {} to disk ({reason}); check free space \
+             and permissions",
+            dir.display()
+        ))
+    })
+}
+
+/// Runs blocking engine work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "embedded vector store task failed ({e}); restart sori if this repeats"
+        ))
+    })?
+}
+
+/// The payload path `source` (built directly: the engine's parsing constructor is test-only).
+fn source_path() -> JsonPath {
+    JsonPath {
+        first_key: SOURCE_KEY.to_owned(),
+        rest: Vec::new(),
+    }
+}
+
+fn source_filter(source: &str) -> Filter {
+    Filter::new_must(qdrant_edge::Condition::Field(FieldCondition::new_match(
+        source_path(),
+        Match::from(source.to_owned()),
+    )))
+}
+
+impl EdgeStore {
+    /// Runs a read on the blocking pool; engine errors name the directory.
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&EdgeShard) -> Result<T, OperationError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shard = Arc::clone(&self.shard);
+        let dir = self.dir.clone();
+        blocking(move || work(&shard).map_err(|e| engine_error(&dir, &e))).await
+    }
+
+    /// Runs a write on the blocking pool while holding the writer lock, then flushes.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&EdgeShard) -> Result<T, OperationError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        // Taken before entering the blocking pool, so waiting writers do not hold pool threads.
+        // Moved into the closure: if the caller's future is dropped, the write still completes.
+        let guard = Arc::clone(&self.writer).lock_owned().await;
+        let shard = Arc::clone(&self.shard);
+        let dir = self.dir.clone();
+        blocking(move || {
+            let _guard = guard;
+            let out = work(&shard).map_err(|e| engine_error(&dir, &e));
+            // Flush even after a failed write: earlier batches of the same call may have landed.
+            let flushed = flush_edge(&shard, &dir);
+            let out = out?;
+            flushed?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn upsert(&self, chunks: Vec<StoredChunk>, indexed_at: u64) -> Result<(), StoreError> {
+        let mut points = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            let (indices, values) = sorted_sparse(&chunk.sparse);
+            let sparse = qdrant_edge::SparseVector::new(indices, values).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "chunk {} of {:?}: sparse vector refused: {e}",
+                    chunk.chunk_index, chunk.source
+                ))
+            })?;
+            let vectors = HashMap::from([
+                (
+                    DENSE.to_owned(),
+                    VectorPersisted::Dense(chunk.dense.clone()),
+                ),
+                (SPARSE.to_owned(), VectorPersisted::Sparse(sparse)),
+            ]);
+            points.push(PointStructPersisted {
+                id: PointId::Uuid(point_id(&chunk.source, chunk.chunk_index)),
+                vector: VectorStructPersisted::Named(vectors),
+                payload: Some(Payload(payload_of(chunk, indexed_at).into_iter().collect())),
+            });
+        }
+        drop(chunks);
+        self.write(move |shard| {
+            let mut points = points.into_iter().peekable();
+            while points.peek().is_some() {
+                let batch: Vec<_> = points.by_ref().take(WRITE_BATCH).collect();
+                shard.update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(batch)),
+                ))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_source(&self, source: &str) -> Result<usize, StoreError> {
+        let filter = source_filter(source);
+        self.write(move |shard| {
+            let matching = shard.count(CountRequest {
+                filter: Some(filter.clone()),
+                exact: true,
+            })?;
+            if matching > 0 {
+                shard.update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))?;
+            }
+            Ok(matching)
+        })
+        .await
+    }
+
+    async fn query(
+        &self,
+        query: VectorInternal,
+        using: &str,
+        top_k: usize,
+    ) -> Result<Vec<Hit>, StoreError> {
+        let request = QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                query, using,
+            )))),
+            filter: None,
+            score_threshold: None,
+            limit: top_k,
+            offset: 0,
+            params: None,
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(true),
+        };
+        let points = self.read(move |shard| shard.query(request)).await?;
+        Ok(points.into_iter().map(edge_hit).collect())
+    }
+
+    async fn search_dense(&self, vector: Vec<f32>, top_k: usize) -> Result<Vec<Hit>, StoreError> {
+        self.query(VectorInternal::Dense(vector), DENSE, top_k)
+            .await
+    }
+
+    async fn search_sparse(
+        &self,
+        indices: Vec<u32>,
+        values: Vec<f32>,
+        top_k: usize,
+    ) -> Result<Vec<Hit>, StoreError> {
+        let sparse = qdrant_edge::SparseVector::new(indices, values)
+            .map_err(|e| StoreError::Invalid(format!("query: sparse vector refused: {e}")))?;
+        self.query(VectorInternal::Sparse(sparse), SPARSE, top_k)
+            .await
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        self.read(|shard| {
+            shard.count(CountRequest {
+                filter: None,
+                exact: true,
+            })
+        })
+        .await
+    }
+
+    /// Counts per source from the keyword index on `source` (a facet: cost grows with the number
+    /// of sources, not of chunks). Falls back to scrolling every point if a segment lacks the index.
+    async fn sources(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        self.read(|shard| {
+            let request = FacetRequest {
+                key: source_path(),
+                limit: MAX_SOURCES,
+                filter: None,
+                exact: true,
+            };
+            let mut sources: Vec<(String, usize)> = match shard.facet(request) {
+                Ok(response) => response
+                    .hits
+                    .into_iter()
+                    .filter_map(|hit| match hit.value {
+                        FacetValue::Keyword(source) => Some((source, hit.count)),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(OperationError::MissingMapIndexForFacet { .. }) => scroll_sources(shard)?,
+                Err(e) => return Err(e),
+            };
+            sources.sort();
+            Ok(sources)
+        })
+        .await
+    }
+
+    async fn healthy(&self) -> bool {
+        let config_file = self.dir.join(EDGE_CONFIG_FILE);
+        let answered = self
+            .read(|shard| {
+                shard.count(CountRequest {
+                    filter: None,
+                    exact: false,
+                })
+            })
+            .await;
+        // A directory removed under a running store still answers from memory and open mmaps,
+        // but the next flush would fail: report it now.
+        answered.is_ok() && config_file.is_file()
+    }
+}
+
+/// Every source with its count by reading each point's `source` (linear in the number of chunks:
+/// ~15 ms per 10,000 here).
+fn scroll_sources(shard: &EdgeShard) -> Result<Vec<(String, usize)>, OperationError> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut offset = None;
+    loop {
+        let (records, next) = shard.scroll(ScrollRequest {
+            offset,
+            limit: Some(SCROLL_PAGE),
+            filter: None,
+            with_payload: Some(WithPayloadInterface::Fields(vec![source_path()])),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        })?;
+        for record in records {
+            let source = record
+                .payload
+                .as_ref()
+                .and_then(|p| p.0.get(SOURCE_KEY))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            *counts.entry(source.to_owned()).or_default() += 1;
+        }
+        match next {
+            Some(next) => offset = Some(next),
+            None => break,
+        }
+    }
+    Ok(counts.into_iter().collect())
+}
+
+fn edge_hit(point: ScoredPoint) -> Hit {
+    let payload = point.payload.map(|p| p.0).unwrap_or_default();
+    hit_from_payload(point.id.to_string(), point.score, &payload)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server backend: qdrant-client (gRPC)
+// ---------------------------------------------------------------------------------------------
+
+/// A Qdrant server over gRPC.
+///
+/// Not exercised by the test suite (no Qdrant server can be installed on the build machines); it is
+/// exercised in production and by the compose `rag` profile. `delete_source` counts then deletes:
+/// on a server shared with other writers the returned number can be off by their concurrent writes.
+#[derive(Clone)]
+struct ServerStore {
+    client: qdrant_client::Qdrant,
+    url: String,
+}
+
+fn server_error(url: &str, what: &str, err: &qdrant_client::QdrantError) -> StoreError {
+    StoreError::Unavailable(format!(
+        "Qdrant at {url}: {what} failed: {err}. Check that the server runs and that the URL is \
+         its gRPC port (6334 by default, not the REST port 6333)"
+    ))
+}
+
+impl ServerStore {
+    async fn connect(url: &str, api_key: Option<&str>, dim: usize) -> Result<Self, StoreError> {
+        // The client's own compatibility check blocks the calling thread and prints to stdout;
+        // the health check below is async and logged instead.
+        let client = qdrant_client::Qdrant::from_url(url)
+            .api_key(api_key)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("Qdrant URL {url:?} is unusable: {e}")))?;
+        let store = Self {
+            client,
+            url: url.to_owned(),
+        };
+        let health = store
+            .client
+            .health_check()
+            .await
+            .map_err(|e| server_error(url, "health check", &e))?;
+        tracing::info!(url, version = %health.version, "Qdrant server reachable");
+        store.ensure_collection(dim).await?;
+        Ok(store)
+    }
+
+    async fn ensure_collection(&self, dim: usize) -> Result<(), StoreError> {
+        let url = self.url.as_str();
+        let exists = self
+            .client
+            .collection_exists(COLLECTION)
+            .await
+            .map_err(|e| server_error(url, "collection check", &e))?;
+        if !exists {
+            let mut dense = q::VectorsConfigBuilder::default();
+            dense.add_named_vector_params(
+                DENSE,
+                q::VectorParamsBuilder::new(dim as u64, q::Distance::Cosine),
+            );
+            let mut sparse = q::SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params(
+                SPARSE,
+                q::SparseVectorParamsBuilder::default().modifier(q::Modifier::Idf),
+            );
+            let created = self
+                .client
+                .create_collection(
+                    q::CreateCollectionBuilder::new(COLLECTION)
+                        .vectors_config(dense)
+                        .sparse_vectors_config(sparse),
+                )
+                .await;
+            if let Err(e) = created {
+                // Another sori instance may have created it in the meantime; that is fine.
+                let now_exists = self
+                    .client
+                    .collection_exists(COLLECTION)
+                    .await
+                    .unwrap_or(false);
+                if !now_exists {
+                    return Err(server_error(url, "creating collection `documents`", &e));
+                }
+            } else {
+                tracing::info!(url, dim, "created Qdrant collection `documents`");
+            }
+        }
+
+        let info = self
+            .client
+            .collection_info(COLLECTION)
+            .await
+            .map_err(|e| server_error(url, "reading collection `documents`", &e))?
+            .result
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("Qdrant at {url} sent no info for `documents`"))
+            })?;
+        let params = info.config.as_ref().and_then(|c| c.params.as_ref());
+        let dense = params
+            .and_then(|p| p.vectors_config.as_ref())
+            .and_then(|v| v.config.as_ref())
+            .and_then(|c| match c {
+                q::vectors_config::Config::ParamsMap(map) => map.map.get(DENSE).cloned(),
+                q::vectors_config::Config::Params(_) => None,
+            });
+        let has_sparse = params
+            .and_then(|p| p.sparse_vectors_config.as_ref())
+            .is_some_and(|s| s.map.contains_key(SPARSE));
+        let Some(dense) = dense.filter(|d| d.distance == q::Distance::Cosine as i32 && has_sparse)
+        else {
+            return Err(StoreError::Invalid(format!(
+                "collection `documents` on Qdrant at {url} does not have sori's layout (cosine \
+                 vector `{DENSE}` and sparse vector `{SPARSE}`); delete it or point sori at \
+                 another Qdrant"
+            )));
+        };
+        if dense.size != dim as u64 {
+            return Err(StoreError::DimensionMismatch {
+                location: format!("{url} (collection `documents`)"),
+                stored: usize::try_from(dense.size).unwrap_or(usize::MAX),
+                requested: dim,
+                hint: "delete the collection and re-index with the current model, or switch back \
+                       to the model that built it",
+            });
+        }
+
+        if !info.payload_schema.contains_key(SOURCE_KEY) {
+            self.client
+                .create_field_index(
+                    q::CreateFieldIndexCollectionBuilder::new(
+                        COLLECTION,
+                        SOURCE_KEY,
+                        q::FieldType::Keyword,
+                    )
+                    .wait(true),
+                )
+                .await
+                .map_err(|e| server_error(url, "creating the `source` index", &e))?;
+        }
+        Ok(())
+    }
+
+    async fn upsert(&self, chunks: Vec<StoredChunk>, indexed_at: u64) -> Result<(), StoreError> {
+        let points: Vec<q::PointStruct> = chunks
+            .iter()
+            .map(|chunk| {
+                let (indices, values) = sorted_sparse(&chunk.sparse);
+                let vectors = HashMap::from([
+                    (DENSE.to_owned(), q::Vector::new_dense(chunk.dense.clone())),
+                    (SPARSE.to_owned(), q::Vector::new_sparse(indices, values)),
+                ]);
+                q::PointStruct::new(
+                    point_id(&chunk.source, chunk.chunk_index).to_string(),
+                    vectors,
+                    qdrant_client::Payload::from(payload_of(chunk, indexed_at)),
+                )
+            })
+            .collect();
+        self.client
+            .upsert_points_chunked(
+                q::UpsertPointsBuilder::new(COLLECTION, points).wait(true),
+                WRITE_BATCH,
+            )
+            .await
+            .map_err(|e| server_error(&self.url, "upsert", &e))?;
+        Ok(())
+    }
+
+    async fn delete_source(&self, source: &str) -> Result<usize, StoreError> {
+        let filter = || q::Filter::must([q::Condition::matches(SOURCE_KEY, source.to_owned())]);
+        let matching = self
+            .client
+            .count(
+                q::CountPointsBuilder::new(COLLECTION)
+                    .filter(filter())
+                    .exact(true),
+            )
+            .await
+            .map_err(|e| server_error(&self.url, "count", &e))?
+            .result
+            .map_or(0, |r| r.count);
+        if matching > 0 {
+            self.client
+                .delete_points(
+                    q::DeletePointsBuilder::new(COLLECTION)
+                        .points(filter())
+                        .wait(true),
+                )
+                .await
+                .map_err(|e| server_error(&self.url, "delete", &e))?;
+        }
+        Ok(usize::try_from(matching).unwrap_or(usize::MAX))
+    }
+
+    async fn query(
+        &self,
+        query: q::VectorInput,
+        using: &str,
+        top_k: usize,
+    ) -> Result<Vec<Hit>, StoreError> {
+        let response = self
+            .client
+            .query(
+                q::QueryPointsBuilder::new(COLLECTION)
+                    .query(q::Query::new_nearest(query))
+                    .using(using)
+                    .limit(top_k as u64)
+                    .with_payload(true),
+            )
+            .await
+            .map_err(|e| server_error(&self.url, "search", &e))?;
+        Ok(response
+            .result
+            .into_iter()
+            .map(|point| {
+                let id = match point.id.and_then(|id| id.point_id_options) {
+                    Some(q::point_id::PointIdOptions::Uuid(uuid)) => uuid,
+                    Some(q::point_id::PointIdOptions::Num(num)) => num.to_string(),
+                    None => String::new(),
+                };
+                let payload: Map<String, Value> =
+                    qdrant_client::Payload::from(point.payload).into();
+                hit_from_payload(id, point.score, &payload)
+            })
+            .collect())
+    }
+
+    async fn search_dense(&self, vector: Vec<f32>, top_k: usize) -> Result<Vec<Hit>, StoreError> {
+        self.query(q::VectorInput::new_dense(vector), DENSE, top_k)
+            .await
+    }
+
+    async fn search_sparse(
+        &self,
+        indices: Vec<u32>,
+        values: Vec<f32>,
+        top_k: usize,
+    ) -> Result<Vec<Hit>, StoreError> {
+        self.query(q::VectorInput::new_sparse(indices, values), SPARSE, top_k)
+            .await
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        let count = self
+            .client
+            .count(q::CountPointsBuilder::new(COLLECTION).exact(true))
+            .await
+            .map_err(|e| server_error(&self.url, "count", &e))?
+            .result
+            .map_or(0, |r| r.count);
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    /// One exact facet request on the keyword-indexed `source` (at most [`MAX_SOURCES`] values).
+    async fn sources(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let response = self
+            .client
+            .facet(
+                q::FacetCountsBuilder::new(COLLECTION, SOURCE_KEY)
+                    .exact(true)
+                    .limit(MAX_SOURCES as u64),
+            )
+            .await
+            .map_err(|e| server_error(&self.url, "listing sources", &e))?;
+        let mut sources: Vec<(String, usize)> = response
+            .hits
+            .into_iter()
+            .filter_map(|hit| {
+                let value = match hit.value?.variant? {
+                    q::facet_value::Variant::StringValue(s) => s,
+                    q::facet_value::Variant::IntegerValue(i) => i.to_string(),
+                    q::facet_value::Variant::BoolValue(b) => b.to_string(),
+                };
+                Some((value, usize::try_from(hit.count).unwrap_or(usize::MAX)))
+            })
+            .collect();
+        sources.sort();
+        Ok(sources)
+    }
+
+    async fn healthy(&self) -> bool {
+        matches!(
+            tokio::time::timeout(HEALTH_TIMEOUT, self.client.health_check()).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests: the embedded backend on temporary directories (real qdrant-edge)
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIM: usize = 8;
+    // Term ids spread over the whole u32 range, as hashed terms are.
+    const TRAFFIC: u32 = 7;
+    const ACCIDENT: u32 = 2_166_136_261;
+    const MEETING: u32 = 123_456;
+    const BUDGET: u32 = u32::MAX;
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("sori-store-test-{}", Uuid::new_v4()));
+            Self(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Unit vector along `axis`, slightly tilted towards `axis + 1` so no two are equal.
+    fn axis(axis: usize, tilt: f32) -> Vec<f32> {
+        let mut v = vec![0.0; DIM];
+        v[axis % DIM] = 1.0;
+        v[(axis + 1) % DIM] = tilt;
+        v
+    }
+
+    fn sparse(pairs: &[(u32, f32)]) -> SparseVector {
+        SparseVector {
+            indices: pairs.iter().map(|p| p.0).collect(),
+            values: pairs.iter().map(|p| p.1).collect(),
+        }
+    }
+
+    fn chunk(
+        source: &str,
+        index: u32,
+        text: &str,
+        dense: Vec<f32>,
+        terms: &[(u32, f32)],
+    ) -> StoredChunk {
+        StoredChunk {
+            text: text.to_owned(),
+            source: source.to_owned(),
+            page: Some(index + 1),
+            date: Some("2024-05-01".to_owned()),
+            chunk_index: index,
+            dense,
+            sparse: sparse(terms),
+        }
+    }
+
+    /// Three sources, four chunks.
+    fn corpus() -> Vec<StoredChunk> {
+        vec![
+            chunk(
+                "roads.pdf",
+                0,
+                "traffic accident on the bridge",
+                axis(0, 0.1),
+                &[(TRAFFIC, 1.0), (ACCIDENT, 1.0)],
+            ),
+            chunk(
+                "roads.pdf",
+                1,
+                "traffic is heavy downtown",
+                axis(1, 0.1),
+                &[(TRAFFIC, 1.0)],
+            ),
+            chunk(
+                "minutes.txt",
+                0,
+                "meeting about the budget",
+                axis(2, 0.1),
+                &[(MEETING, 1.0), (BUDGET, 2.0)],
+            ),
+            StoredChunk {
+                page: None,
+                date: None,
+                ..chunk(
+                    "notes.md",
+                    0,
+                    "budget notes",
+                    axis(3, 0.1),
+                    &[(BUDGET, 1.0)],
+                )
+            },
+        ]
+    }
+
+    async fn filled(dir: &Path) -> VectorStore {
+        let store = VectorStore::open_embedded(dir, DIM).expect("open store");
+        store.upsert(corpus()).await.expect("upsert");
+        store
+    }
+
+    #[tokio::test]
+    async fn dense_search_returns_nearest_first_with_payload() {
+        let dir = TempDir::new();
+        let store = filled(&dir.0).await;
+        assert_eq!(store.kind(), "qdrant-edge");
+        assert_eq!(store.dim(), DIM);
+        assert!(store.healthy().await);
+
+        // Closest to axis 2 ("meeting"), a little towards axis 0; not normalised on purpose.
+        let mut query = axis(2, 0.0);
+        query[0] = 0.3;
+        query.iter_mut().for_each(|v| *v *= 5.0);
+        let hits = store.search_dense(&query, 3).await.expect("search");
+        assert_eq!(hits.len(), 3);
+        let best = &hits[0];
+        assert_eq!(best.source, "minutes.txt");
+        assert_eq!(best.text, "meeting about the budget");
+        assert_eq!(best.chunk_index, 0);
+        assert_eq!(best.page, Some(1));
+        assert_eq!(best.date.as_deref(), Some("2024-05-01"));
+        assert_eq!(best.id, point_id("minutes.txt", 0).to_string());
+        assert_eq!(hits[1].source, "roads.pdf");
+        assert_eq!(hits[1].chunk_index, 0);
+        // Cosine similarity: in (0, 1], independent of the query's length, best first.
+        assert!(
+            best.score > 0.9 && best.score <= 1.0 + 1e-5,
+            "score {}",
+            best.score
+        );
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+
+        // Optional fields come back as None.
+        let hits = store.search_dense(&axis(3, 0.1), 1).await.expect("search");
+        assert_eq!(hits[0].source, "notes.md");
+        assert_eq!((hits[0].page, hits[0].date.as_deref()), (None, None));
+        assert!(
+            (hits[0].score - 1.0).abs() < 1e-4,
+            "score {}",
+            hits[0].score
+        );
+
+        assert!(
+            store
+                .search_dense(&query, 0)
+                .await
+                .expect("top 0")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn sparse_search_ranks_by_overlapping_terms() {
+        let dir = TempDir::new();
+        let store = filled(&dir.0).await;
+
+        // "traffic accident": the chunk with both terms first, the one with "traffic" next,
+        // chunks sharing no term are not returned.
+        let hits = store
+            .search_sparse(&sparse(&[(ACCIDENT, 1.0), (TRAFFIC, 1.0)]), 10)
+            .await
+            .expect("sparse search");
+        let got: Vec<_> = hits
+            .iter()
+            .map(|h| (h.source.as_str(), h.chunk_index))
+            .collect();
+        assert_eq!(got, [("roads.pdf", 0), ("roads.pdf", 1)]);
+        assert!(hits[0].score > hits[1].score && hits[1].score > 0.0);
+        assert_eq!(hits[0].text, "traffic accident on the bridge");
+
+        // A heavier weight on the stored term ranks that chunk first.
+        let hits = store
+            .search_sparse(&sparse(&[(BUDGET, 1.0)]), 10)
+            .await
+            .expect("sparse search");
+        let got: Vec<_> = hits.iter().map(|h| h.source.as_str()).collect();
+        assert_eq!(got, ["minutes.txt", "notes.md"]);
+
+        let none = store
+            .search_sparse(&sparse(&[(99, 1.0)]), 10)
+            .await
+            .expect("search");
+        assert!(none.is_empty());
+        let empty = store
+            .search_sparse(&SparseVector::default(), 10)
+            .await
+            .expect("search");
+        assert!(empty.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reupsert_overwrites_and_delete_removes_one_source() {
+        let dir = TempDir::new();
+        let store = filled(&dir.0).await;
+        assert_eq!(store.count().await.expect("count"), 4);
+
+        // Re-index roads.pdf with new text: same ids, no duplicates.
+        let mut again: Vec<_> = corpus()
+            .into_iter()
+            .filter(|c| c.source == "roads.pdf")
+            .collect();
+        again[0].text = "traffic accident cleared".to_owned();
+        store.upsert(again).await.expect("re-upsert");
+        assert_eq!(store.count().await.expect("count"), 4);
+        let hits = store.search_dense(&axis(0, 0.1), 1).await.expect("search");
+        assert_eq!(hits[0].text, "traffic accident cleared");
+
+        let sources = store.sources().await.expect("sources");
+        assert_eq!(
+            sources,
+            [
+                ("minutes.txt".to_owned(), 1),
+                ("notes.md".to_owned(), 1),
+                ("roads.pdf".to_owned(), 2)
+            ]
+        );
+
+        assert_eq!(store.delete_source("roads.pdf").await.expect("delete"), 2);
+        assert_eq!(store.count().await.expect("count"), 2);
+        let sources = store.sources().await.expect("sources");
+        assert_eq!(
+            sources,
+            [("minutes.txt".to_owned(), 1), ("notes.md".to_owned(), 1)]
+        );
+        let hits = store.search_dense(&axis(0, 0.1), 10).await.expect("search");
+        assert!(hits.iter().all(|h| h.source != "roads.pdf"));
+        assert_eq!(
+            store
+                .delete_source("roads.pdf")
+                .await
+                .expect("delete again"),
+            0
+        );
+        assert_eq!(
+            store
+                .delete_source("nothing.pdf")
+                .await
+                .expect("delete unknown"),
+            0
+        );
+        // A source name that is a prefix of another does not match it.
+        assert_eq!(
+            store.delete_source("notes").await.expect("delete prefix"),
+            0
+        );
+        assert_eq!(store.count().await.expect("count"), 2);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_refuses_another_dimension() {
+        let dir = TempDir::new();
+        {
+            let store = filled(&dir.0).await;
+            store.delete_source("notes.md").await.expect("delete");
+        }
+        let store = VectorStore::open_embedded(&dir.0, DIM).expect("reopen");
+        assert_eq!(store.count().await.expect("count"), 3);
+        let hits = store.search_dense(&axis(2, 0.1), 1).await.expect("search");
+        assert_eq!(hits[0].text, "meeting about the budget");
+        let hits = store
+            .search_sparse(&sparse(&[(TRAFFIC, 1.0)]), 5)
+            .await
+            .expect("search");
+        assert_eq!(hits.len(), 2);
+
+        // While open, a second opener of the same directory is refused (the engine's lock).
+        let second = VectorStore::open_embedded(&dir.0, DIM).expect_err("second opener");
+        assert!(matches!(second, StoreError::Unavailable(_)), "{second}");
+        assert!(
+            second.to_string().contains("another sori process"),
+            "{second}"
+        );
+        drop(store);
+
+        let err = VectorStore::open_embedded(&dir.0, 16).expect_err("other dimension");
+        let message = err.to_string();
+        assert!(matches!(
+            err,
+            StoreError::DimensionMismatch {
+                stored: 8,
+                requested: 16,
+                ..
+            }
+        ));
+        assert!(message.contains("8-dimensional"), "{message}");
+        assert!(message.contains("16-dimensional"), "{message}");
+        assert!(message.contains(&dir.0.display().to_string()), "{message}");
+        assert!(message.contains("new directory"), "{message}");
+
+        // The refused open changed nothing.
+        let store = VectorStore::open_embedded(&dir.0, DIM).expect("reopen after refusal");
+        assert_eq!(store.count().await.expect("count"), 3);
+    }
+
+    #[tokio::test]
+    async fn wrong_vectors_are_invalid_and_name_the_sizes() {
+        let dir = TempDir::new();
+        let store = filled(&dir.0).await;
+
+        let mut bad = corpus();
+        bad[2].dense = vec![0.5; 5];
+        let err = store.upsert(bad).await.expect_err("wrong size");
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Invalid(_)), "{message}");
+        assert!(
+            message.contains("has 5 dimensions, expected 8"),
+            "{message}"
+        );
+        assert!(message.contains("minutes.txt"), "{message}");
+
+        let err = store
+            .search_dense(&[1.0; 3], 5)
+            .await
+            .expect_err("wrong query size");
+        assert!(matches!(err, StoreError::Invalid(_)));
+        assert!(
+            err.to_string().contains("has 3 dimensions, expected 8"),
+            "{err}"
+        );
+
+        let mut nan = axis(0, 0.0);
+        nan[4] = f32::NAN;
+        assert!(matches!(
+            store.search_dense(&nan, 5).await,
+            Err(StoreError::Invalid(_))
+        ));
+
+        let uneven = SparseVector {
+            indices: vec![1, 2],
+            values: vec![1.0],
+        };
+        let err = store
+            .search_sparse(&uneven, 5)
+            .await
+            .expect_err("uneven sparse");
+        assert!(
+            err.to_string().contains("2 term ids but 1 weights"),
+            "{err}"
+        );
+        let repeated = sparse(&[(1, 1.0), (1, 2.0)]);
+        let err = store
+            .search_sparse(&repeated, 5)
+            .await
+            .expect_err("repeated id");
+        assert!(err.to_string().contains("repeats term id 1"), "{err}");
+
+        // Nothing of the rejected batch was written.
+        assert_eq!(store.count().await.expect("count"), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_run_while_writes_and_flushes_happen() {
+        let dir = TempDir::new();
+        let store = filled(&dir.0).await;
+        let readers: Vec<_> = (0..3)
+            .map(|r| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let hits = store.search_dense(&axis(i + r, 0.2), 3).await?;
+                        assert!(!hits.is_empty());
+                        store.search_sparse(&sparse(&[(TRAFFIC, 1.0)]), 3).await?;
+                        store.sources().await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for round in 0..10u32 {
+                        let source = format!("batch-{w}.txt");
+                        let chunks = (0..20)
+                            .map(|i| {
+                                let text = format!("round {round} chunk {i}");
+                                chunk(&source, i, &text, axis(i as usize, 0.3), &[(MEETING, 1.0)])
+                            })
+                            .collect();
+                        store.upsert(chunks).await?;
+                        if round % 3 == 2 {
+                            assert_eq!(store.delete_source(&source).await?, 20);
+                        }
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .collect();
+        for task in readers.into_iter().chain(writers) {
+            task.await.expect("task").expect("store call");
+        }
+        assert_eq!(store.count().await.expect("count"), 4 + 2 * 20);
+    }
+
+    #[tokio::test]
+    async fn sources_are_listed_without_the_source_index_too() {
+        // A store whose segments lack the `source` index (made by hand here) is still listed,
+        // by scrolling instead of the facet.
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        drop(EdgeShard::new(&dir.0, edge_layout(DIM)).expect("bare shard"));
+        let store = filled(&dir.0).await;
+        let sources = store.sources().await.expect("sources");
+        assert_eq!(
+            sources,
+            [
+                ("minutes.txt".to_owned(), 1),
+                ("notes.md".to_owned(), 1),
+                ("roads.pdf".to_owned(), 2)
+            ]
+        );
+        assert_eq!(store.delete_source("roads.pdf").await.expect("delete"), 2);
+        assert_eq!(store.sources().await.expect("sources").len(), 2);
+    }
+
+    #[test]
+    fn refuses_zero_dimension_and_foreign_directories() {
+        let dir = TempDir::new();
+        assert!(matches!(
+            VectorStore::open_embedded(&dir.0, 0),
+            Err(StoreError::Invalid(_))
+        ));
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        std::fs::write(dir.0.join("holiday.jpg"), b"not a store").expect("write");
+        let err = VectorStore::open_embedded(&dir.0, DIM).expect_err("foreign directory");
+        assert!(err.to_string().contains("not empty"), "{err}");
+        assert!(dir.0.join("holiday.jpg").is_file());
+    }
+
+    #[test]
+    fn point_ids_are_deterministic_and_distinct() {
+        assert_eq!(point_id("a.pdf", 3), point_id("a.pdf", 3));
+        assert_ne!(point_id("a.pdf", 3), point_id("a.pdf", 4));
+        assert_ne!(point_id("a1", 2), point_id("a", 12));
+    }
+}
