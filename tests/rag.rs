@@ -407,3 +407,61 @@ async fn bad_requests_get_clear_errors() {
         .unwrap();
     assert_eq!(missing.status(), 400);
 }
+
+#[test]
+fn pdf_pages_are_read_with_their_numbers_korean_included() {
+    // A real two-page PDF, printed by Chromium from HTML (with embedded Korean glyphs).
+    let chromium = "/usr/bin/chromium";
+    assert!(
+        Path::new(chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium (./scripts/install-deps.sh does)"
+    );
+    let dir = fresh_dir("rag-pdf");
+    let html = dir.join("doc.html");
+    std::fs::write(
+        &html,
+        r#"<html lang="ko"><head><meta charset="utf-8"></head><body>
+<h1>터널 화재 대응 절차</h1><p>비상구는 250미터 간격으로 설치되어 있습니다.</p>
+<p style="page-break-before: always">Page two: the Main Street bridge load limit is forty tonnes.</p>
+</body></html>"#,
+    )
+    .unwrap();
+    let pdf = dir.join("doc.pdf");
+    let status = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-pdf-header-footer",
+        ])
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", html.display()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run chromium");
+    assert!(status.success() && pdf.is_file(), "chromium printed no PDF");
+
+    let pages = sori::rag::files::load(&pdf).expect("PDF text");
+    eprintln!("{pages:?}");
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(pages[0].0, Some(1));
+    assert!(pages[0].1.contains("250"), "{pages:?}");
+    assert!(
+        pages[0]
+            .1
+            .replace(char::is_whitespace, "")
+            .contains("비상구"),
+        "Korean text from the PDF: {pages:?}"
+    );
+    assert!(pages[1].1.contains("forty tonnes"), "{pages:?}");
+
+    // Files it cannot read say why.
+    let garbage = dir.join("broken.pdf");
+    std::fs::write(&garbage, b"%PDF-1.7 truncated").unwrap();
+    let e = sori::rag::files::load(&garbage).unwrap_err().to_string();
+    assert!(e.contains("broken.pdf"), "{e}");
+    let latin1 = dir.join("latin1.txt");
+    std::fs::write(&latin1, [0xC0u8, 0xFF, 0x20]).unwrap();
+    let e = sori::rag::files::load(&latin1).unwrap_err().to_string();
+    assert!(e.contains("not UTF-8"), "{e}");
+}
