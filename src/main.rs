@@ -93,9 +93,18 @@ enum Command {
         /// Measure keyword latency against the LLM endpoint (llm.base_url) instead.
         #[arg(long)]
         keywords: bool,
-        /// LLM endpoint for --keywords (env SORI_LLM_BASE_URL).
+        /// LLM endpoint for --keywords and --rag (env SORI_LLM_BASE_URL).
         #[arg(long)]
         llm_url: Option<String>,
+        /// Measure RAG latency (embedding, search at --chunks chunks, retrieval, /query) instead.
+        #[arg(long)]
+        rag: bool,
+        /// Chunks in the store for --rag (synthetic ones added to one real document).
+        #[arg(long, default_value_t = 10_000)]
+        chunks: usize,
+        /// Embedding endpoint for --rag (env SORI_EMBED_URL).
+        #[arg(long)]
+        embed_url: Option<String>,
     },
     /// Index documents for RAG: .txt, .md and .pdf files, or every such file under folders.
     /// Re-indexing a file replaces its earlier version (the source is its path as given).
@@ -248,10 +257,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             keywords,
             llm_url,
+            rag,
+            chunks,
+            embed_url,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
             if let Some(url) = llm_url {
                 config.llm.base_url = url;
+            }
+            if let Some(url) = embed_url {
+                config.rag.embed_url = url;
+            }
+            if rag {
+                config.validate()?;
+                let figures =
+                    runtime()?.block_on(sori::bench::rag::rag_latency(&config, chunks, runs))?;
+                println!("{}", figures.to_markdown());
+                return Ok(());
             }
             if keywords {
                 config.validate()?;

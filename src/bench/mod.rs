@@ -10,6 +10,8 @@
 //! - **audio_ctx**: short utterances (VAD with a short silence) decoded with the full 30 s
 //!   encoder window and with the trimmed window: cost ratio and WER of each.
 
+pub mod rag;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
