@@ -17,9 +17,10 @@ cargo build --release --locked --all-targets
 step "models and test audio (sori model fetch)"
 ./target/release/sori model fetch
 
-step "LLM server, its model and the embedding server for the keyword and RAG tests (tests start their own on free ports)"
+step "LLM server, its model, the embedding server and the in-process embedding model for the keyword and RAG tests (tests start their own on free ports)"
 ./scripts/llm-server.sh fetch
 ./scripts/embed-server.sh fetch
+./scripts/onnx-embedder.sh fetch
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -173,8 +173,17 @@ pub struct RagConfig {
     /// OpenAI-compatible `/v1/embeddings` endpoint (`scripts/embed-server.sh` runs a local one;
     /// production points at BGE-M3 behind vLLM or another embedding server).
     pub embed_url: String,
-    /// Embedding model name; `None` = the first model the endpoint lists.
+    /// Embedding model name; `None` = the first model the endpoint lists (or the model
+    /// directory's name).
     pub embed_model: Option<String>,
+    /// A local ONNX sentence-embedding model directory: when set, vectors are computed in this
+    /// process (fastembed on ONNX Runtime) and `embed_url` is not used.
+    /// `scripts/onnx-embedder.sh fetch` makes an English one (all-MiniLM-L6-v2, int8).
+    pub embed_model_dir: Option<PathBuf>,
+    /// ONNX Runtime's shared library, loaded at run time for `embed_model_dir`.
+    pub onnxruntime_lib: PathBuf,
+    /// Threads of the in-process embedding model.
+    pub embed_threads: usize,
     /// Bearer token for the embedding endpoint; never shown.
     pub embed_api_key: Option<String>,
     /// Put before queries and before passages. Requests also carry `input_type` ("query" /
@@ -193,6 +202,13 @@ pub struct RagConfig {
     /// Candidates retrieved per query (dense and sparse each), then kept after reranking.
     pub top_k_retrieval: usize,
     pub top_k_rerank: usize,
+    /// A cross-encoder reranking endpoint (Jina/Cohere `/rerank` API: vLLM, llama.cpp's
+    /// server with `--rerank`, text-embeddings-inference), e.g. `http://127.0.0.1:8000/v1`;
+    /// unset = candidates keep their fused order.
+    pub rerank_url: Option<String>,
+    pub rerank_model: Option<String>,
+    /// Bearer token for the rerank endpoint; never shown.
+    pub rerank_api_key: Option<String>,
     /// Context given to the LLM for an answer, in characters.
     pub max_context_chars: usize,
     /// Embeddings are reused this long (seconds); query results this long.
@@ -208,6 +224,9 @@ impl Default for RagConfig {
             enabled: false,
             embed_url: "http://127.0.0.1:8100/v1".to_owned(),
             embed_model: None,
+            embed_model_dir: None,
+            onnxruntime_lib: PathBuf::from(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
+            embed_threads: 1,
             embed_api_key: None,
             query_prefix: String::new(),
             passage_prefix: String::new(),
@@ -218,6 +237,9 @@ impl Default for RagConfig {
             chunk_overlap: 150,
             top_k_retrieval: 10,
             top_k_rerank: 5,
+            rerank_url: None,
+            rerank_model: None,
+            rerank_api_key: None,
             max_context_chars: 2048,
             embed_ttl_s: 24 * 3600,
             query_ttl_s: 3600,
@@ -414,12 +436,24 @@ impl Config {
                 "SORI_RAG" => self.rag.enabled = parse_env("SORI_RAG", &value)?,
                 "SORI_EMBED_URL" => self.rag.embed_url = value,
                 "SORI_EMBED_MODEL" => self.rag.embed_model = Some(value).filter(|v| !v.is_empty()),
+                "SORI_EMBED_MODEL_DIR" => {
+                    self.rag.embed_model_dir =
+                        Some(value).filter(|v| !v.is_empty()).map(PathBuf::from)
+                }
+                "SORI_ONNXRUNTIME_LIB" => self.rag.onnxruntime_lib = PathBuf::from(value),
                 "SORI_EMBED_API_KEY" => {
                     self.rag.embed_api_key = Some(value).filter(|v| !v.is_empty())
                 }
                 "SORI_QDRANT_URL" => self.rag.qdrant_url = Some(value).filter(|v| !v.is_empty()),
                 "SORI_QDRANT_API_KEY" => {
                     self.rag.qdrant_api_key = Some(value).filter(|v| !v.is_empty())
+                }
+                "SORI_RERANK_URL" => self.rag.rerank_url = Some(value).filter(|v| !v.is_empty()),
+                "SORI_RERANK_MODEL" => {
+                    self.rag.rerank_model = Some(value).filter(|v| !v.is_empty())
+                }
+                "SORI_RERANK_API_KEY" => {
+                    self.rag.rerank_api_key = Some(value).filter(|v| !v.is_empty())
                 }
                 "SORI_QDRANT_DIR" => self.rag.store_dir = PathBuf::from(value),
                 "SORI_FILTER_PATTERNS_FILE" => {
@@ -500,7 +534,11 @@ impl Config {
             shown.llm.api_key = Some("***".to_owned());
         }
         shown.cache.redis_url = shown.cache.redis_url.as_deref().map(redact_url_password);
-        for key in [&mut shown.rag.embed_api_key, &mut shown.rag.qdrant_api_key] {
+        for key in [
+            &mut shown.rag.embed_api_key,
+            &mut shown.rag.qdrant_api_key,
+            &mut shown.rag.rerank_api_key,
+        ] {
             if key.is_some() {
                 *key = Some("***".to_owned());
             }

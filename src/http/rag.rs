@@ -27,6 +27,9 @@ impl From<RagError> for AppError {
             RagError::Embed(EmbedError::BadAnswer { .. }) => {
                 (StatusCode::BAD_GATEWAY, "embedder_bad_answer")
             }
+            RagError::Embed(EmbedError::Local { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "embedder_failed")
+            }
             RagError::Store(StoreError::Invalid(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "store_invalid")
             }

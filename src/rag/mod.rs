@@ -8,6 +8,7 @@ pub mod embed;
 pub mod files;
 pub mod live;
 pub mod pipeline;
+pub mod rerank;
 pub mod slot;
 pub mod sparse;
 pub mod store;

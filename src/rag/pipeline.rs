@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chunk::{ChunkOptions, chunk_text};
 use super::embed::{EmbedError, Embedder, Purpose};
+use super::rerank::{Reranker, order_by};
 use super::sparse::sparse_vector;
 use super::store::{Hit, StoreError, StoredChunk, VectorStore};
 use super::{RagError, answer};
@@ -48,6 +49,10 @@ pub struct Timings {
     pub rerank_ms: f64,
     pub llm_ms: f64,
     pub total_ms: f64,
+    /// How the candidates were ordered: `fusion`, `cross-encoder`, or `fusion` with why the
+    /// configured cross-encoder was not used.
+    #[serde(default)]
+    pub reranked_by: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +90,8 @@ const MAX_TURNS: usize = 4;
 pub struct Rag {
     cfg: RagConfig,
     embedder: Embedder,
+    /// A cross-encoder endpoint; `None` = fused order.
+    reranker: Option<Reranker>,
     store: VectorStore,
     cache: Cache,
     answerer: answer::Answerer,
@@ -111,7 +118,7 @@ impl Rag {
             }
         };
         tracing::info!(
-            embedder = %embedder.url(),
+            embedder = %embedder.source(),
             model = embedder.model(),
             dim = embedder.dim(),
             store = store.kind(),
@@ -120,6 +127,7 @@ impl Rag {
         Ok(Self {
             cfg: cfg.clone(),
             embedder,
+            reranker: Reranker::from_config(cfg),
             store,
             cache,
             answerer: answer::Answerer::new(llm),
@@ -198,7 +206,8 @@ impl Rag {
     }
 
     /// Hybrid retrieval: dense and sparse candidates (`top_k_retrieval` each) fused by
-    /// reciprocal rank, best `top_k` first. Scores are the fused scores.
+    /// reciprocal rank, then reranked by the cross-encoder when one is configured; best
+    /// `top_k` first. Scores are the cross-encoder's, or the fused ones.
     pub async fn search(&self, query: &str, top_k: usize) -> Result<(Vec<Hit>, Timings), RagError> {
         let started = Instant::now();
         let query = query.trim();
@@ -219,17 +228,24 @@ impl Rag {
             self.store.search_sparse(&terms, k)
         );
         let searched = Instant::now();
-        let fused = fuse(&[dense?, sparse?], top_k);
+        let (hits, reranked_by) = match &self.reranker {
+            Some(reranker) => {
+                let candidates = fuse(&[dense?, sparse?], k);
+                rerank(reranker, query, candidates, top_k).await
+            }
+            None => (fuse(&[dense?, sparse?], top_k), "fusion".to_owned()),
+        };
         let done = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
         Ok((
-            fused,
+            hits,
             Timings {
                 embed_ms: ms(started, embedded),
                 search_ms: ms(embedded, searched),
                 rerank_ms: ms(searched, done),
                 llm_ms: 0.0,
                 total_ms: ms(started, done),
+                reranked_by,
             },
         ))
     }
@@ -345,6 +361,38 @@ impl Rag {
 }
 
 /// The question with the keywords the client extracted appended (those not already in it).
+/// The cross-encoder's order of `candidates`, best `top_k`; on failure the fused order, with
+/// the reason in the label (retrieval never fails because the reranker did).
+async fn rerank(
+    reranker: &Reranker,
+    query: &str,
+    mut candidates: Vec<Hit>,
+    top_k: usize,
+) -> (Vec<Hit>, String) {
+    if candidates.is_empty() {
+        return (candidates, "cross-encoder".to_owned());
+    }
+    let texts: Vec<&str> = candidates.iter().map(|h| h.text.as_str()).collect();
+    match reranker.scores(query, &texts).await {
+        Ok(scores) => {
+            let mut hits: Vec<Hit> = order_by(candidates, &scores)
+                .into_iter()
+                .map(|(mut hit, score)| {
+                    hit.score = score;
+                    hit
+                })
+                .collect();
+            hits.truncate(top_k);
+            (hits, "cross-encoder".to_owned())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reranking failed; keeping the fused order");
+            candidates.truncate(top_k);
+            (candidates, format!("fusion (cross-encoder failed: {e})"))
+        }
+    }
+}
+
 fn expand(question: &str, keywords: &[String]) -> String {
     let mut out = question.trim().to_owned();
     let lowered = out.to_lowercase();

@@ -100,7 +100,7 @@ impl RagSlot {
             "store": rag.store().kind(),
             "store_up": store_up,
             "chunks": rag.store().count().await.ok(),
-            "embedder": rag.embedder().url(),
+            "embedder": rag.embedder().source(),
             "embedder_up": embedder_up,
             "embed_model": rag.embedder().model(),
             "dim": rag.embedder().dim(),

@@ -166,10 +166,18 @@ pub fn llama_server_files() -> (PathBuf, PathBuf) {
 /// One llama-server per test binary, started on first use and shared by its tests.
 pub fn llama_server() -> &'static LlmServer {
     static SERVER: OnceLock<LlmServer> = OnceLock::new();
-    SERVER.get_or_init(start_llama_server)
+    SERVER.get_or_init(|| start_llama_server(&[]))
 }
 
-fn start_llama_server() -> LlmServer {
+/// llama-server's `/v1/rerank` endpoint (`--rerank --pooling rank`) over the same chat model.
+/// The model has no reranking head, so every document gets the same score: this exercises the
+/// wire protocol of a real server, not ranking quality (no reranker weights can be had here).
+pub fn llama_rerank_server() -> &'static LlmServer {
+    static SERVER: OnceLock<LlmServer> = OnceLock::new();
+    SERVER.get_or_init(|| start_llama_server(&["--rerank", "--pooling", "rank"]))
+}
+
+fn start_llama_server(extra_args: &[&str]) -> LlmServer {
     let (bin, model) = llama_server_files();
     let mut failures = Vec::new();
     for _ in 0..START_ATTEMPTS {
@@ -194,6 +202,7 @@ fn start_llama_server() -> LlmServer {
             "qwen2.5-coder-0.5b-instruct",
         ]
         .iter()
+        .chain(extra_args)
         .map(|s| s.to_string())
         .collect();
         let mut process = spawn_guarded(&bin, &args, &log);

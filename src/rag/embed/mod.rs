@@ -1,18 +1,21 @@
-//! Text embeddings from an OpenAI-compatible `/v1/embeddings` endpoint: the local
-//! multilingual-E5 server `scripts/embed-server.sh` runs here, BGE-M3 behind vLLM or another
-//! embedding server in production. Vectors are L2-normalised (cosine = dot product), their size
+//! Text embeddings behind one interface, from one of two backends: an OpenAI-compatible
+//! `/v1/embeddings` endpoint (the default: the local multilingual-E5 server that
+//! `scripts/embed-server.sh` runs, BGE-M3 behind vLLM in production), or an ONNX model run in
+//! this process by fastembed. Vectors are L2-normalised (cosine = dot product), their size
 //! comes from the model, and each text's vector is cached (24 h by default).
+
+mod onnx;
+mod remote;
 
 use std::time::Duration;
 
 use base64::Engine;
-use serde::Deserialize;
 
 use crate::cache::{Cache, key_hash};
 use crate::config::RagConfig;
 
 const CACHE_NAMESPACE: &str = "embed";
-/// Texts sent in one request; longer batches are split.
+/// Texts sent in one request or run at once; longer batches are split.
 const BATCH: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,9 @@ pub enum EmbedError {
     /// It answered, but not with one vector of the model's size per text.
     #[error("the embedding endpoint {url} answered badly: {reason}")]
     BadAnswer { url: String, reason: String },
+    /// The in-process model (rag.embed_model_dir) could not be loaded or run.
+    #[error("the embedding model in {dir} failed: {reason}")]
+    Local { dir: String, reason: String },
 }
 
 /// What a text is for: E5-style models embed questions and documents differently.
@@ -41,10 +47,14 @@ impl Purpose {
     }
 }
 
+/// Where vectors are computed.
+enum Backend {
+    Remote(remote::RemoteEmbedder),
+    Onnx(onnx::OnnxEmbedder),
+}
+
 pub struct Embedder {
-    http: reqwest::Client,
-    url: String,
-    api_key: Option<String>,
+    backend: Backend,
     model: String,
     dim: usize,
     query_prefix: String,
@@ -54,33 +64,49 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Connects: finds the model (configured, or the first the endpoint lists) and its vector
-    /// size (by embedding one probe text).
+    /// Connects: in-process when `rag.embed_model_dir` is set, else the endpoint. Finds the
+    /// model (configured, or the first the endpoint lists) and its vector size (by embedding
+    /// one probe text).
     pub async fn connect(cfg: &RagConfig, cache: Cache) -> Result<Self, EmbedError> {
-        crate::keywords::install_tls_provider();
-        let url = cfg.embed_url.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(3_000)))
-            .build()
-            .unwrap_or_default();
+        let (backend, model) = match &cfg.embed_model_dir {
+            Some(dir) => {
+                let (dir, lib, threads) =
+                    (dir.clone(), cfg.onnxruntime_lib.clone(), cfg.embed_threads);
+                let onnx = tokio::task::spawn_blocking(move || {
+                    onnx::OnnxEmbedder::load(&dir, &lib, threads)
+                })
+                .await
+                .map_err(|e| EmbedError::Local {
+                    dir: cfg
+                        .embed_model_dir
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect(),
+                    reason: e.to_string(),
+                })??;
+                let model = cfg.embed_model.clone().unwrap_or_else(|| onnx.name());
+                (Backend::Onnx(onnx), model)
+            }
+            None => {
+                let remote = remote::RemoteEmbedder::new(cfg);
+                let model = match &cfg.embed_model {
+                    Some(model) => model.clone(),
+                    None => remote.first_model().await?,
+                };
+                (Backend::Remote(remote), model)
+            }
+        };
         let mut embedder = Self {
-            http,
-            url,
-            api_key: cfg.embed_api_key.clone(),
-            model: String::new(),
+            backend,
+            model,
             dim: 0,
             query_prefix: cfg.query_prefix.clone(),
             passage_prefix: cfg.passage_prefix.clone(),
             cache,
             ttl: Duration::from_secs(cfg.embed_ttl_s),
         };
-        embedder.model = match &cfg.embed_model {
-            Some(model) => model.clone(),
-            None => embedder.first_model().await?,
-        };
         let probe = embedder
-            .request(&["dimension probe".to_owned()], Purpose::Query)
+            .compute(vec!["dimension probe".to_owned()], Purpose::Query)
             .await?;
         embedder.dim = probe.first().map_or(0, Vec::len);
         if embedder.dim == 0 {
@@ -97,11 +123,15 @@ impl Embedder {
         self.dim
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Where vectors come from: the endpoint's URL, or `onnx:` and the model directory.
+    pub fn source(&self) -> String {
+        match &self.backend {
+            Backend::Remote(remote) => remote.url().to_owned(),
+            Backend::Onnx(onnx) => format!("onnx:{}", onnx.dir().display()),
+        }
     }
 
-    /// One normalised vector per text, in order; cached texts are not sent again.
+    /// One normalised vector per text, in order; cached texts are not computed again.
     pub async fn embed(
         &self,
         texts: &[String],
@@ -124,7 +154,7 @@ impl Embedder {
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| vectors[i].is_none()).collect();
         for batch in missing.chunks(BATCH) {
             let batch_inputs: Vec<String> = batch.iter().map(|&i| inputs[i].clone()).collect();
-            let fresh = self.request(&batch_inputs, purpose).await?;
+            let fresh = self.compute(batch_inputs, purpose).await?;
             for (&i, vector) in batch.iter().zip(fresh) {
                 if vector.len() != self.dim {
                     return Err(self.bad(format!(
@@ -142,99 +172,41 @@ impl Embedder {
         Ok(vectors.into_iter().flatten().collect())
     }
 
-    /// Whether the endpoint answers its model list right now.
+    /// Whether vectors can be had right now: the endpoint answers its model list (an
+    /// in-process model is always there).
     pub async fn healthy(&self) -> bool {
-        self.first_model().await.is_ok()
+        match &self.backend {
+            Backend::Remote(remote) => remote.first_model().await.is_ok(),
+            Backend::Onnx(_) => true,
+        }
     }
 
-    async fn first_model(&self) -> Result<String, EmbedError> {
-        crate::keywords::first_model(&self.http, &self.url, self.api_key.as_deref())
-            .await
-            .map_err(|e| self.unavailable(e))?
-            .ok_or_else(|| {
-                self.bad(
-                    "GET /models lists no model; set rag.embed_model (SORI_EMBED_MODEL)".to_owned(),
-                )
-            })
-    }
-
-    /// One `/embeddings` call; vectors come back normalised, in input order.
-    async fn request(
+    /// Normalised vectors for `inputs` from the backend, one per input, in order.
+    async fn compute(
         &self,
-        inputs: &[String],
+        inputs: Vec<String>,
         purpose: Purpose,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            data: Vec<Item>,
+        let count = inputs.len();
+        let raw = match &self.backend {
+            Backend::Remote(remote) => remote.request(&self.model, &inputs, purpose).await?,
+            Backend::Onnx(onnx) => onnx.embed(inputs).await?,
+        };
+        if raw.len() != count {
+            return Err(self.bad(format!("{} vectors for {count} texts", raw.len())));
         }
-        #[derive(Deserialize)]
-        struct Item {
-            embedding: Vec<f32>,
-            #[serde(default)]
-            index: Option<usize>,
-        }
-        // `input_type` tells E5 servers (the local one) which prefix to add; servers of
-        // models without one ignore it.
-        let body = serde_json::json!({
-            "model": self.model,
-            "input": inputs,
-            "input_type": purpose.as_str(),
-        });
-        let mut request = self
-            .http
-            .post(format!("{}/embeddings", self.url))
-            .json(&body);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| self.unavailable(e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let reason = format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            );
-            return Err(if status.is_server_error() {
-                self.unavailable(reason)
-            } else {
-                self.bad(reason)
-            });
-        }
-        let answer: Answer = response
-            .json()
-            .await
-            .map_err(|e| self.bad(format!("not an embeddings answer ({e})")))?;
-        if answer.data.len() != inputs.len() {
-            return Err(self.bad(format!(
-                "{} vectors for {} texts",
-                answer.data.len(),
-                inputs.len()
-            )));
-        }
-        let mut items = answer.data;
-        items.sort_by_key(|item| item.index.unwrap_or(usize::MAX));
-        items
-            .into_iter()
-            .map(|item| {
-                normalize(item.embedding)
-                    .ok_or_else(|| self.bad("a zero or non-finite vector".to_owned()))
-            })
+        raw.into_iter()
+            .map(|v| normalize(v).ok_or_else(|| self.bad("a zero or non-finite vector".to_owned())))
             .collect()
     }
 
-    fn unavailable(&self, reason: impl ToString) -> EmbedError {
-        EmbedError::Unavailable {
-            url: self.url.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
     fn bad(&self, reason: String) -> EmbedError {
-        EmbedError::BadAnswer {
-            url: self.url.clone(),
-            reason,
+        match &self.backend {
+            Backend::Remote(remote) => remote.bad(reason),
+            Backend::Onnx(onnx) => EmbedError::Local {
+                dir: onnx.dir().display().to_string(),
+                reason,
+            },
         }
     }
 }
