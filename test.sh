@@ -21,6 +21,7 @@ step "LLM server, its model, the embedding server and the in-process embedding m
 ./scripts/llm-server.sh fetch
 ./scripts/embed-server.sh fetch
 ./scripts/onnx-embedder.sh fetch
+./scripts/openai-sdk.sh fetch
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -9,6 +9,7 @@
 #   chromium, chromium-driver  the live page's end-to-end test (tests/page.rs)
 #   fonts-nanum     Korean glyphs in the page test's screenshot (otherwise boxes)
 #   openssl         makes the certificate of the TLS listener's test (tests/tls.rs)
+#   prometheus      promtool checks /metrics with Prometheus's own parser (tests/metrics.rs)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -21,6 +22,7 @@ command -v docker-compose >/dev/null || need+=(docker-compose)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v openssl >/dev/null || need+=(openssl)
+command -v promtool >/dev/null || need+=(prometheus)
 [ -d /usr/share/fonts/truetype/nanum ] || need+=(fonts-nanum)
 if [ ${#need[@]} -eq 0 ]; then
     echo "all system packages present"
@@ -31,3 +33,8 @@ sudo=""
 echo "installing: ${need[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+# Only promtool is wanted from the prometheus package: on a systemd host, installing it starts a
+# Prometheus server and its node exporter; stop them and keep them from starting at boot.
+if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true
+fi

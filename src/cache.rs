@@ -252,6 +252,7 @@ impl Cache {
     }
 
     fn record(&self, namespace: &str, hit: bool) {
+        crate::metrics::global().cache_lookup(namespace, hit);
         let mut stats = lock(&self.inner.stats);
         let counts = match stats.get_mut(namespace) {
             Some(counts) => counts,

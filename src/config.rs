@@ -66,6 +66,24 @@ pub struct ServerConfig {
     /// Where the HTTPS/WSS listener listens when a certificate is set. Browsers allow the
     /// microphone only on https or localhost, so this one faces other machines.
     pub tls_bind: SocketAddr,
+    /// API tokens; empty = no authentication. Clients send `Authorization: Bearer TOKEN` or
+    /// `?token=TOKEN` (browsers cannot set headers on a WebSocket). Never shown or logged.
+    pub api_tokens: Vec<String>,
+    /// Origins allowed to open `/ws` from a browser (e.g. `https://ops.example.kr`); empty =
+    /// any. Clients that send no Origin (non-browser) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// Open `/ws` connections allowed from one client address; 0 = no limit.
+    pub max_connections_per_client: usize,
+    /// A session is ended (its finals sent, then closed) after this long; 0 = no limit.
+    pub max_session_s: u64,
+    /// A session that sends nothing (audio, `keepalive`, anything) for this long is ended; 0 =
+    /// never.
+    pub idle_timeout_s: u64,
+    /// Audio waiting to be decoded per session, in seconds; frames beyond it are refused with
+    /// an error (the client is sending faster than the server decodes).
+    pub max_backlog_s: f64,
+    /// On SIGTERM / ctrl-c, open sessions get this long to finish their last finals.
+    pub shutdown_grace_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,6 +331,13 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_bind: SocketAddr::from(([0, 0, 0, 0], 5443)),
+            api_tokens: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_connections_per_client: 8,
+            max_session_s: 4 * 3600,
+            idle_timeout_s: 60,
+            max_backlog_s: 120.0,
+            shutdown_grace_s: 20,
         }
     }
 }
@@ -411,6 +436,18 @@ impl Config {
                 "SORI_TLS_KEY" => {
                     self.server.tls_key =
                         Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty())
+                }
+                "SORI_API_TOKENS" => self.server.api_tokens = comma_list(&value),
+                "SORI_ALLOWED_ORIGINS" => self.server.allowed_origins = comma_list(&value),
+                "SORI_MAX_CONNECTIONS_PER_CLIENT" => {
+                    self.server.max_connections_per_client =
+                        parse_env("SORI_MAX_CONNECTIONS_PER_CLIENT", &value)?
+                }
+                "SORI_MAX_SESSION_S" => {
+                    self.server.max_session_s = parse_env("SORI_MAX_SESSION_S", &value)?
+                }
+                "SORI_IDLE_TIMEOUT_S" => {
+                    self.server.idle_timeout_s = parse_env("SORI_IDLE_TIMEOUT_S", &value)?
                 }
                 "SORI_TLS_BIND" => self.server.tls_bind = parse_env("SORI_TLS_BIND", &value)?,
                 "SORI_MODEL" => self.stt.model = PathBuf::from(value),
@@ -533,6 +570,9 @@ impl Config {
         if shown.llm.api_key.is_some() {
             shown.llm.api_key = Some("***".to_owned());
         }
+        for token in &mut shown.server.api_tokens {
+            *token = "***".to_owned();
+        }
         shown.cache.redis_url = shown.cache.redis_url.as_deref().map(redact_url_password);
         for key in [
             &mut shown.rag.embed_api_key,
@@ -559,6 +599,16 @@ pub fn redact_url_password(url: &str) -> String {
         }
         None => url.to_owned(),
     }
+}
+
+/// `a, b,,c` → `["a", "b", "c"]`.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn parse_env<T>(name: &'static str, value: &str) -> Result<T, ConfigError>

@@ -4,6 +4,7 @@
 //! protocol → audio → vad → stt → session → outputs, with `http` on top.
 
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 
 pub mod audio;

@@ -421,13 +421,26 @@ async fn serve_forever(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // On SIGTERM / ctrl-c: stop accepting, and tell open sessions to finish (they send their
+    // last finals and `closed`, then close with 1001).
+    let sessions = state.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        tracing::info!("shutting down: no new connections; open sessions finish their finals");
+        sessions.begin_shutdown();
         let _ = stop_tx.send(true);
     });
-    serve(listener, state, stopped()).await?;
+    serve(listener, state.clone(), stopped()).await?;
     if let Some(secure) = secure {
         secure.await??;
+    }
+    // Upgraded WebSockets outlive the listeners: wait for them, within the grace period.
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_s);
+    if !state.sessions_ended(grace).await {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "some sessions did not finish in time; exiting anyway"
+        );
     }
     tracing::info!("sori stopped");
     Ok(())

@@ -297,6 +297,7 @@ impl Session {
     /// Feeds mono f32 samples at the session's sample rate.
     pub fn push_samples(&mut self, samples: &[f32]) {
         self.summary.audio_seconds += samples.len() as f64 / self.format.sample_rate as f64;
+        crate::metrics::global().audio_received(samples.len(), self.format.sample_rate);
         self.resampled.clear();
         self.resampler.process(samples, &mut self.resampled);
         let resampled = std::mem::take(&mut self.resampled);
@@ -682,6 +683,7 @@ impl Session {
         match self.clean_text(&transcript, meta) {
             Ok(text) => {
                 self.summary.finals += 1;
+                crate::metrics::global().segment_final();
                 let words = transcript
                     .words
                     .iter()
@@ -706,6 +708,7 @@ impl Session {
             }
             Err(reason) => {
                 self.summary.filtered += 1;
+                crate::metrics::global().segment_filtered(reason.as_str());
                 tracing::info!(
                     session = %self.id,
                     segment = meta.segment_id,
@@ -756,6 +759,13 @@ impl Session {
     /// Every final has been released and collected.
     pub fn is_drained(&self) -> bool {
         self.waiting.is_empty() && self.final_order.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Audio of finals waiting for a decoder, in seconds (the open utterance is capped by
+    /// the segmenter's maximum length and not counted).
+    pub fn backlog_seconds(&self) -> f64 {
+        let samples: usize = self.waiting.iter().map(|job| job.audio.len()).sum();
+        samples as f64 / TARGET_SAMPLE_RATE as f64
     }
 
     /// How long the oldest unfinished final has been waiting, in milliseconds.

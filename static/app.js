@@ -728,6 +728,14 @@
   // ---------------------------------------------------------------------------------------
   // WebSocket sessions
   // ---------------------------------------------------------------------------------------
+  /** `path` with the page's own `?token=` (when the server asks for one) added. */
+  function withToken(path) {
+    const token = new URLSearchParams(window.location.search).get('token');
+    if (!token) return path;
+    const sep = path.includes('?') ? '&' : '?';
+    return `${path}${sep}token=${encodeURIComponent(token)}`;
+  }
+
   function wsUrl(sampleRate) {
     const params = new URLSearchParams({
       sample_rate: String(Math.round(sampleRate)),
@@ -1256,7 +1264,7 @@
   }
 
   function openStatusStream() {
-    const source = new EventSource('/api/status/stream');
+    const source = new EventSource(withToken('/api/status/stream'));
     monitor.source = source;
     monitor.via = 'SSE';
     const onData = (event) => {
@@ -1288,7 +1296,7 @@
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), STATUS_POLL_MS * 2);
     try {
-      const response = await fetch('/api/status', { cache: 'no-store', signal: controller.signal });
+      const response = await fetch(withToken('/api/status'), { cache: 'no-store', signal: controller.signal });
       if (response.ok) acceptStatus(await response.json());
     } catch {
       // server unreachable: the panel turns stale

@@ -14,6 +14,7 @@ use super::{AppError, AppState};
 use crate::audio::decode::decode_bytes;
 use crate::outputs::{Cue, to_srt, to_text, to_vtt};
 use crate::protocol::Language;
+use crate::transcribe::FileTranscript;
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -122,7 +123,6 @@ pub async fn transcribe(
     Query(query): Query<TranscribeParams>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let max_upload = state.transcriber.config.server.max_upload_bytes;
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -146,16 +146,6 @@ pub async fn transcribe(
             "no audio received; send a wav, mp3, flac or ogg file as the body or as the multipart field \"file\"",
         ));
     }
-    if bytes.len() > max_upload {
-        return Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "upload_too_large",
-            format!(
-                "upload of {} bytes exceeds the limit of {max_upload} bytes",
-                bytes.len()
-            ),
-        ));
-    }
     let language = match params.language.as_deref() {
         Some(l) => l
             .parse::<Language>()
@@ -168,33 +158,68 @@ pub async fn transcribe(
             .map_err(|m| AppError::bad_request("unsupported_format", m))?,
         None => Format::Json,
     };
-    let extension = file_name
-        .as_deref()
-        .and_then(|n| n.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()));
+    let transcript = transcribe_upload(
+        &state,
+        bytes,
+        file_name.as_deref(),
+        language,
+        params.prompt.as_deref(),
+    )
+    .await?;
+    Ok(render(format, &transcript))
+}
+
+/// Checks an uploaded file's size, decodes it off the async runtime and transcribes it: the
+/// part of file transcription that `/api/transcribe` and `/v1/audio/transcriptions` share.
+/// The extension of `file_name` only speeds up probing; the content decides.
+pub(super) async fn transcribe_upload(
+    state: &AppState,
+    bytes: Bytes,
+    file_name: Option<&str>,
+    language: Language,
+    prompt: Option<&str>,
+) -> Result<FileTranscript, AppError> {
+    let max_upload = state.transcriber.config.server.max_upload_bytes;
+    if bytes.len() > max_upload {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!(
+                "upload of {} bytes exceeds the limit of {max_upload} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    let extension =
+        file_name.and_then(|n| n.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()));
     let decoded =
         tokio::task::spawn_blocking(move || decode_bytes(bytes.to_vec(), extension.as_deref()))
             .await
             .map_err(|e| {
                 AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })??;
-    let transcript = state
+    Ok(state
         .transcriber
-        .transcribe(decoded, language, params.prompt.as_deref())
-        .await?;
+        .transcribe(decoded, language, prompt)
+        .await?)
+}
+
+/// A transcript in one of `/api/transcribe`'s formats, with the matching content type.
+pub(super) fn render(format: Format, transcript: &FileTranscript) -> Response {
     let cues: Vec<Cue> = transcript
         .segments
         .iter()
         .filter_map(Cue::from_final)
         .collect();
-    Ok(match format {
+    match format {
         Format::Json => Json(transcript).into_response(),
         Format::Text => plain("text/plain; charset=utf-8", to_text(&cues)),
         Format::Srt => plain("application/x-subrip; charset=utf-8", to_srt(&cues)),
         Format::Vtt => plain("text/vtt; charset=utf-8", to_vtt(&cues)),
-    })
+    }
 }
 
-fn plain(content_type: &'static str, body: String) -> Response {
+pub(super) fn plain(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
@@ -203,44 +228,75 @@ async fn read_multipart(
     state: &AppState,
     mut params: TranscribeParams,
 ) -> Result<(Bytes, Option<String>, TranscribeParams), AppError> {
-    let mut form = Multipart::from_request(request, state)
-        .await
-        .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?;
-    let mut file = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?
-    {
-        let name = field.name().unwrap_or_default().to_owned();
+    let form = read_form(request, state).await?;
+    for (name, value) in form.fields {
         match name.as_str() {
-            "file" => {
-                let file_name = field.file_name().map(str::to_owned);
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?;
-                file = Some((bytes, file_name));
-            }
-            "language" | "format" | "prompt" => {
-                let value = field
-                    .text()
-                    .await
-                    .map_err(|e| AppError::bad_request("invalid_multipart", e.to_string()))?;
-                match name.as_str() {
-                    "language" => params.language = Some(value),
-                    "format" => params.format = Some(value),
-                    _ => params.prompt = Some(value),
-                }
-            }
+            "language" => params.language = Some(value),
+            "format" => params.format = Some(value),
+            "prompt" => params.prompt = Some(value),
             _ => {}
         }
     }
-    let (bytes, file_name) = file.ok_or_else(|| {
+    let (bytes, file_name) = form.file.ok_or_else(|| {
         AppError::bad_request(
             "missing_file",
             "multipart form has no \"file\" field; attach the audio as \"file\"",
         )
     })?;
     Ok((bytes, file_name, params))
+}
+
+/// A multipart upload: the `file` field and every other field as text, in the order sent.
+#[derive(Debug, Default)]
+pub(super) struct UploadForm {
+    /// The `file` field's bytes and file name (the last one when there are several).
+    pub file: Option<(Bytes, Option<String>)>,
+    /// Other fields; repeated names (`timestamp_granularities[]`) appear once per value.
+    pub fields: Vec<(String, String)>,
+}
+
+/// A multipart body that could not be read. `status` tells a malformed form (400) from one
+/// over the upload limit (413), as axum reports them.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FormError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl From<FormError> for AppError {
+    fn from(e: FormError) -> Self {
+        let code = if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            "upload_too_large"
+        } else {
+            "invalid_multipart"
+        };
+        AppError::new(e.status, code, e.message)
+    }
+}
+
+/// Reads a whole `multipart/form-data` body (within the route's body limit).
+pub(super) async fn read_form(request: Request, state: &AppState) -> Result<UploadForm, FormError> {
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| FormError {
+            status: e.status(),
+            message: e.body_text(),
+        })?;
+    let failed = |e: axum::extract::multipart::MultipartError| FormError {
+        status: e.status(),
+        message: e.body_text(),
+    };
+    let mut form = UploadForm::default();
+    while let Some(field) = multipart.next_field().await.map_err(failed)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            let file_name = field.file_name().map(str::to_owned);
+            form.file = Some((field.bytes().await.map_err(failed)?, file_name));
+        } else {
+            form.fields
+                .push((name, field.text().await.map_err(failed)?));
+        }
+    }
+    Ok(form)
 }

@@ -1,6 +1,9 @@
 //! The HTTP surface: `app(state)` builds the router; `serve` runs it until shutdown.
 
+pub mod access;
 pub mod api;
+pub mod health;
+pub mod openai;
 pub mod pages;
 pub mod rag;
 pub mod tls;
@@ -39,6 +42,12 @@ pub struct AppState {
     /// Each open session's decode lag, for the monitor.
     pub lags: SessionLags,
     pub started: Instant,
+    /// Tokens and the Origin allow-list.
+    pub access: Arc<access::Access>,
+    /// Open `/ws` connections per client address.
+    pub clients: access::ClientConnections,
+    /// Set once on SIGTERM / ctrl-c: sessions finish their last finals and close with 1001.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -77,7 +86,27 @@ impl AppState {
             sessions: Arc::new(AtomicUsize::new(0)),
             lags: SessionLags::default(),
             started: Instant::now(),
+            access: Arc::new(access::Access::new(&config.server)),
+            clients: access::ClientConnections::default(),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Tells every open session to finish (graceful shutdown).
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Waits until every `/ws` session has ended, or `grace` has passed; true when all ended.
+    pub async fn sessions_ended(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        while self.sessions.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 }
 
@@ -117,6 +146,8 @@ pub fn app(state: AppState) -> Router {
         .route("/static/{file}", get(pages::static_file))
         .route("/ws", get(ws::upgrade))
         .route("/health", get(api::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .route("/api/config", get(api::config))
         .route("/api/status", get(api::status))
         .route("/api/status/stream", get(api::status_stream))
@@ -136,7 +167,15 @@ pub fn app(state: AppState) -> Router {
             "/api/transcribe",
             post(api::transcribe).layer(DefaultBodyLimit::max(max_upload)),
         )
+        .route(
+            "/v1/audio/transcriptions",
+            post(openai::transcriptions).layer(DefaultBodyLimit::max(max_upload)),
+        )
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::require_token,
+        ))
         .with_state(state)
 }
 
@@ -156,10 +195,13 @@ pub async fn serve_on<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    access::ClientAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    axum::serve(listener, app(state))
+    // Client addresses for the per-client connection limit.
+    let service = app(state).into_make_service_with_connect_info::<access::ClientAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use tracing::Instrument;
@@ -23,16 +24,54 @@ use crate::session::{Stream, default_options, resolve_options};
 /// frames in between get an `error` event and the session goes on.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
+/// Refusals are sent after the upgrade, as an `error` event and a close code, because a
+/// browser's WebSocket never shows an HTTP error's body.
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(super::access::ClientAddr(peer)): ConnectInfo<super::access::ClientAddr>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let max_frame = state.transcriber.config.server.max_frame_bytes;
-    let transport_limit = max_frame.saturating_mul(TRANSPORT_LIMIT_FACTOR);
-    ws.max_message_size(transport_limit)
-        .max_frame_size(transport_limit)
-        .on_upgrade(move |socket| handle(socket, state, query))
+    let server = &state.transcriber.config.server;
+    let transport_limit = server
+        .max_frame_bytes
+        .saturating_mul(TRANSPORT_LIMIT_FACTOR);
+    let access = state
+        .access
+        .check_origin(&headers)
+        .and_then(|()| state.access.check_token(&headers, query.as_deref()));
+    let ws = ws
+        .max_message_size(transport_limit)
+        .max_frame_size(transport_limit);
+    if let Err(denied) = access {
+        tracing::info!(peer = %peer.ip(), reason = denied.code(), "session refused");
+        let message = denied.to_string();
+        return ws
+            .on_upgrade(move |socket| refuse(socket, denied.code(), message, close_code::POLICY));
+    }
+    let Some(slot) = state
+        .clients
+        .admit(peer.ip(), server.max_connections_per_client)
+    else {
+        let message = format!(
+            "too many connections from {}: {} are open; close one or try again later",
+            peer.ip(),
+            server.max_connections_per_client
+        );
+        return ws.on_upgrade(move |socket| {
+            refuse(
+                socket,
+                "too_many_connections",
+                message,
+                close_code::TRY_LATER,
+            )
+        });
+    };
+    ws.on_upgrade(move |socket| async move {
+        handle(socket, state, query).await;
+        drop(slot);
+    })
 }
 
 async fn handle(socket: WebSocket, state: AppState, query: Option<String>) {
@@ -44,9 +83,11 @@ async fn handle(socket: WebSocket, state: AppState, query: Option<String>) {
         })
         .is_ok();
     if !admitted {
-        refuse_full(socket, max_sessions).await;
+        let message = format!("server full: {max_sessions} sessions are open; try again later");
+        refuse(socket, "server_full", message, close_code::TRY_LATER).await;
         return;
     }
+    crate::metrics::global().session_opened();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("session", id = %id[..8]);
     run(socket, &state, id.clone(), query)
@@ -56,21 +97,29 @@ async fn handle(socket: WebSocket, state: AppState, query: Option<String>) {
     state.sessions.fetch_sub(1, Ordering::SeqCst);
 }
 
-async fn refuse_full(mut socket: WebSocket, max_sessions: usize) {
-    let message = format!("server full: {max_sessions} sessions are open; try again later");
+/// An `error` event saying why, then the close frame with `code`.
+async fn refuse(mut socket: WebSocket, code: &str, message: String, close: u16) {
+    crate::metrics::global().session_refused(code);
     let _ = socket
         .send(Message::Text(
-            ServerMessage::error("server_full", &message, true)
-                .to_json()
-                .into(),
+            ServerMessage::error(code, &message, true).to_json().into(),
         ))
         .await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
-            code: close_code::TRY_LATER,
-            reason: Utf8Bytes::from(message),
+            code: close,
+            reason: Utf8Bytes::from(close_reason(&message)),
         })))
         .await;
+}
+
+/// Close reasons are limited to 123 bytes by the protocol; cut on a character boundary.
+fn close_reason(message: &str) -> String {
+    let mut end = message.len().min(123);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_owned()
 }
 
 /// What woke the session loop.
@@ -80,14 +129,30 @@ enum Step {
     Keywords(Vec<ServerMessage>),
     Rag(Vec<ServerMessage>),
     Tick,
+    /// Nothing from the client for `idle_timeout_s`.
+    Idle,
+    /// The session reached `max_session_s`.
+    TooLong,
+    /// The server is shutting down.
+    Stopping,
 }
 
-/// How the client left.
+/// How the session ends.
 enum Ending {
-    /// `stop` or a close frame: finish, send the last finals and `closed`, close normally.
-    Graceful,
+    /// `stop`, a close frame, a limit or shutdown: finish, send the last finals and `closed`,
+    /// then close with this code and reason.
+    Graceful { code: u16, reason: &'static str },
     /// The connection broke: finish and write the transcript, send nothing.
     Gone,
+}
+
+impl Ending {
+    fn stopped() -> Self {
+        Ending::Graceful {
+            code: close_code::NORMAL,
+            reason: "stopped",
+        }
+    }
 }
 
 async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<String>) {
@@ -148,20 +213,66 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
     let mut keywords = state.keywords.clone().map(SessionKeywords::new);
     let mut rag = SessionRag::new(state.rag.clone());
     let max_frame = config.server.max_frame_bytes;
+    let max_backlog_s = config.server.max_backlog_s;
     let mut status = tokio::time::interval(Duration::from_millis(
         config.server.status_interval_ms.max(100),
     ));
     status.tick().await;
+    let limit = |seconds: u64| (seconds > 0).then(|| Duration::from_secs(seconds));
+    let idle_after = limit(config.server.idle_timeout_s);
+    let session_end = limit(config.server.max_session_s).map(|d| tokio::time::Instant::now() + d);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut stopping = state.stopping.subscribe();
 
     let ending = loop {
+        let idle_at = idle_after.map(|d| last_heard + d);
         let step = tokio::select! {
             message = rx.next() => Step::Client(message),
             events = stream.progress() => Step::Events(events),
             events = next_keywords(&mut keywords) => Step::Keywords(events),
             events = rag.next() => Step::Rag(events),
             _ = status.tick() => Step::Tick,
+            _ = sleep_until(idle_at) => Step::Idle,
+            _ = sleep_until(session_end) => Step::TooLong,
+            _ = stopping.wait_for(|stop| *stop) => Step::Stopping,
         };
         match step {
+            Step::Idle => {
+                let seconds = config.server.idle_timeout_s;
+                let notice = ServerMessage::error(
+                    "idle_timeout",
+                    format!(
+                        "nothing received for {seconds} s; send audio or {{\"type\":\"keepalive\"}} to keep a session open"
+                    ),
+                    true,
+                );
+                let _ = tx.send(text(&notice)).await;
+                break Ending::Graceful {
+                    code: close_code::NORMAL,
+                    reason: "idle",
+                };
+            }
+            Step::TooLong => {
+                let seconds = config.server.max_session_s;
+                let notice = ServerMessage::error(
+                    "session_too_long",
+                    format!(
+                        "sessions last at most {seconds} s on this server; open a new one to go on"
+                    ),
+                    true,
+                );
+                let _ = tx.send(text(&notice)).await;
+                break Ending::Graceful {
+                    code: close_code::NORMAL,
+                    reason: "session length limit",
+                };
+            }
+            Step::Stopping => {
+                break Ending::Graceful {
+                    code: close_code::GOING_AWAY,
+                    reason: "server shutting down",
+                };
+            }
             Step::Events(events) => {
                 request_keywords(&mut keywords, &stream, &events);
                 if stream.session.options().rag {
@@ -190,12 +301,12 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
             }
             Step::Client(None) | Step::Client(Some(Err(_))) => break Ending::Gone,
             Step::Client(Some(Ok(message))) => {
-                match handle_client_message(
-                    &mut stream,
-                    message,
+                last_heard = tokio::time::Instant::now();
+                let limits = Limits {
                     max_frame,
-                    &transcriber.model_name,
-                ) {
+                    max_backlog_s,
+                };
+                match handle_client_message(&mut stream, message, limits, &transcriber.model_name) {
                     Reply::None => {}
                     Reply::Send(reply) => {
                         if reply
@@ -208,7 +319,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
                             break Ending::Gone;
                         }
                     }
-                    Reply::Finish => break Ending::Graceful,
+                    Reply::Finish => break Ending::stopped(),
                 }
             }
         }
@@ -255,13 +366,13 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
         audio_s = summary.audio_seconds,
         finals = summary.finals,
         filtered = summary.filtered,
-        graceful = matches!(ending, Ending::Graceful),
+        graceful = matches!(ending, Ending::Graceful { .. }),
         "session closed"
     );
     if outputs.is_err() {
         tracing::error!("some finals could not be written to the transcript file");
     }
-    if !gone {
+    if let (false, Ending::Graceful { code, reason }) = (gone, ending) {
         let closed = ServerMessage::Closed {
             session_id: id,
             summary,
@@ -269,11 +380,26 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
         let _ = tx.send(text(&closed)).await;
         let _ = tx
             .send(Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: Utf8Bytes::from_static("stopped"),
+                code,
+                reason: Utf8Bytes::from_static(reason),
             })))
             .await;
     }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Per-frame limits.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_frame: usize,
+    /// Audio waiting for a decoder, in seconds, beyond which frames are refused.
+    max_backlog_s: f64,
 }
 
 enum Reply {
@@ -285,11 +411,12 @@ enum Reply {
 fn handle_client_message(
     stream: &mut Stream,
     message: Message,
-    max_frame: usize,
+    limits: Limits,
     model: &str,
 ) -> Reply {
+    let max_frame = limits.max_frame;
     match message {
-        Message::Binary(bytes) => push_audio(stream, &bytes, max_frame),
+        Message::Binary(bytes) => push_audio(stream, &bytes, limits),
         Message::Text(body) => match parse_client_text(body.as_str()) {
             Err(e) => Reply::Send(vec![ServerMessage::error(e.code(), e.to_string(), false)]),
             Ok(ClientMessage::Audio { audio }) => {
@@ -297,7 +424,7 @@ fn handle_client_message(
                     return too_big(audio.len() / 4 * 3, max_frame);
                 }
                 match decode_base64_audio(&audio) {
-                    Ok(bytes) => push_audio(stream, &bytes, max_frame),
+                    Ok(bytes) => push_audio(stream, &bytes, limits),
                     Err(e) => {
                         Reply::Send(vec![ServerMessage::error(e.code(), e.to_string(), false)])
                     }
@@ -335,9 +462,22 @@ fn handle_client_message(
     }
 }
 
-fn push_audio(stream: &mut Stream, bytes: &[u8], max_frame: usize) -> Reply {
-    if bytes.len() > max_frame {
-        return too_big(bytes.len(), max_frame);
+fn push_audio(stream: &mut Stream, bytes: &[u8], limits: Limits) -> Reply {
+    if bytes.len() > limits.max_frame {
+        return too_big(bytes.len(), limits.max_frame);
+    }
+    // Memory stays bounded when a client sends faster than the server decodes: audio is
+    // refused (with a reason) rather than queued without end. Finals already queued are kept.
+    let backlog = stream.session.backlog_seconds();
+    if backlog > limits.max_backlog_s {
+        return Reply::Send(vec![ServerMessage::error(
+            "backlog_full",
+            format!(
+                "{backlog:.0} s of audio are waiting to be decoded (limit {:.0} s); this frame was dropped: send audio in real time, not faster",
+                limits.max_backlog_s
+            ),
+            false,
+        )]);
     }
     if bytes.is_empty() {
         return Reply::Send(vec![ServerMessage::error(

@@ -25,6 +25,7 @@ use tokio::sync::{RwLock, Semaphore};
 
 use crate::cache::{Cache, key_hash};
 use crate::config::{Category, LlmConfig};
+use crate::metrics::{LlmErrorKind, LlmPurpose};
 use crate::protocol::{Keyword, ServerMessage};
 
 /// Changes whenever the prompt or the filtering changes, so cached results from an older
@@ -183,6 +184,7 @@ impl KeywordExtractor {
         let raw = self.call(&model, text, early).await?;
         let keywords = self.accept(&raw, text).inspect_err(|e| {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::global().llm_error(LlmPurpose::Keywords, LlmErrorKind::Rejected);
             tracing::warn!(error = %e, answer = %truncate(&raw, 200), "LLM answer rejected");
         })?;
         if let Ok(json) = serde_json::to_string(&keywords) {
@@ -208,11 +210,16 @@ impl KeywordExtractor {
             return Ok(model);
         }
         if !self.breaker.allow() {
+            crate::metrics::global().llm_error(LlmPurpose::Keywords, LlmErrorKind::CircuitOpen);
             return Err(KeywordError::Unavailable(
                 "resting after a failure".to_owned(),
             ));
         }
-        match self.list_models().await {
+        let listed = self.list_models().await;
+        if !matches!(listed, Ok(Some(_))) {
+            crate::metrics::global().llm_error(LlmPurpose::Keywords, LlmErrorKind::ModelList);
+        }
+        match listed {
             Ok(Some(model)) => {
                 self.breaker.success();
                 *self.model.write().await = Some(model.clone());
@@ -245,6 +252,7 @@ impl KeywordExtractor {
         early: Option<&UnboundedSender<Keyword>>,
     ) -> Result<String, KeywordError> {
         if !self.breaker.allow() {
+            crate::metrics::global().llm_error(LlmPurpose::Keywords, LlmErrorKind::CircuitOpen);
             return Err(KeywordError::Unavailable(
                 "resting after a failure".to_owned(),
             ));
@@ -259,7 +267,12 @@ impl KeywordExtractor {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let started = Instant::now();
             let outcome = tokio::time::timeout(timeout, self.complete(model, text, early)).await;
+            let failed = outcome.as_ref().map_or(Some(LlmErrorKind::Timeout), |r| {
+                r.as_ref().err().map(CallError::kind)
+            });
+            crate::metrics::global().llm_request(LlmPurpose::Keywords, started.elapsed(), failed);
             let error = match outcome {
                 Ok(Ok(content)) => {
                     self.breaker.success();
@@ -455,6 +468,16 @@ enum CallError {
     Connection(String),
     Server(String),
     Rejected(String),
+}
+
+impl CallError {
+    fn kind(&self) -> LlmErrorKind {
+        match self {
+            CallError::Connection(_) => LlmErrorKind::Connection,
+            CallError::Server(_) => LlmErrorKind::Server,
+            CallError::Rejected(_) => LlmErrorKind::Rejected,
+        }
+    }
 }
 
 fn classify(e: OpenAIError) -> CallError {

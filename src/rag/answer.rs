@@ -1,10 +1,11 @@
 //! The answer half of `/query`: the LLM reads the retrieved chunks and answers the question,
 //! citing them as [1], [2]… It uses the same OpenAI-compatible endpoint as keywords.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
@@ -15,6 +16,7 @@ use tokio::sync::RwLock;
 use super::RagError;
 use super::pipeline::{Source, Turn};
 use crate::config::LlmConfig;
+use crate::metrics::{LlmErrorKind, LlmPurpose};
 
 const SYSTEM_PROMPT: &str = "You answer questions from operators (meetings, call centres, traffic \
 control rooms) using only the numbered context passages. 주어진 자료만 근거로 답합니다.\n\
@@ -71,8 +73,13 @@ impl Answerer {
             .build()
             .map_err(|e| RagError::Llm(format!("request could not be built: {e}")))?;
         let timeout = Duration::from_millis(self.cfg.timeout_ms.saturating_mul(3));
-        let response = tokio::time::timeout(timeout, self.client.chat().create(request))
-            .await
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(timeout, self.client.chat().create(request)).await;
+        let failed = outcome.as_ref().map_or(Some(LlmErrorKind::Timeout), |r| {
+            r.as_ref().err().map(error_kind)
+        });
+        crate::metrics::global().llm_request(LlmPurpose::Answer, started.elapsed(), failed);
+        let response = outcome
             .map_err(|_| RagError::Llm(format!("no answer within {} ms", timeout.as_millis())))?
             .map_err(|e| RagError::Llm(e.to_string()))?;
         let text = response
@@ -82,7 +89,10 @@ impl Answerer {
             .and_then(|c| c.message.content)
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| RagError::Llm("the answer is empty".to_owned()))?;
+            .ok_or_else(|| {
+                crate::metrics::global().llm_error(LlmPurpose::Answer, LlmErrorKind::Rejected);
+                RagError::Llm("the answer is empty".to_owned())
+            })?;
         Ok((text, model))
     }
 
@@ -96,12 +106,26 @@ impl Answerer {
             self.cfg.api_key.as_deref(),
         )
         .await
-        .map_err(RagError::Llm)?
-        .ok_or_else(|| {
-            RagError::Llm("the LLM endpoint lists no model; set llm.model".to_owned())
+        .map_err(RagError::Llm)
+        .and_then(|listed| {
+            listed.ok_or_else(|| {
+                RagError::Llm("the LLM endpoint lists no model; set llm.model".to_owned())
+            })
+        })
+        .inspect_err(|_| {
+            crate::metrics::global().llm_error(LlmPurpose::Answer, LlmErrorKind::ModelList);
         })?;
         *self.model.write().await = Some(found.clone());
         Ok(found)
+    }
+}
+
+/// The `kind` label of `sori_llm_errors_total` for a failed chat completion.
+fn error_kind(e: &OpenAIError) -> LlmErrorKind {
+    match e {
+        OpenAIError::Reqwest(e) if e.is_connect() || e.is_request() => LlmErrorKind::Connection,
+        OpenAIError::JSONDeserialize(..) => LlmErrorKind::Rejected,
+        _ => LlmErrorKind::Server,
     }
 }
 

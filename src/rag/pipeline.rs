@@ -15,6 +15,7 @@ use super::store::{Hit, StoreError, StoredChunk, VectorStore};
 use super::{RagError, answer};
 use crate::cache::{Cache, key_hash};
 use crate::config::{LlmConfig, RagConfig};
+use crate::metrics::RagOperation;
 
 const QUERY_NAMESPACE: &str = "rag_query";
 const META_NAMESPACE: &str = "rag_meta";
@@ -236,6 +237,7 @@ impl Rag {
             None => (fuse(&[dense?, sparse?], top_k), "fusion".to_owned()),
         };
         let done = Instant::now();
+        crate::metrics::global().rag_request(RagOperation::Search, done - started);
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
         Ok((
             hits,
@@ -282,6 +284,7 @@ impl Rag {
             if let Some(id) = session_id {
                 self.remember(id, history, question, &cached.answer).await;
             }
+            crate::metrics::global().rag_request(RagOperation::Query, started.elapsed());
             return Ok(cached);
         }
 
@@ -309,6 +312,7 @@ impl Rag {
         if let Some(id) = session_id {
             self.remember(id, history, question, &result.answer).await;
         }
+        crate::metrics::global().rag_request(RagOperation::Query, started.elapsed());
         Ok(result)
     }
 

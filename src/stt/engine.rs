@@ -161,6 +161,11 @@ impl SttPool {
         })
     }
 
+    /// False once every worker thread has exited: nothing would decode a queued request.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// True when some worker is idle and nothing waits: a good moment for optional work (partials).
     pub fn has_idle_worker(&self) -> bool {
         self.stats.queued.load(Ordering::Relaxed) == 0
@@ -212,11 +217,22 @@ fn worker_loop<D: Decoder>(mut decoder: D, rx: &Mutex<mpsc::Receiver<Queued>>, s
             (request.audio.len() as u64 * 1_000_000) / crate::audio::TARGET_SAMPLE_RATE as u64,
             Ordering::Relaxed,
         );
+        let audio_s = request.audio.len() as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
+        crate::metrics::global().decode_finished(outcome_label(&result), queued, decode, audio_s);
         let _ = request.reply.send(DecodeOutcome {
             job_id: request.job_id,
             result,
             queued,
             decode,
         });
+    }
+}
+
+/// The `outcome` label of `sori_decodes_total` (one of [`crate::metrics::DECODE_OUTCOMES`]).
+fn outcome_label(result: &Result<Transcript, SttError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(SttError::Cancelled) => "cancelled",
+        Err(_) => "error",
     }
 }
