@@ -143,9 +143,11 @@ pub struct LlmServer {
     pub base_url: String,
     /// The model id the server lists at `GET /v1/models`.
     pub model: String,
-    /// The server process; it holds the watchdog's pipe, so the server lives exactly as long as
-    /// the test process.
-    _process: Child,
+    port: u16,
+    extra_args: Vec<String>,
+    /// The server process; it holds the watchdog's pipe, so the server lives at most as long
+    /// as the test process.
+    process: Option<Child>,
 }
 
 /// Where `scripts/llm-server.sh fetch` puts the server and the model.
@@ -178,58 +180,10 @@ pub fn llama_rerank_server() -> &'static LlmServer {
 }
 
 fn start_llama_server(extra_args: &[&str]) -> LlmServer {
-    let (bin, model) = llama_server_files();
     let mut failures = Vec::new();
     for _ in 0..START_ATTEMPTS {
-        let port = free_port();
-        let log = log_dir().join(format!("llama-server-{port}.log"));
-        let args: Vec<String> = [
-            "-m",
-            model.to_str().expect("UTF-8 model path"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "-c",
-            "4096",
-            "-np",
-            "2",
-            // One thread: Whisper decodes beside it on the two cores (see start_system.sh).
-            "-t",
-            "1",
-            "--no-webui",
-            "--alias",
-            "qwen2.5-coder-0.5b-instruct",
-        ]
-        .iter()
-        .chain(extra_args)
-        .map(|s| s.to_string())
-        .collect();
-        let mut process = spawn_guarded(&bin, &args, &log);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let ready = wait_ready(
-            &mut process,
-            "llama-server",
-            &log,
-            LLM_START_TIMEOUT,
-            || matches!(http_get(addr, "/health"), Ok((200, _))),
-        );
-        match ready {
-            Ok(()) => {
-                let (status, body) = http_get(addr, "/v1/models").expect("GET /v1/models");
-                assert_eq!(status, 200, "GET /v1/models: {body}");
-                let models: serde_json::Value =
-                    serde_json::from_str(&body).expect("/v1/models answers JSON");
-                let model = models["data"][0]["id"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("/v1/models lists no model: {body}"))
-                    .to_owned();
-                return LlmServer {
-                    base_url: format!("http://{addr}/v1"),
-                    model,
-                    _process: process,
-                };
-            }
+        match spawn_llama(free_port(), extra_args) {
+            Ok(server) => return server,
             Err(why) => failures.push(why),
         }
     }
@@ -237,6 +191,86 @@ fn start_llama_server(extra_args: &[&str]) -> LlmServer {
         "llama-server failed to start {START_ATTEMPTS} times:\n{}",
         failures.join("\n\n")
     );
+}
+
+/// A llama-server of the test's own, which it may kill and restart (fault tests).
+pub fn own_llama_server() -> LlmServer {
+    start_llama_server(&[])
+}
+
+fn spawn_llama(port: u16, extra_args: &[&str]) -> Result<LlmServer, String> {
+    let (bin, model) = llama_server_files();
+    let log = log_dir().join(format!("llama-server-{port}.log"));
+    let args: Vec<String> = [
+        "-m",
+        model.to_str().expect("UTF-8 model path"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "-c",
+        "4096",
+        "-np",
+        "2",
+        // One thread: Whisper decodes beside it on the two cores (see start_system.sh).
+        "-t",
+        "1",
+        "--no-webui",
+        "--alias",
+        "qwen2.5-coder-0.5b-instruct",
+    ]
+    .iter()
+    .chain(extra_args)
+    .map(|s| s.to_string())
+    .collect();
+    let mut process = spawn_guarded(&bin, &args, &log);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_ready(
+        &mut process,
+        "llama-server",
+        &log,
+        LLM_START_TIMEOUT,
+        || matches!(http_get(addr, "/health"), Ok((200, _))),
+    )?;
+    let (status, body) = http_get(addr, "/v1/models").expect("GET /v1/models");
+    assert_eq!(status, 200, "GET /v1/models: {body}");
+    let models: serde_json::Value = serde_json::from_str(&body).expect("/v1/models answers JSON");
+    let model = models["data"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("/v1/models lists no model: {body}"))
+        .to_owned();
+    Ok(LlmServer {
+        base_url: format!("http://{addr}/v1"),
+        model,
+        port,
+        extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        process: Some(process),
+    })
+}
+
+impl LlmServer {
+    /// Stops the server at once (SIGKILL: an outage). Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            stop(process);
+        }
+    }
+
+    /// Starts it again on the same port, as a restarted service comes back.
+    pub fn restart(&mut self) {
+        self.kill();
+        let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        match spawn_llama(self.port, &extra) {
+            Ok(mut fresh) => self.process = fresh.process.take(),
+            Err(why) => panic!("llama-server did not restart on port {}: {why}", self.port),
+        }
+    }
+}
+
+impl Drop for LlmServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// A minimal blocking HTTP/1.1 GET (the start-up probe runs outside any async runtime).
