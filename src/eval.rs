@@ -5,6 +5,10 @@
 //! on both sides); whitespace collapsed. CER additionally ignores spacing, which Korean
 //! writers apply inconsistently.
 
+/// What the JFK test clip (`data/jfk.wav`) says: the reference of `sori model fetch`'s check,
+/// the benches and the tests.
+pub const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
 /// Lowercased words without punctuation.
 pub fn normalize(text: &str) -> Vec<String> {
     let cleaned: String = text

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use sori::audio::decode::{decode_file, load_16k_mono};
 use sori::config::Config;
+use sori::eval::JFK_REFERENCE;
 use sori::http::{AppState, serve, serve_on};
 use sori::outputs::{Cue, to_srt, to_text, to_vtt};
 use sori::protocol::Language;
@@ -17,9 +18,6 @@ use sori::stt::model::{FetchOptions, fetch};
 use sori::stt::whisper::WhisperModel;
 use sori::stt::{DecodeOptions, Decoder};
 use sori::transcribe::Transcriber;
-
-/// What the JFK clip says; `model fetch` checks every converted model against it.
-const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 
 #[derive(Parser)]
 #[command(
@@ -105,6 +103,8 @@ enum Command {
         /// Embedding endpoint for --rag (env SORI_EMBED_URL).
         #[arg(long)]
         embed_url: Option<String>,
+        #[command(flatten)]
+        soak: sori::bench::load::LoadArgs,
     },
     /// Index documents for RAG: .txt, .md and .pdf files, or every such file under folders.
     /// Re-indexing a file replaces its earlier version (the source is its path as given).
@@ -260,6 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rag,
             chunks,
             embed_url,
+            soak,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
             if let Some(url) = llm_url {
@@ -284,6 +285,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let language = engine.language.unwrap_or(Language::En);
             engine.apply(&mut config);
             config.validate()?;
+            if soak.load {
+                let report =
+                    runtime()?.block_on(sori::bench::load::run(config, &soak, language))?;
+                println!("{}", report.to_markdown());
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+                }
+                let problems = report.problems();
+                if !problems.is_empty() {
+                    bail!("load test failed: {}", problems.join("; "));
+                }
+                return Ok(());
+            }
             let files = if files.is_empty() {
                 default_bench_files()?
             } else {

@@ -10,6 +10,7 @@
 //! - **audio_ctx**: short utterances (VAD with a short silence) decoded with the full 30 s
 //!   encoder window and with the trimmed window: cost ratio and WER of each.
 
+pub mod load;
 pub mod rag;
 
 use std::path::{Path, PathBuf};

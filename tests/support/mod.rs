@@ -18,7 +18,7 @@ use sori::config::Config;
 use sori::http::AppState;
 use sori::transcribe::Transcriber;
 
-pub const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+pub const JFK_REFERENCE: &str = sori::eval::JFK_REFERENCE;
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
