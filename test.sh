@@ -29,3 +29,6 @@ cargo clippy --release --locked --all-targets -- -D warnings
 
 step "tests"
 cargo test --release --locked "$@"
+
+step "fuzzing smoke: each cargo-fuzz target briefly (docs/fuzzing.md)"
+./scripts/fuzz.sh smoke
