@@ -34,3 +34,29 @@ pub enum RagError {
     #[error("RAG cannot start: {0}; it is retried on the next request")]
     NotConnected(String),
 }
+
+/// Why an HTTP endpoint (embeddings, rerank) answered with an error status.
+pub(crate) struct HttpFailure {
+    /// A 5xx: the service is unavailable rather than the request wrong.
+    pub server_side: bool,
+    /// The status and the start of the body.
+    pub reason: String,
+}
+
+/// The response when its status is a success, else what went wrong.
+pub(crate) async fn successful(
+    response: reqwest::Response,
+) -> Result<reqwest::Response, HttpFailure> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    Err(HttpFailure {
+        server_side: status.is_server_error(),
+        reason: format!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ),
+    })
+}

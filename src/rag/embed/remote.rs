@@ -78,19 +78,15 @@ impl RemoteEmbedder {
             request = request.bearer_auth(key);
         }
         let response = request.send().await.map_err(|e| self.unavailable(e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let reason = format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            );
-            return Err(if status.is_server_error() {
-                self.unavailable(reason)
-            } else {
-                self.bad(reason)
-            });
-        }
+        let response = super::super::successful(response)
+            .await
+            .map_err(|failure| {
+                if failure.server_side {
+                    self.unavailable(failure.reason)
+                } else {
+                    self.bad(failure.reason)
+                }
+            })?;
         let answer: Answer = response
             .json()
             .await
