@@ -122,6 +122,35 @@ enum Command {
         #[arg(long)]
         qdrant_url: Option<String>,
     },
+    /// Measure accuracy on a directory of recordings with reference transcripts: each file
+    /// offline and streamed over /ws; WER / CER, real-time factor, hallucinated segments
+    /// (see docs/accuracy.md).
+    Eval {
+        /// Audio files (wav, mp3, flac, ogg, KsponSpeech .pcm), each with a same-named .txt
+        /// reference; subfolders are searched too.
+        dir: PathBuf,
+        /// ko, en, auto, or ref: per file from the reference's script (Hangul → ko, else en).
+        #[arg(long, default_value = "ref")]
+        language: sori::eval::run::EvalLanguage,
+        /// whisper.cpp ggml model file (env SORI_MODEL).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// CPU threads per decode (env SORI_THREADS).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// What to print on stdout: a table, or the JSON report.
+        #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
+        format: EvalFormat,
+        /// Also write the JSON report to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Only the offline path (`sori transcribe`'s).
+        #[arg(long, conflicts_with = "stream_only")]
+        offline_only: bool,
+        /// Only the streamed path (/ws).
+        #[arg(long)]
+        stream_only: bool,
+    },
     /// Fetch and convert Whisper models.
     Model {
         #[command(subcommand)]
@@ -143,6 +172,12 @@ struct EngineFlags {
     /// CPU threads per decode (env SORI_THREADS).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EvalFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -181,14 +216,21 @@ enum ModelCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `sori eval` shows a progress bar and a report; the server's per-session lines would
+    // bury them (RUST_LOG still overrides).
+    let default_filter = match cli.command {
+        Command::Eval { .. } => "warn",
+        _ => "info,whisper_rs=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,whisper_rs=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -331,6 +373,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.rag.enabled = true;
             config.validate()?;
             runtime()?.block_on(index_paths(config, &paths, &delete))
+        }
+        Command::Eval {
+            dir,
+            language,
+            model,
+            threads,
+            format,
+            json,
+            offline_only,
+            stream_only,
+        } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            EngineFlags {
+                model,
+                language: None,
+                workers: None,
+                threads,
+            }
+            .apply(&mut config);
+            config.validate()?;
+            let options = sori::eval::run::EvalOptions {
+                language,
+                offline: !stream_only,
+                stream: !offline_only,
+            };
+            runtime()?.block_on(eval_dir(config, &dir, &options, format, json.as_deref()))
         }
         Command::Model { command } => match command {
             ModelCommand::Fetch {
@@ -524,6 +592,39 @@ async fn index_paths(config: Config, paths: &[PathBuf], delete: &[String]) -> an
     );
     if failed > 0 {
         anyhow::bail!("{failed} files could not be indexed (see above)");
+    }
+    Ok(())
+}
+
+/// `sori eval`: the report as a table or JSON on stdout (and JSON to `json`), a progress bar
+/// on stderr; fails after reporting when a file could not be evaluated.
+async fn eval_dir(
+    config: Config,
+    dir: &Path,
+    options: &sori::eval::run::EvalOptions,
+    format: EvalFormat,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = sori::eval::run::run(config, dir, options, &bar).await?;
+    bar.finish_and_clear();
+    let body = serde_json::to_string_pretty(&report)? + "\n";
+    if let Some(path) = json {
+        std::fs::write(path, &body).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match format {
+        EvalFormat::Table => print!("{}", report.to_table()),
+        EvalFormat::Json => print!("{body}"),
+    }
+    if !report.failed.is_empty() {
+        bail!(
+            "{} of {} files could not be evaluated (see above)",
+            report.failed.len(),
+            report.failed.len() + report.files.len()
+        );
     }
     Ok(())
 }

@@ -1,0 +1,357 @@
+//! What `sori eval` reports: the JSON shape (docs/accuracy.md) and the terminal table.
+
+use serde::Serialize;
+
+use super::metrics::{Count, Metric};
+use super::normalize::Profile;
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The directory evaluated, as given.
+    pub dir: String,
+    /// The ggml model file.
+    pub model: String,
+    /// `--language` as given: ko, en, auto, or ref (per file from the reference's script).
+    pub language: String,
+    /// CPU threads per decode.
+    pub threads: usize,
+    pub files: Vec<FileReport>,
+    /// Audio files without a reference `.txt` (not run).
+    pub skipped: Vec<Skipped>,
+    /// Files that could not be evaluated (undecodable audio, unreadable reference, a failed
+    /// stream), with the reason.
+    pub failed: Vec<Failed>,
+    pub total: Totals,
+}
+
+/// One file, scored on each path that ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// Path relative to the directory.
+    pub file: String,
+    pub reference: String,
+    /// The reference after normalisation (words separated by single spaces).
+    pub reference_normalized: String,
+    /// Rules applied: korean when the reference has Hangul, english otherwise.
+    pub profile: Profile,
+    /// The file's headline error rate: cer for Korean, wer otherwise.
+    pub metric: Metric,
+    /// Language the file was transcribed with.
+    pub language: String,
+    pub audio_s: f64,
+    pub offline: Option<PathReport>,
+    pub stream: Option<PathReport>,
+    /// streaming − offline, when both ran.
+    pub delta: Option<Delta>,
+}
+
+/// One path (offline or streamed) over one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathReport {
+    /// Text of each `final` event, in order.
+    pub finals: Vec<String>,
+    /// The finals joined with spaces.
+    pub hypothesis: String,
+    /// The hypothesis after normalisation (each final normalised, words joined by spaces).
+    pub hypothesis_normalized: String,
+    /// Word errors against the reference's words.
+    pub wer: Count,
+    /// Character errors against the reference's characters, spaces ignored.
+    pub cer: Count,
+    /// The rate of the file's metric (`wer.rate` or `cer.rate`).
+    pub error_rate: Option<f64>,
+    /// Wall time of the path, in seconds.
+    pub wall_s: f64,
+    /// `wall_s / audio_s`: below 1 is faster than real time.
+    pub rtf: f64,
+    /// Finals whose every unit is an insertion (see `eval::metrics::score`).
+    pub hallucinated_segments: usize,
+}
+
+/// streaming − offline.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Delta {
+    pub wer: Option<f64>,
+    pub cer: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub rtf: f64,
+    pub hallucinated_segments: i64,
+}
+
+impl Delta {
+    fn between(
+        offline: &PathTotalsView,
+        stream: &PathTotalsView,
+        metric_rate: impl Fn(&PathTotalsView) -> Option<f64>,
+    ) -> Self {
+        let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(s, o)| s - o);
+        Delta {
+            wer: diff(stream.wer.rate(), offline.wer.rate()),
+            cer: diff(stream.cer.rate(), offline.cer.rate()),
+            error_rate: diff(metric_rate(stream), metric_rate(offline)),
+            rtf: stream.rtf - offline.rtf,
+            hallucinated_segments: stream.hallucinated as i64 - offline.hallucinated as i64,
+        }
+    }
+}
+
+/// The figures a delta is taken between.
+struct PathTotalsView {
+    wer: Count,
+    cer: Count,
+    rtf: f64,
+    hallucinated: usize,
+}
+
+impl FileReport {
+    /// Fills in `delta` from the two paths.
+    pub fn with_delta(mut self) -> Self {
+        if let (Some(o), Some(s)) = (&self.offline, &self.stream) {
+            let view = |p: &PathReport| PathTotalsView {
+                wer: p.wer,
+                cer: p.cer,
+                rtf: p.rtf,
+                hallucinated: p.hallucinated_segments,
+            };
+            let metric = self.metric;
+            self.delta = Some(Delta::between(&view(o), &view(s), |v| match metric {
+                Metric::Wer => v.wer.rate(),
+                Metric::Cer => v.cer.rate(),
+            }));
+        }
+        self
+    }
+}
+
+/// Totals over the scored files.
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub files: usize,
+    pub audio_s: f64,
+    pub offline: Option<PathTotals>,
+    pub stream: Option<PathTotals>,
+    pub delta: Option<Delta>,
+}
+
+/// One path pooled over the files: Σ edits ÷ Σ reference units.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PathTotals {
+    /// Words, over every file.
+    pub wer: Count,
+    /// Characters, over every file.
+    pub cer: Count,
+    /// WER over the files scored by WER (English-like references).
+    pub wer_files: Count,
+    /// CER over the files scored by CER (Korean references).
+    pub cer_files: Count,
+    pub wall_s: f64,
+    /// Σ wall ÷ Σ audio.
+    pub rtf: f64,
+    pub finals: usize,
+    pub hallucinated_segments: usize,
+}
+
+impl Totals {
+    pub fn of(files: &[FileReport]) -> Self {
+        let audio_s: f64 = files.iter().map(|f| f.audio_s).sum();
+        let pool = |path: fn(&FileReport) -> Option<&PathReport>| {
+            let mut t = PathTotals::default();
+            let mut any = false;
+            for f in files {
+                let Some(p) = path(f) else { continue };
+                any = true;
+                t.wer.add(p.wer);
+                t.cer.add(p.cer);
+                match f.metric {
+                    Metric::Wer => t.wer_files.add(p.wer),
+                    Metric::Cer => t.cer_files.add(p.cer),
+                }
+                t.wall_s += p.wall_s;
+                t.finals += p.finals.len();
+                t.hallucinated_segments += p.hallucinated_segments;
+            }
+            t.rtf = if audio_s > 0.0 {
+                t.wall_s / audio_s
+            } else {
+                0.0
+            };
+            any.then_some(t)
+        };
+        let offline = pool(|f| f.offline.as_ref());
+        let stream = pool(|f| f.stream.as_ref());
+        let delta = offline.as_ref().zip(stream.as_ref()).map(|(o, s)| {
+            let view = |p: &PathTotals| PathTotalsView {
+                wer: p.wer,
+                cer: p.cer,
+                rtf: p.rtf,
+                hallucinated: p.hallucinated_segments,
+            };
+            // Files mix metrics, so the total has no single error rate to compare.
+            Delta::between(&view(o), &view(s), |_| None)
+        });
+        Totals {
+            files: files.len(),
+            audio_s,
+            offline,
+            stream,
+            delta,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub file: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub file: String,
+    pub error: String,
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".to_owned(), |r| format!("{:.1}", r * 100.0))
+}
+
+fn signed_points(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".to_owned(), |r| format!("{:+.1}", r * 100.0))
+}
+
+impl EvalReport {
+    /// The terminal table: one row per file and a total row; error rates in %, the file's
+    /// own metric marked with `*`.
+    pub fn to_table(&self) -> String {
+        let header = [
+            "file",
+            "metric",
+            "audio s",
+            "WER off",
+            "WER str",
+            "CER off",
+            "CER str",
+            "Δ err",
+            "RTF off",
+            "RTF str",
+            "halluc off/str",
+        ];
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let rate = |p: &Option<PathReport>, pick: fn(&PathReport) -> Count| {
+            p.as_ref()
+                .map_or_else(|| "·".to_owned(), |p| percent(pick(p).rate()))
+        };
+        let rtf = |p: Option<f64>| p.map_or_else(|| "·".to_owned(), |r| format!("{r:.2}"));
+        let halluc = |o: Option<usize>, s: Option<usize>| {
+            let show = |n: Option<usize>| n.map_or_else(|| "·".to_owned(), |n| n.to_string());
+            format!("{}/{}", show(o), show(s))
+        };
+        for f in &self.files {
+            let mark = |m: Metric, text: String| {
+                if f.metric == m {
+                    format!("{text}*")
+                } else {
+                    text
+                }
+            };
+            rows.push(vec![
+                f.file.clone(),
+                f.metric.as_str().to_owned(),
+                format!("{:.1}", f.audio_s),
+                mark(Metric::Wer, rate(&f.offline, |p| p.wer)),
+                mark(Metric::Wer, rate(&f.stream, |p| p.wer)),
+                mark(Metric::Cer, rate(&f.offline, |p| p.cer)),
+                mark(Metric::Cer, rate(&f.stream, |p| p.cer)),
+                f.delta
+                    .map_or_else(|| "·".to_owned(), |d| signed_points(d.error_rate)),
+                rtf(f.offline.as_ref().map(|p| p.rtf)),
+                rtf(f.stream.as_ref().map(|p| p.rtf)),
+                halluc(
+                    f.offline.as_ref().map(|p| p.hallucinated_segments),
+                    f.stream.as_ref().map(|p| p.hallucinated_segments),
+                ),
+            ]);
+        }
+        let t = &self.total;
+        let total_rate = |p: &Option<PathTotals>, pick: fn(&PathTotals) -> Count| {
+            p.as_ref()
+                .map_or_else(|| "·".to_owned(), |p| percent(pick(p).rate()))
+        };
+        rows.push(vec![
+            format!("total ({} files)", t.files),
+            "pooled".to_owned(),
+            format!("{:.1}", t.audio_s),
+            total_rate(&t.offline, |p| p.wer),
+            total_rate(&t.stream, |p| p.wer),
+            total_rate(&t.offline, |p| p.cer),
+            total_rate(&t.stream, |p| p.cer),
+            "".to_owned(),
+            rtf(t.offline.as_ref().map(|p| p.rtf)),
+            rtf(t.stream.as_ref().map(|p| p.rtf)),
+            halluc(
+                t.offline.as_ref().map(|p| p.hallucinated_segments),
+                t.stream.as_ref().map(|p| p.hallucinated_segments),
+            ),
+        ]);
+
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([header[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<String>| {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let pad = widths[i] - cell.chars().count();
+                if i == 0 {
+                    out.push_str(cell);
+                    out.push_str(&" ".repeat(pad));
+                } else {
+                    out.push_str("  ");
+                    out.push_str(&" ".repeat(pad));
+                    out.push_str(cell);
+                }
+            }
+            out.trim_end().to_owned() + "\n"
+        };
+        let mut out = format!(
+            "model {}, {} thread(s), language {}; error rates in %, * = the file's metric, Δ err = streaming − offline (points)\n\n",
+            self.model, self.threads, self.language
+        );
+        out.push_str(&line(header.iter().map(|h| h.to_string()).collect()));
+        out.push_str(&line(
+            widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+        ));
+        let last = rows.len() - 1;
+        for (i, row) in rows.into_iter().enumerate() {
+            if i == last {
+                out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+            }
+            out.push_str(&line(row));
+        }
+        for (name, path) in [("offline", &t.offline), ("streamed", &t.stream)] {
+            if let Some(p) = path {
+                out.push_str(&format!(
+                    "{name}: WER of English-like files {} %, CER of Korean files {} %, {} finals, {} hallucinated, {:.1} s wall\n",
+                    percent(p.wer_files.rate()),
+                    percent(p.cer_files.rate()),
+                    p.finals,
+                    p.hallucinated_segments,
+                    p.wall_s
+                ));
+            }
+        }
+        for s in &self.skipped {
+            out.push_str(&format!("skipped {}: {}\n", s.file, s.reason));
+        }
+        for f in &self.failed {
+            out.push_str(&format!("FAILED {}: {}\n", f.file, f.error));
+        }
+        out
+    }
+}
