@@ -105,6 +105,8 @@ enum Command {
         embed_url: Option<String>,
         #[command(flatten)]
         soak: sori::bench::load::LoadArgs,
+        #[command(flatten)]
+        peers: sori::bench::peers::PeersArgs,
     },
     /// Index documents for RAG: .txt, .md and .pdf files, or every such file under folders.
     /// Re-indexing a file replaces its earlier version (the source is its path as given).
@@ -206,11 +208,11 @@ enum ModelCommand {
     Convert {
         ct2_dir: PathBuf,
         out: PathBuf,
-        /// f32, f16, q8_0 or q5_0.
+        /// f32, f16, q8_0, q5_0 or q4_0.
         #[arg(long = "type", default_value = "f16")]
         out_type: String,
         /// Directory with openai-whisper's assets (multilingual.tiktoken, gpt2.tiktoken, mel_filters.npz).
-        #[arg(long, default_value = "models/.cache/assets")]
+        #[arg(long, default_value = "models/.cache/whisper-assets")]
         assets: PathBuf,
     },
 }
@@ -303,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             chunks,
             embed_url,
             soak,
+            peers,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
             if let Some(url) = llm_url {
@@ -337,6 +340,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let problems = report.problems();
                 if !problems.is_empty() {
                     bail!("load test failed: {}", problems.join("; "));
+                }
+                return Ok(());
+            }
+            if let Some(system) = peers.runner {
+                return sori::bench::peers::run_child(system, config, &files, language);
+            }
+            if peers.peers {
+                let files = if files.is_empty() {
+                    peer_bench_files()?
+                } else {
+                    files
+                };
+                let report =
+                    sori::bench::peers::run(&config, &peers, &files, runs.max(1), language)?;
+                println!("{}", report.to_markdown());
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
                 }
                 return Ok(());
             }
@@ -676,6 +696,24 @@ async fn transcribe_file(
         transcript.filtered
     );
     Ok(())
+}
+
+/// `data/bench/peers/*.wav`, the set `scripts/peers.sh fetch` assembles.
+fn peer_bench_files() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = Path::new("data/bench/peers");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{} is missing; run ./scripts/peers.sh fetch", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "no .wav files in {}; run ./scripts/peers.sh fetch",
+            dir.display()
+        );
+    }
+    Ok(files)
 }
 
 /// The JFK clip, and the clip three times with 1.5 s pauses (several utterances), each with a

@@ -582,6 +582,29 @@ async fn session(
     outcome
 }
 
+/// One whole streamed session that must be admitted: its transcript and, per final, the
+/// seconds from the end of speech to the final's arrival (`sori bench --peers`).
+pub(super) async fn stream_once(
+    addr: SocketAddr,
+    query: &str,
+    pcm: &[u8],
+    tail_s: f64,
+) -> anyhow::Result<StreamedText> {
+    match session(addr, query, pcm, "", tail_s).await? {
+        Outcome::Completed(r) if r.errors.is_empty() => Ok(StreamedText {
+            text: r.text,
+            latencies: r.latencies,
+        }),
+        Outcome::Completed(r) => bail!("the session reported errors: {:?}", r.errors),
+        Outcome::Refused { error, close } => bail!("refused: {error} (close {close:?})"),
+    }
+}
+
+pub(super) struct StreamedText {
+    pub text: String,
+    pub latencies: Vec<f64>,
+}
+
 /// Everything the server sends, stamped with its arrival, until the close frame or an error.
 async fn read_all(
     mut reader: WsReader,
@@ -756,7 +779,7 @@ fn reference_for(audio: &Path) -> anyhow::Result<String> {
     )
 }
 
-fn to_s16le(samples: &[f32]) -> Vec<u8> {
+pub(super) fn to_s16le(samples: &[f32]) -> Vec<u8> {
     samples
         .iter()
         .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())

@@ -11,6 +11,7 @@
 //!   encoder window and with the trimmed window: cost ratio and WER of each.
 
 pub mod load;
+pub mod peers;
 pub mod rag;
 
 use std::path::{Path, PathBuf};

@@ -25,7 +25,7 @@ const GGML_MAGIC: u32 = 0x6767_6d6c;
 const GGML_QNT_VERSION: i32 = 2;
 /// ggml's `GGML_QNT_VERSION_FACTOR`: ftype = qnt_version * factor + ggml_ftype.
 const GGML_QNT_VERSION_FACTOR: i32 = 1000;
-/// Elements per block in ggml's `q8_0` and `q5_0` formats.
+/// Elements per block in ggml's `q8_0`, `q5_0` and `q4_0` formats.
 const QK: usize = 32;
 /// Rough amount of f32 data converted per write while streaming a tensor.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -43,11 +43,13 @@ pub enum OutputType {
     F16,
     Q8_0,
     Q5_0,
+    /// 4-bit blocks: whisper.cpp repacks them for its fastest CPU matrix kernels (AVX2 and up).
+    Q4_0,
 }
 
 impl OutputType {
     /// Every output type, in the order of the `FromStr` names.
-    pub const ALL: [OutputType; 4] = [Self::F32, Self::F16, Self::Q8_0, Self::Q5_0];
+    pub const ALL: [OutputType; 5] = [Self::F32, Self::F16, Self::Q8_0, Self::Q5_0, Self::Q4_0];
 
     /// The lowercase name used on the command line and in file names (`q8_0`).
     pub fn as_str(self) -> &'static str {
@@ -56,6 +58,7 @@ impl OutputType {
             Self::F16 => "f16",
             Self::Q8_0 => "q8_0",
             Self::Q5_0 => "q5_0",
+            Self::Q4_0 => "q4_0",
         }
     }
 
@@ -68,6 +71,7 @@ impl OutputType {
             Self::F16 => 1,
             Self::Q8_0 => qnt + 7,
             Self::Q5_0 => qnt + 8,
+            Self::Q4_0 => qnt + 2,
         }
     }
 
@@ -78,6 +82,7 @@ impl OutputType {
             Self::F16 => GgmlType::F16,
             Self::Q8_0 => GgmlType::Q8_0,
             Self::Q5_0 => GgmlType::Q5_0,
+            Self::Q4_0 => GgmlType::Q4_0,
         }
     }
 
@@ -113,6 +118,7 @@ impl FromStr for OutputType {
 enum GgmlType {
     F32,
     F16,
+    Q4_0,
     Q5_0,
     Q8_0,
 }
@@ -123,13 +129,14 @@ impl GgmlType {
         match self {
             Self::F32 => 0,
             Self::F16 => 1,
+            Self::Q4_0 => 2,
             Self::Q5_0 => 6,
             Self::Q8_0 => 8,
         }
     }
 
     fn is_quantized(self) -> bool {
-        matches!(self, Self::Q5_0 | Self::Q8_0)
+        matches!(self, Self::Q4_0 | Self::Q5_0 | Self::Q8_0)
     }
 }
 
@@ -313,7 +320,7 @@ pub enum ConvertError {
     },
     #[error("{} is not a valid whisper.cpp ggml file: {reason}.", .path.display())]
     NotGgml { path: PathBuf, reason: String },
-    #[error("Unknown output type \"{0}\"; expected one of f32, f16, q8_0 or q5_0.")]
+    #[error("Unknown output type \"{0}\"; expected one of f32, f16, q8_0, q5_0 or q4_0.")]
     UnknownOutputType(String),
 }
 
@@ -1352,6 +1359,25 @@ fn quantize_block_q5_0(x: &[f32], out: &mut Vec<u8>) {
     out.extend_from_slice(&qs);
 }
 
+/// ggml's `quantize_row_q4_0_ref` for one block: scale `max/-8` from the value of largest
+/// magnitude (sign kept), 4-bit codes offset by 8, packed in pairs (j, j+16).
+fn quantize_block_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    // C's `(int8_t)(x + 8.5f)` truncates toward zero, then `MIN(15, …)` clamps the top.
+    let code = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    let half = QK / 2;
+    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+    out.extend((0..half).map(|j| code(x[j]) | (code(x[j + half]) << 4)));
+}
+
 /// Appends `values` (whole rows of `row_len`) encoded as `ty`.
 fn encode(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) {
     match ty {
@@ -1367,6 +1393,9 @@ fn encode(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) {
         GgmlType::Q5_0 => values
             .chunks_exact(QK)
             .for_each(|b| quantize_block_q5_0(b, out)),
+        GgmlType::Q4_0 => values
+            .chunks_exact(QK)
+            .for_each(|b| quantize_block_q4_0(b, out)),
     }
 }
 
@@ -2432,6 +2461,7 @@ mod tests {
             (_, OutputType::F16) => 1,
             (_, OutputType::Q8_0) => 8,
             (_, OutputType::Q5_0) => 6,
+            (_, OutputType::Q4_0) => 2,
         }
     }
 
@@ -2468,6 +2498,16 @@ mod tests {
                     lo.chain(hi).map(move |q| q as f32 * d).collect::<Vec<_>>()
                 })
                 .collect(),
+            2 => data
+                .chunks_exact(18)
+                .flat_map(|b| {
+                    let d = f16_at(b);
+                    let qs = &b[2..18];
+                    let lo = (0..16).map(move |j| (qs[j] & 0x0f) as i32 - 8);
+                    let hi = (0..16).map(move |j| (qs[j] >> 4) as i32 - 8);
+                    lo.chain(hi).map(move |q| q as f32 * d).collect::<Vec<_>>()
+                })
+                .collect(),
             t => panic!("unexpected type {t}"),
         }
     }
@@ -2481,6 +2521,7 @@ mod tests {
             1 => amax * 1e-3,
             8 => amax / 127.0 * 0.6,
             6 => amax / 16.0 * 1.05,
+            2 => amax / 8.0 * 1.05,
             t => panic!("unexpected type {t}"),
         }
     }
@@ -2597,6 +2638,12 @@ mod tests {
             ..SMALL
         };
         check_roundtrip(d, In::Bf16, OutputType::Q5_0, false);
+    }
+
+    #[test]
+    fn f16_model_quantizes_to_q4_0() {
+        let d = Dims { state: 32, ..SMALL };
+        check_roundtrip(d, In::F16, OutputType::Q4_0, false);
     }
 
     #[test]
@@ -2932,15 +2979,39 @@ mod tests {
     }
 
     #[test]
+    fn q4_0_blocks_follow_ggml() {
+        // All zeros: scale -0.0, every code 8 in both nibbles.
+        let mut out = Vec::new();
+        quantize_block_q4_0(&[0.0; 32], &mut out);
+        assert_eq!(&out[..2], &[0x00, 0x80]);
+        assert_eq!(&out[2..], &[0x88u8; 16]);
+
+        // The largest value sets d = max / -8: it maps to code 0, its negation to 16, which
+        // is clipped to 15; small values round to the nearest step.
+        let mut x = [0.0f32; 32];
+        x[0] = 2.0;
+        x[17] = -2.0;
+        x[3] = 0.5;
+        out.clear();
+        quantize_block_q4_0(&x, &mut out);
+        assert_eq!(f16_at(&out), -0.25);
+        let back = dequantize(2, &out);
+        assert_eq!(
+            (back[0], back[17], back[3], back[5]),
+            (2.0, -1.75, 0.5, 0.0)
+        );
+    }
+
+    #[test]
     fn output_types_parse_and_name_themselves() {
         for t in OutputType::ALL {
             assert_eq!(t.to_string().parse::<OutputType>().unwrap(), t);
         }
         assert_eq!("Q8_0".parse::<OutputType>().unwrap(), OutputType::Q8_0);
-        let msg = "q4_0".parse::<OutputType>().unwrap_err().to_string();
-        assert!(msg.contains("\"q4_0\"") && msg.contains("q5_0"), "{msg}");
+        let msg = "q4_1".parse::<OutputType>().unwrap_err().to_string();
+        assert!(msg.contains("\"q4_1\"") && msg.contains("q4_0"), "{msg}");
         let ftypes: Vec<i32> = OutputType::ALL.iter().map(|t| t.header_ftype()).collect();
-        assert_eq!(ftypes, [0, 1, 2007, 2008]);
+        assert_eq!(ftypes, [0, 1, 2007, 2008, 2002]);
         assert_eq!(OutputType::default(), OutputType::F16);
     }
 

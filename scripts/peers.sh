@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The peers `sori bench --peers` measures sori against (docs/benchmarks.md), and its audio.
+#
+# Usage: scripts/peers.sh fetch | python [ARGS...] | bench [SORI BENCH ARGS...]
+#   fetch    install faster-whisper from PyPI into a venv under .tools/peers/, and assemble
+#            data/bench/peers/: the JFK clip, five LibriVox read-speech clips with their
+#            transcripts (from the pocketsphinx sdist's test data), and all six joined with
+#            pauses, each a 16 kHz mono wav with a same-named .txt reference; and
+#            data/bench/long/utterance-10s.wav, two clips joined without a pause
+#   python   run the venv's python
+#   bench    the whole benchmark in one command: release build, `sori model fetch`, fetch,
+#            then `sori bench --peers --runs 5 ARGS...`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+fw_spec="faster-whisper==1.2.1"
+ct2_spec="ctranslate2==4.8.5"
+sphinx_sdist="pocketsphinx-5.1.1.tar.gz"
+sphinx_sha256="675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355"
+tool_dir="$root/.tools/peers"
+venv="$tool_dir/venv"
+stamp="$tool_dir/VERSION"
+audio_dir="$root/data/bench/peers"
+long_dir="$root/data/bench/long"
+
+say() { printf 'peers: %s\n' "$*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but missing; install it with: $2"; }
+
+installed_ok() {
+    [ -x "$venv/bin/python" ] &&
+        [ "$(cat "$stamp" 2>/dev/null)" = "$fw_spec $ct2_spec" ] &&
+        "$venv/bin/python" -c 'import faster_whisper, ctranslate2' >/dev/null 2>&1
+}
+
+fetch_python() {
+    if installed_ok; then
+        say "faster-whisper present: $venv ($fw_spec, $ct2_spec)"
+        return
+    fi
+    need python3 "apt-get install -y python3"
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ||
+        die "python3's venv module is missing; install it with: apt-get install -y python3-venv"
+    rm -rf "$tool_dir"
+    mkdir -p "$tool_dir"
+    say "creating a venv in $venv"
+    python3 -m venv "$venv" >&2
+    say "installing $fw_spec $ct2_spec from PyPI"
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --only-binary=:all: \
+        "$fw_spec" "$ct2_spec" >&2 || die "pip could not install $fw_spec"
+    echo "$fw_spec $ct2_spec" >"$stamp"
+    installed_ok || die "faster-whisper was installed but does not import"
+    say "faster-whisper ready ($(du -sh "$tool_dir" | cut -f1) on disk)"
+}
+
+fetch_audio() {
+    local done_mark="$audio_dir/.complete"
+    if [ -f "$done_mark" ]; then
+        say "benchmark audio present: $audio_dir"
+        return
+    fi
+    need sox "apt-get install -y sox (or ./scripts/install-deps.sh)"
+    [ -f data/jfk.wav ] || die "data/jfk.wav is missing; run: ./target/release/sori model fetch"
+    local work="$tool_dir/sphinx"
+    rm -rf "$work" "$audio_dir" "$long_dir"
+    mkdir -p "$work" "$audio_dir"
+    say "downloading $sphinx_sdist (its test data holds LibriVox clips with transcripts)"
+    python3 -m pip download --disable-pip-version-check --no-deps --no-binary :all: \
+        -d "$work" "pocketsphinx==5.1.1" >&2 || die "pip could not download pocketsphinx==5.1.1"
+    echo "$sphinx_sha256  $work/$sphinx_sdist" | sha256sum -c --quiet ||
+        die "$sphinx_sdist does not have the expected sha256"
+    tar -xzf "$work/$sphinx_sdist" -C "$work" --wildcards '*/test/data/librivox/*'
+    cp data/jfk.wav "$audio_dir/jfk.wav"
+    echo "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country." \
+        >"$audio_dir/jfk.txt"
+    local parts=("$audio_dir/jfk.wav") texts=("$(cat "$audio_dir/jfk.txt")") n=0
+    for wav in "$work"/pocketsphinx-5.1.1/test/data/librivox/*.wav; do
+        n=$((n + 1))
+        local name
+        name="librivox-$(basename "$wav" .wav | sed 's/.*-//')"
+        sox "$wav" -r 16000 -c 1 -b 16 "$audio_dir/$name.wav"
+        # The transcripts are lowercase words; strip stray spaces.
+        tr -s ' ' <"${wav%.wav}.txt" | sed 's/^ //; s/ $//' >"$audio_dir/$name.txt"
+        parts+=("$audio_dir/$name.wav")
+        texts+=("$(cat "$audio_dir/$name.txt")")
+    done
+    [ "$n" -eq 5 ] || die "expected 5 LibriVox clips in $sphinx_sdist, found $n"
+    # All six with 1.5 s pauses: one longer file, cut by the VAD as live speech would be.
+    local padded=()
+    for p in "${parts[@]}"; do
+        sox "$p" "$work/$(basename "$p")" pad 0 1.5
+        padded+=("$work/$(basename "$p")")
+    done
+    sox "${padded[@]}" "$audio_dir/joined.wav"
+    printf '%s\n' "${texts[*]}" >"$audio_dir/joined.txt"
+    # One utterance of about 10 s, no pause inside: the longest the latency target covers
+    # (`sori bench data/bench/long/utterance-10s.wav`).
+    mkdir -p "$long_dir"
+    sox "$audio_dir/librivox-0870.wav" "$audio_dir/librivox-0880.wav" "$long_dir/utterance-10s.wav"
+    printf '%s %s\n' "$(cat "$audio_dir/librivox-0870.txt")" "$(cat "$audio_dir/librivox-0880.txt")" \
+        >"$long_dir/utterance-10s.txt"
+    touch "$done_mark"
+    say "benchmark audio ready: $(ls "$audio_dir"/*.wav | wc -l) files in $audio_dir"
+}
+
+case "${1:-}" in
+fetch)
+    [ $# -eq 1 ] || usage
+    fetch_python
+    fetch_audio
+    ;;
+python)
+    shift
+    installed_ok || die "faster-whisper is not installed; run ./scripts/peers.sh fetch"
+    exec "$venv/bin/python" "$@"
+    ;;
+bench)
+    shift
+    cargo build --release --locked
+    ./target/release/sori model fetch
+    fetch_python
+    fetch_audio
+    exec ./target/release/sori bench --peers --runs 5 "$@"
+    ;;
+*) usage ;;
+esac
