@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::Language;
+use crate::stt::language::LanguageSet;
 
 /// Why a configuration could not be loaded; each message names the source and the knob.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +92,20 @@ pub struct ServerConfig {
 pub struct SttConfig {
     /// whisper.cpp ggml model file (see `sori model fetch`).
     pub model: PathBuf,
-    /// Default language for sessions that do not pick one.
+    /// Default language for sessions that do not pick one: `ko` (forced Korean, the right
+    /// choice for Korean sites), `en`, or `auto` (detected among `languages`).
     pub language: Language,
+    /// The languages `auto` may detect (Whisper codes, or `["all"]`). Whisper alone picks among
+    /// ~99 languages and often hears short or noisy Korean as Japanese or Chinese.
+    pub languages: Vec<String>,
+    /// With `auto`: once one utterance's language was detected with confidence, keep it for the
+    /// rest of the session instead of detecting per utterance. Sessions may turn it off.
+    pub language_lock: bool,
+    /// Detection probability (within `languages`) at or above which a session locks.
+    pub language_lock_probability: f64,
+    /// Shortest utterance, in seconds, whose detection may lock a session (short ones are the
+    /// ones detection gets wrong).
+    pub language_lock_min_s: f64,
     /// Decoder threads, each with its own whisper state over the one shared model.
     pub workers: usize,
     /// CPU threads per decode call.
@@ -111,6 +124,10 @@ pub struct SttConfig {
     pub condition_on_previous_text: bool,
     /// Words to bias recognition towards (road names, facility names, …).
     pub initial_prompt: Option<String>,
+    /// Longest initial prompt accepted, in characters (a session's `prompt` and this server's
+    /// `initial_prompt`). Whisper reads at most 224 prompt tokens; a longer prompt also crowds
+    /// the transcript out of the decoder's context.
+    pub max_prompt_chars: usize,
     /// Decode requests waiting for a worker before sessions have to wait (backpressure).
     pub queue_capacity: usize,
     /// Use the GPU when whisper.cpp was built with one (feature `cuda`).
@@ -347,6 +364,10 @@ impl Default for SttConfig {
         Self {
             model: PathBuf::from("models/ggml-base.bin"),
             language: Language::Ko,
+            languages: vec!["ko".to_owned(), "en".to_owned()],
+            language_lock: true,
+            language_lock_probability: 0.9,
+            language_lock_min_s: 1.5,
             workers: 1,
             threads: 2,
             beam_size: 0,
@@ -356,9 +377,17 @@ impl Default for SttConfig {
             partial_interval_ms: 1000,
             condition_on_previous_text: false,
             initial_prompt: None,
+            max_prompt_chars: 200,
             queue_capacity: 32,
             use_gpu: true,
         }
+    }
+}
+
+impl SttConfig {
+    /// `languages`, parsed (falls back to every language if invalid; `validate` refuses that).
+    pub fn language_set(&self) -> LanguageSet {
+        LanguageSet::from_items(&self.languages).unwrap_or_else(|_| LanguageSet::all())
     }
 }
 
@@ -458,7 +487,26 @@ impl Config {
                 "SORI_AUDIO_CTX_TRIM" => {
                     self.stt.audio_ctx_trim = parse_env("SORI_AUDIO_CTX_TRIM", &value)?
                 }
-                "SORI_INITIAL_PROMPT" => self.stt.initial_prompt = Some(value),
+                "SORI_INITIAL_PROMPT" => {
+                    self.stt.initial_prompt = Some(value).filter(|v| !v.trim().is_empty())
+                }
+                "SORI_LANGUAGES" => {
+                    let set: LanguageSet = parse_env("SORI_LANGUAGES", &value)?;
+                    self.stt.languages = set.to_strings();
+                }
+                "SORI_LANGUAGE_LOCK" => {
+                    self.stt.language_lock = parse_env("SORI_LANGUAGE_LOCK", &value)?
+                }
+                "SORI_LANGUAGE_LOCK_PROBABILITY" => {
+                    self.stt.language_lock_probability =
+                        parse_env("SORI_LANGUAGE_LOCK_PROBABILITY", &value)?
+                }
+                "SORI_LANGUAGE_LOCK_MIN_S" => {
+                    self.stt.language_lock_min_s = parse_env("SORI_LANGUAGE_LOCK_MIN_S", &value)?
+                }
+                "SORI_MAX_PROMPT_CHARS" => {
+                    self.stt.max_prompt_chars = parse_env("SORI_MAX_PROMPT_CHARS", &value)?
+                }
                 "SORI_VAD_ENERGY_THRESHOLD" => {
                     self.vad.energy_threshold = parse_env("SORI_VAD_ENERGY_THRESHOLD", &value)?
                 }
@@ -526,6 +574,40 @@ impl Config {
         }
         if self.stt.queue_capacity == 0 {
             return invalid("stt.queue_capacity", "must be at least 1");
+        }
+        if let Err(e) = LanguageSet::from_items(&self.stt.languages) {
+            return Err(ConfigError::Invalid {
+                knob: "stt.languages",
+                reason: e.to_string(),
+            });
+        }
+        if !(self.stt.language_lock_probability > 0.0 && self.stt.language_lock_probability <= 1.0)
+        {
+            return invalid(
+                "stt.language_lock_probability",
+                "must be above 0 and at most 1",
+            );
+        }
+        if !(0.0..=30.0).contains(&self.stt.language_lock_min_s) {
+            return invalid(
+                "stt.language_lock_min_s",
+                "must be between 0 and 30 seconds",
+            );
+        }
+        if self.stt.max_prompt_chars == 0 || self.stt.max_prompt_chars > 10_000 {
+            return invalid("stt.max_prompt_chars", "must be between 1 and 10000");
+        }
+        if let Some(prompt) = &self.stt.initial_prompt
+            && prompt.trim().chars().count() > self.stt.max_prompt_chars
+        {
+            return Err(ConfigError::Invalid {
+                knob: "stt.initial_prompt",
+                reason: format!(
+                    "has {} characters, more than stt.max_prompt_chars ({}); shorten it or raise the limit",
+                    prompt.trim().chars().count(),
+                    self.stt.max_prompt_chars
+                ),
+            });
         }
         if !(0.0..=30.0).contains(&self.stt.audio_ctx_min_s) {
             return invalid("stt.audio_ctx_min_s", "must be between 0 and 30 seconds");
@@ -707,6 +789,59 @@ mod tests {
     fn unknown_file_keys_are_refused() {
         let err = toml::from_str::<Config>("[vad]\nsilence = 3\n").unwrap_err();
         assert!(err.to_string().contains("silence"), "{err}");
+    }
+
+    #[test]
+    fn language_settings_parse_and_validate() {
+        let c = Config::default();
+        assert_eq!(c.stt.language, Language::Ko, "Korean is forced by default");
+        assert_eq!(c.stt.languages, ["ko", "en"]);
+        assert!(c.stt.language_lock);
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("SORI_LANGUAGES", "Korean, ja ,en"),
+            ("SORI_LANGUAGE_LOCK", "false"),
+            ("SORI_LANGUAGE_LOCK_PROBABILITY", "0.8"),
+            ("SORI_MAX_PROMPT_CHARS", "50"),
+            ("SORI_INITIAL_PROMPT", "세종대로 광화문"),
+        ]))
+        .unwrap();
+        assert_eq!(c.stt.languages, ["ko", "ja", "en"]);
+        assert!(!c.stt.language_lock);
+        assert_eq!(c.stt.language_lock_probability, 0.8);
+        c.validate().unwrap();
+        let err = c
+            .apply_env(env(&[("SORI_LANGUAGES", "ko,klingon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SORI_LANGUAGES") && err.contains("klingon"),
+            "{err}"
+        );
+
+        let mut c: Config = toml::from_str("[stt]\nlanguages = [\"ko\", \"xx\"]\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("stt.languages") && err.contains("\"xx\""),
+            "{err}"
+        );
+        c.stt.languages = vec!["all".to_owned()];
+        c.validate().unwrap();
+        assert!(c.stt.language_set().is_all());
+        c.stt.initial_prompt = Some("가".repeat(300));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("stt.initial_prompt") && err.contains("300"),
+            "{err}"
+        );
+        c.stt.initial_prompt = None;
+        c.stt.language_lock_probability = 1.5;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("language_lock_probability")
+        );
     }
 
     #[test]

@@ -671,6 +671,11 @@ async fn transcribe_file(
     prompt: Option<&str>,
 ) -> anyhow::Result<()> {
     let format: sori::http::api::Format = format.parse().map_err(anyhow::Error::msg)?;
+    let prompt = match prompt {
+        Some(p) => sori::session::check_prompt(p, config.stt.max_prompt_chars)?,
+        None => None,
+    };
+    let prompt = prompt.as_deref();
     let language = config.stt.language;
     let transcriber = Transcriber::start(Arc::new(config))?;
     let path = file.to_owned();
@@ -780,6 +785,7 @@ fn fetch_models(
             &jfk,
             &DecodeOptions {
                 language: Language::En,
+                languages: None,
                 beam_size: 0,
                 threads: 2,
                 audio_ctx: None,

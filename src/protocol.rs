@@ -69,6 +69,12 @@ impl FromStr for Language {
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     pub language: Option<String>,
+    /// With `language=auto`: the languages detection may choose from, `"ko,en"` (or a JSON
+    /// array in `start`), or `"all"`.
+    pub languages: Option<LanguageList>,
+    /// With `language=auto`: keep the first confidently detected language for the rest of the
+    /// session (default true); false re-detects every utterance (code-switching meetings).
+    pub language_lock: Option<bool>,
     pub sample_rate: Option<u32>,
     pub encoding: Option<String>,
     pub channels: Option<u16>,
@@ -80,10 +86,42 @@ pub struct StreamOptions {
     pub keywords: Option<bool>,
     /// Live retrieval for finals (used once RAG is configured).
     pub rag: Option<bool>,
-    /// Domain words passed to Whisper as its initial prompt for this session.
+    /// Domain words passed to Whisper as its initial prompt for this session; empty clears
+    /// the server's default prompt.
     pub prompt: Option<String>,
     /// Auth token for browsers, which cannot set headers on WebSockets.
     pub token: Option<String>,
+}
+
+/// A list of language codes as a client wrote it: `"ko,en"` in a query string, the same
+/// string or `["ko","en"]` in JSON. Validated against Whisper's languages by the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanguageList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for LanguageList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LanguageList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("language codes as \"ko,en\" or [\"ko\",\"en\"]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LanguageList, E> {
+                Ok(LanguageList(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LanguageList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    out.push(item);
+                }
+                Ok(LanguageList(out))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A client's JSON text frame.
@@ -195,6 +233,10 @@ pub struct RagHit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectiveOptions {
     pub language: Language,
+    /// Languages `auto` chooses from (Whisper codes; every code when unrestricted).
+    pub languages: Vec<String>,
+    /// Whether `auto` keeps the first confidently detected language (see the `language` event).
+    pub language_lock: bool,
     pub sample_rate: u32,
     pub encoding: Encoding,
     pub channels: u16,
@@ -202,6 +244,8 @@ pub struct EffectiveOptions {
     pub filtered: bool,
     pub keywords: bool,
     pub rag: bool,
+    /// The initial prompt Whisper is given (domain words), if any.
+    pub prompt: Option<String>,
 }
 
 /// Totals sent in `closed`.
@@ -269,6 +313,16 @@ pub enum ServerMessage {
         hits: Vec<RagHit>,
         latency_ms: u64,
     },
+    /// With `language=auto`: the session's language was detected with confidence and is kept
+    /// for the rest of the session (sent once, before the final that decided it).
+    Language {
+        language: String,
+        /// Detection probability within the session's language set.
+        probability: f32,
+        /// The segment whose utterance decided it.
+        segment_id: u64,
+        locked: bool,
+    },
     /// A segment the hallucination filter dropped (only sent to clients that asked).
     Filtered {
         segment_id: u64,
@@ -283,6 +337,9 @@ pub enum ServerMessage {
         /// Decode requests waiting for a worker, across all sessions.
         queue_depth: usize,
         audio_seconds: f64,
+        /// The language finals are decoded in: the forced one, or the locked one with `auto`;
+        /// `null` while `auto` is still detecting per utterance.
+        language: Option<String>,
     },
     Error {
         code: String,
@@ -382,6 +439,29 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["fatal"], false);
+    }
+
+    #[test]
+    fn language_lists_come_as_a_string_or_an_array() {
+        let q: StreamOptions =
+            serde_urlencoded::from_str("language=auto&languages=ko,en&language_lock=false")
+                .unwrap();
+        assert_eq!(q.languages, Some(LanguageList(vec!["ko,en".to_owned()])));
+        assert_eq!(q.language_lock, Some(false));
+        for text in [
+            r#"{"type":"start","languages":["ko","ja"]}"#,
+            r#"{"type":"start","languages":"ko,ja"}"#,
+        ] {
+            match parse_client_text(text).unwrap() {
+                ClientMessage::Start(o) => {
+                    assert_eq!(o.languages.unwrap().0.join(","), "ko,ja");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let e = parse_client_text(r#"{"type":"start","languages":5}"#).unwrap_err();
+        assert_eq!(e.code(), "invalid_message");
+        assert!(e.to_string().contains("ko,en"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::protocol::{
 };
 use crate::stt::engine::{DecodeOutcome, DecodeRequest, SttPool};
 use crate::stt::filter::{Candidate, HallucinationFilter};
+use crate::stt::language::{LanguageSet, LockRule};
 use crate::stt::{DecodeOptions, Transcript, trimmed_audio_ctx};
 use crate::vad::{Segmenter, Utterance, VadEvent};
 
@@ -36,10 +37,28 @@ pub struct OptionsError {
     pub message: String,
 }
 
+/// Checks a client's initial prompt: at most `max_chars` characters; blank means none.
+pub fn check_prompt(prompt: &str, max_chars: usize) -> Result<Option<String>, OptionsError> {
+    let prompt = prompt.trim();
+    let chars = prompt.chars().count();
+    if chars > max_chars {
+        return Err(OptionsError {
+            code: "prompt_too_long",
+            message: format!(
+                "prompt has {chars} characters; at most {max_chars} are accepted (stt.max_prompt_chars): \
+                 give the domain words (road names, facility names) most likely to be said"
+            ),
+        });
+    }
+    Ok((!prompt.is_empty()).then(|| prompt.to_owned()))
+}
+
 /// Applies `requested` on top of `base`; the first invalid option is reported and nothing changes.
+/// `max_prompt_chars` bounds the `prompt` option.
 pub fn resolve_options(
     base: &EffectiveOptions,
     requested: &StreamOptions,
+    max_prompt_chars: usize,
 ) -> Result<EffectiveOptions, OptionsError> {
     let mut out = base.clone();
     if let Some(lang) = &requested.language {
@@ -47,6 +66,19 @@ pub fn resolve_options(
             code: "unsupported_language",
             message,
         })?;
+    }
+    if let Some(list) = &requested.languages {
+        let set = LanguageSet::from_items(&list.0).map_err(|e| OptionsError {
+            code: "unsupported_language",
+            message: format!("languages: {e}"),
+        })?;
+        out.languages = set.to_strings();
+    }
+    if let Some(lock) = requested.language_lock {
+        out.language_lock = lock;
+    }
+    if let Some(prompt) = &requested.prompt {
+        out.prompt = check_prompt(prompt, max_prompt_chars)?;
     }
     if let Some(enc) = &requested.encoding {
         out.encoding = enc.parse::<Encoding>().map_err(|e| OptionsError {
@@ -88,6 +120,8 @@ pub fn resolve_options(
 pub fn default_options(cfg: &Config) -> EffectiveOptions {
     EffectiveOptions {
         language: cfg.stt.language,
+        languages: cfg.stt.language_set().to_strings(),
+        language_lock: cfg.stt.language_lock,
         sample_rate: TARGET_SAMPLE_RATE,
         encoding: Encoding::PcmS16le,
         channels: 1,
@@ -95,7 +129,22 @@ pub fn default_options(cfg: &Config) -> EffectiveOptions {
         filtered: false,
         keywords: cfg.llm.enabled,
         rag: false,
+        prompt: cfg
+            .stt
+            .initial_prompt
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
     }
+}
+
+/// The detection set of `options` (validated when the options were resolved).
+fn language_set(options: &EffectiveOptions) -> LanguageSet {
+    LanguageSet::from_items(&options.languages).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "invalid language set; detecting among all languages");
+        LanguageSet::all()
+    })
 }
 
 /// A decode job the session wants run.
@@ -139,6 +188,14 @@ struct JobMeta {
 pub struct Session {
     id: String,
     options: EffectiveOptions,
+    /// `options.languages`, parsed: what `auto` chooses from.
+    languages: LanguageSet,
+    lock_rule: LockRule,
+    /// With `auto`: the language the session was locked to, once detected with confidence.
+    locked_language: Option<&'static str>,
+    /// With `auto` before the lock: the language the open utterance's first partial detected,
+    /// reused by its later partials (its final detects on the whole utterance again).
+    partial_language: Option<(u64, &'static str)>,
     format: PcmFormat,
     resampler: StreamResampler,
     vad: Segmenter,
@@ -172,7 +229,7 @@ pub struct Session {
     speculation: Option<Speculation>,
     /// Final job ids in segment order; outcomes are released in this order.
     final_order: VecDeque<u64>,
-    finished: BTreeMap<u64, Option<ServerMessage>>,
+    finished: BTreeMap<u64, Vec<ServerMessage>>,
     /// Events released and not yet collected by the driver.
     outbox: Vec<ServerMessage>,
     summary: SessionSummary,
@@ -197,10 +254,11 @@ impl Session {
             id,
             decode_defaults: DecodeOptions {
                 language: options.language,
+                languages: None,
                 beam_size: cfg.stt.beam_size,
                 threads: cfg.stt.threads,
                 audio_ctx: None,
-                initial_prompt: cfg.stt.initial_prompt.as_deref().map(Arc::from),
+                initial_prompt: options.prompt.as_deref().map(Arc::from),
                 word_timestamps: true,
                 cancel: None,
             },
@@ -211,6 +269,14 @@ impl Session {
             partial_interval: (cfg.stt.partial_interval_ms * TARGET_SAMPLE_RATE as u64 / 1000)
                 as usize,
             max_finals_in_flight: workers.max(1),
+            languages: language_set(&options),
+            lock_rule: LockRule {
+                enabled: options.language_lock,
+                min_probability: cfg.stt.language_lock_probability as f32,
+                min_seconds: cfg.stt.language_lock_min_s as f32,
+            },
+            locked_language: None,
+            partial_language: None,
             options,
             format,
             resampler,
@@ -273,15 +339,43 @@ impl Session {
             self.resampled = samples;
         }
         self.format = format;
+        // A new language choice starts detection afresh.
+        if options.language != self.options.language
+            || options.languages != self.options.languages
+            || options.language_lock != self.options.language_lock
+        {
+            self.locked_language = None;
+            self.partial_language = None;
+            self.languages = language_set(&options);
+            self.lock_rule.enabled = options.language_lock;
+        }
         self.decode_defaults.language = options.language;
+        self.decode_defaults.initial_prompt = options.prompt.as_deref().map(Arc::from);
         self.options = options;
         Ok(())
     }
 
-    /// Sets the per-session initial prompt (domain words).
+    /// Sets the per-session initial prompt (domain words); the caller has checked its length
+    /// ([`check_prompt`]).
     pub fn set_prompt(&mut self, prompt: Option<&str>) {
-        self.decode_defaults.initial_prompt =
-            prompt.filter(|p| !p.trim().is_empty()).map(Arc::from);
+        let prompt = prompt.map(str::trim).filter(|p| !p.is_empty());
+        self.decode_defaults.initial_prompt = prompt.map(Arc::from);
+        self.options.prompt = prompt.map(str::to_owned);
+    }
+
+    /// The language finals are decoded in: the forced one, or with `auto` the locked one
+    /// (`None` while still detecting).
+    pub fn language(&self) -> Option<&'static str> {
+        match self.options.language {
+            Language::Ko => Some("ko"),
+            Language::En => Some("en"),
+            Language::Auto => self
+                .locked_language
+                .or_else(|| match self.languages.codes() {
+                    [only] => Some(*only),
+                    _ => None,
+                }),
+        }
     }
 
     /// Feeds raw PCM bytes in the session's format. A bad frame is rejected whole.
@@ -390,7 +484,7 @@ impl Session {
             },
         );
         self.final_order.push_back(job_id);
-        let opts = self.decode_options(seconds, true);
+        let opts = self.decode_options(seconds, true, None);
         self.waiting.push_back(Job {
             job_id,
             audio: Arc::from(utterance.samples),
@@ -446,13 +540,33 @@ impl Session {
         }
     }
 
-    fn decode_options(&self, seconds: f32, words: bool) -> DecodeOptions {
+    fn decode_options(&self, seconds: f32, words: bool, partial_of: Option<u64>) -> DecodeOptions {
         let mut opts = self.decode_defaults.clone();
+        self.choose_languages(&mut opts, partial_of);
         opts.audio_ctx = self
             .ctx_trim
             .map(|(margin, min)| trimmed_audio_ctx(f64::from(seconds), margin, min));
         opts.word_timestamps = words;
         opts
+    }
+
+    /// With `auto`: what the decoder may choose from — the locked language, the open
+    /// utterance's guess for its later partials, or the session's set. Called when a job is
+    /// handed to the pool, so a final queued before the lock is still decoded in the locked
+    /// language.
+    fn choose_languages(&self, opts: &mut DecodeOptions, partial_of: Option<u64>) {
+        if self.options.language != Language::Auto {
+            opts.languages = None;
+            return;
+        }
+        let guess = self
+            .partial_language
+            .filter(|(segment, _)| partial_of == Some(*segment))
+            .map(|(_, code)| code);
+        opts.languages = Some(match self.locked_language.or(guess) {
+            Some(code) => LanguageSet::single(code),
+            None => self.languages.clone(),
+        });
     }
 
     fn new_job_id(&mut self) -> u64 {
@@ -517,7 +631,10 @@ impl Session {
     fn take_job(&mut self) -> Option<Job> {
         if !self.waiting.is_empty() && self.in_flight < self.max_finals_in_flight {
             self.in_flight += 1;
-            let job = self.waiting.pop_front();
+            let mut job = self.waiting.pop_front();
+            if let Some(job) = job.as_mut() {
+                self.choose_languages(&mut job.opts, None);
+            }
             tracing::debug!(job_id = job.as_ref().map(|j| j.job_id), "final decode job");
             return job;
         }
@@ -547,7 +664,7 @@ impl Session {
             self.partial_in_flight = true;
             JobKind::Partial
         };
-        let mut opts = self.decode_options(seconds, speculate);
+        let mut opts = self.decode_options(seconds, speculate, (!speculate).then_some(segment_id));
         if kind == JobKind::Partial {
             let flag = Arc::new(AtomicBool::new(false));
             opts.cancel = Some(Arc::clone(&flag));
@@ -591,6 +708,13 @@ impl Session {
             JobKind::Partial => {
                 self.partial_in_flight = false;
                 self.partial_cancel = None;
+                if let Some(meta) = self.jobs.get(&outcome.job_id)
+                    && let Ok(t) = &outcome.result
+                    && let Some(d) = t.detection
+                    && self.open_segment == Some(meta.segment_id)
+                {
+                    self.partial_language = Some((meta.segment_id, d.language));
+                }
                 if let Some(meta) = self.jobs.remove(&outcome.job_id) {
                     let event = self.partial_event(&meta, outcome.result.as_ref().ok());
                     self.outbox.extend(event);
@@ -662,26 +786,41 @@ impl Session {
         })
     }
 
+    /// The final (or `filtered` / `error`) events of a decoded utterance, with a `language`
+    /// event before the final when it locked the session's language.
     fn final_event(
         &mut self,
         meta: &JobMeta,
         speech_final: bool,
         outcome: DecodeOutcome,
-    ) -> Option<ServerMessage> {
+    ) -> Vec<ServerMessage> {
         let transcript = match outcome.result {
             Ok(t) => t,
             Err(e) => {
                 self.summary.errors += 1;
                 tracing::warn!(session = %self.id, segment = meta.segment_id, error = %e, "decode failed");
-                return Some(ServerMessage::error(
+                return vec![ServerMessage::error(
                     "decode_failed",
                     format!("segment {} could not be decoded: {e}", meta.segment_id),
                     false,
-                ));
+                )];
             }
         };
+        if let Some(d) = &transcript.detection {
+            tracing::debug!(
+                segment = meta.segment_id,
+                language = d.language,
+                probability = d.probability,
+                raw_probability = d.raw_probability,
+                "language detected"
+            );
+        }
         match self.clean_text(&transcript, meta) {
             Ok(text) => {
+                let mut events = Vec::with_capacity(2);
+                if let Some(lock) = self.lock_language(meta, &transcript) {
+                    events.push(lock);
+                }
                 self.summary.finals += 1;
                 crate::metrics::global().segment_final();
                 let words = transcript
@@ -694,7 +833,7 @@ impl Session {
                         probability: w.probability,
                     })
                     .collect();
-                Some(ServerMessage::Final {
+                events.push(ServerMessage::Final {
                     segment_id: meta.segment_id,
                     text,
                     start: round_ms(meta.start_s),
@@ -704,7 +843,8 @@ impl Session {
                     avg_logprob: transcript.avg_logprob,
                     no_speech_prob: transcript.no_speech_prob,
                     speech_final,
-                })
+                });
+                events
             }
             Err(reason) => {
                 self.summary.filtered += 1;
@@ -716,15 +856,46 @@ impl Session {
                     text = %transcript.text,
                     "segment filtered"
                 );
-                self.options.filtered.then(|| ServerMessage::Filtered {
-                    segment_id: meta.segment_id,
-                    text: transcript.text.clone(),
-                    reason: reason.as_str().to_owned(),
-                    start: round_ms(meta.start_s),
-                    end: round_ms(meta.end_s),
-                })
+                self.options
+                    .filtered
+                    .then(|| ServerMessage::Filtered {
+                        segment_id: meta.segment_id,
+                        text: transcript.text.clone(),
+                        reason: reason.as_str().to_owned(),
+                        start: round_ms(meta.start_s),
+                        end: round_ms(meta.end_s),
+                    })
+                    .into_iter()
+                    .collect()
             }
         }
+    }
+
+    /// Locks the session to the language of a kept final when the lock rule says so, and
+    /// returns the `language` event announcing it.
+    fn lock_language(&mut self, meta: &JobMeta, transcript: &Transcript) -> Option<ServerMessage> {
+        if self.options.language != Language::Auto || self.locked_language.is_some() {
+            return None;
+        }
+        let detection = transcript.detection?;
+        let seconds = (meta.end_s - meta.start_s) as f32;
+        if !self.lock_rule.locks(&detection, seconds) {
+            return None;
+        }
+        self.locked_language = Some(detection.language);
+        tracing::info!(
+            session = %self.id,
+            language = detection.language,
+            probability = detection.probability,
+            segment = meta.segment_id,
+            "session language locked"
+        );
+        Some(ServerMessage::Language {
+            language: detection.language.to_owned(),
+            probability: (detection.probability * 1000.0).round() / 1000.0,
+            segment_id: meta.segment_id,
+            locked: true,
+        })
     }
 
     /// Applies the hallucination filter; returns the text to send or why it was dropped.
@@ -747,9 +918,9 @@ impl Session {
     fn release_in_order(&mut self) {
         while let Some(&next) = self.final_order.front() {
             match self.finished.remove(&next) {
-                Some(event) => {
+                Some(events) => {
                     self.final_order.pop_front();
-                    self.outbox.extend(event);
+                    self.outbox.extend(events);
                 }
                 None => break,
             }

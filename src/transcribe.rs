@@ -99,7 +99,10 @@ impl Transcriber {
         options.encoding = Encoding::PcmF32le;
         options.partials = false;
         let mut stream = self.stream(format!("file-{}", uuid::Uuid::new_v4().simple()), options)?;
-        stream.session.set_prompt(prompt);
+        // Without a prompt of its own the file gets the server's `stt.initial_prompt`.
+        if prompt.is_some() {
+            stream.session.set_prompt(prompt);
+        }
 
         let mut events = Vec::new();
         // Feed in half-second chunks so decoding starts while the rest is still being segmented.

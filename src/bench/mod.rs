@@ -225,6 +225,7 @@ fn decode_options(
     let seconds = samples as f32 / TARGET_SAMPLE_RATE as f32;
     DecodeOptions {
         language,
+        languages: None,
         beam_size: config.stt.beam_size,
         threads: config.stt.threads,
         audio_ctx: trim.then(|| {

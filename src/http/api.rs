@@ -190,6 +190,11 @@ pub(super) async fn transcribe_upload(
             ),
         ));
     }
+    let prompt = match prompt {
+        Some(p) => crate::session::check_prompt(p, state.transcriber.config.stt.max_prompt_chars)
+            .map_err(|e| AppError::bad_request(e.code, e.message))?,
+        None => None,
+    };
     let extension =
         file_name.and_then(|n| n.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()));
     let decoded =
@@ -200,7 +205,7 @@ pub(super) async fn transcribe_upload(
             })??;
     Ok(state
         .transcriber
-        .transcribe(decoded, language, prompt)
+        .transcribe(decoded, language, prompt.as_deref())
         .await?)
 }
 

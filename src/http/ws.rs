@@ -173,7 +173,8 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
             StreamOptions::default()
         }
     };
-    let options = resolve_options(&base, &requested).unwrap_or_else(|e| {
+    let max_prompt_chars = config.stt.max_prompt_chars;
+    let options = resolve_options(&base, &requested, max_prompt_chars).unwrap_or_else(|e| {
         early_errors.push(ServerMessage::error(
             e.code,
             format!("{e}; using the default {}", describe_default(&base)),
@@ -191,7 +192,6 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
             return;
         }
     };
-    stream.session.set_prompt(requested.prompt.as_deref());
     let mut writer = match TranscriptWriter::create(&config.server.outputs_dir, &id) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -294,6 +294,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
                     lag_ms,
                     queue_depth: stream.pool().snapshot().queue_depth,
                     audio_seconds: stream.session.audio_seconds(),
+                    language: stream.session.language().map(str::to_owned),
                 };
                 if tx.send(text(&message)).await.is_err() {
                     break Ending::Gone;
@@ -305,6 +306,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
                 let limits = Limits {
                     max_frame,
                     max_backlog_s,
+                    max_prompt_chars,
                 };
                 match handle_client_message(&mut stream, message, limits, &transcriber.model_name) {
                     Reply::None => {}
@@ -400,6 +402,8 @@ struct Limits {
     max_frame: usize,
     /// Audio waiting for a decoder, in seconds, beyond which frames are refused.
     max_backlog_s: f64,
+    /// Longest `prompt` a `start` message may set.
+    max_prompt_chars: usize,
 }
 
 enum Reply {
@@ -432,7 +436,7 @@ fn handle_client_message(
             }
             Ok(ClientMessage::Start(requested)) => {
                 let current = stream.session.options().clone();
-                let result = resolve_options(&current, &requested)
+                let result = resolve_options(&current, &requested, limits.max_prompt_chars)
                     .map_err(|e| ServerMessage::error(e.code, e.to_string(), false))
                     .and_then(|options| {
                         stream
@@ -441,12 +445,7 @@ fn handle_client_message(
                             .map_err(|e| ServerMessage::error(e.code(), e.to_string(), false))
                     });
                 match result {
-                    Ok(()) => {
-                        if requested.prompt.is_some() {
-                            stream.session.set_prompt(requested.prompt.as_deref());
-                        }
-                        Reply::Send(vec![stream.session.ready_message(model)])
-                    }
+                    Ok(()) => Reply::Send(vec![stream.session.ready_message(model)]),
                     Err(error) => Reply::Send(vec![error]),
                 }
             }

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod engine;
 pub mod filter;
+pub mod language;
 pub mod model;
 pub mod whisper;
 
@@ -11,11 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::protocol::{Language, Word};
+use language::{Detection, LanguageSet};
 
 /// How one utterance is decoded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
     pub language: Language,
+    /// With `Language::Auto`: the languages detection may choose from (a set of one forces
+    /// that language, which is how a session's locked language is decoded); `None` = every
+    /// language the model knows.
+    pub languages: Option<LanguageSet>,
     /// 0 or 1 = greedy; more = beam search of this width.
     pub beam_size: usize,
     pub threads: usize,
@@ -44,6 +50,9 @@ pub struct Transcript {
     pub text: String,
     /// Language the decoder used (the detected one when the session asked for `auto`).
     pub language: String,
+    /// When the language was detected: how sure, within the set it was chosen from.
+    /// `None` when it was forced.
+    pub detection: Option<Detection>,
     pub words: Vec<Word>,
     /// Mean log-probability of the text tokens.
     pub avg_logprob: f32,

@@ -9,11 +9,30 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
+use super::language::{Detection, LanguageSet};
 use super::{DecodeOptions, Decoder, SttError, Transcript};
 use crate::protocol::{Language, Word};
 
 /// Whisper timestamps are in units of 10 ms.
 const CENTISECONDS: f64 = 100.0;
+
+/// 100 ms at 16 kHz: whisper.cpp processes nothing shorter.
+const MIN_DETECT_SAMPLES: usize = 1600;
+
+/// Encoder window for language detection, in whisper frames: the decode's own window.
+///
+/// A smaller window would be cheaper (one decoder step needs none of the decode's margin
+/// against loops: on the base model, one thread, a 0.8 s utterance detects in ~150 ms with a
+/// 2 s window against ~470 ms with the decode's 6 s floor), but in whisper.cpp 1.8 a `full`
+/// decode right after `lang_detect` with a *smaller* window than its own returns empty or
+/// garbled text (reproduced on the base model; a larger or equal window is fine). So detection
+/// uses the decode's window, never the full 30 s that whisper.cpp's own `auto` may use (~3.3 s).
+fn detection_ctx(opts: &DecodeOptions) -> u32 {
+    opts.audio_ctx.unwrap_or(FULL_WINDOW)
+}
+
+/// The model's whole 30 s encoder window, in frames.
+const FULL_WINDOW: u32 = 1500;
 
 /// The loaded model, shared by every decoder (weights are read-only).
 pub struct WhisperModel {
@@ -44,6 +63,16 @@ impl WhisperModel {
 
     pub fn is_multilingual(&self) -> bool {
         self.ctx.is_multilingual()
+    }
+
+    /// Languages this model has tokens for: 99, or 100 for large-v3 (Cantonese added), 0 for
+    /// English-only models. whisper.cpp's detection reports a probability for all 100 either
+    /// way; on a 99-language model the 100th is the `translate` token's and must be ignored.
+    pub fn language_count(&self) -> usize {
+        if !self.ctx.is_multilingual() {
+            return 0;
+        }
+        (self.ctx.token_translate() - self.ctx.token_sot() - 1).max(0) as usize
     }
 
     /// A short human name such as "base" or "tiny" (whisper.cpp's own naming).
@@ -101,6 +130,11 @@ impl Decoder for WhisperDecoder {
         if opts.is_cancelled() {
             return Err(SttError::Cancelled);
         }
+        let (language, detection) = self.choose_language(audio, opts)?;
+        if opts.is_cancelled() {
+            return Err(SttError::Cancelled);
+        }
+
         if let Some(prompt) = &opts.initial_prompt {
             let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
             if stale {
@@ -123,11 +157,7 @@ impl Decoder for WhisperDecoder {
         };
         let mut params = FullParams::new(strategy);
         params.set_n_threads(opts.threads as c_int);
-        params.set_language(Some(match opts.language {
-            Language::Auto if self.model.is_multilingual() => "auto",
-            Language::Auto => "en",
-            other => other.as_str(),
-        }));
+        params.set_language(Some(language));
         params.set_translate(false);
         params.set_no_context(true);
         params.set_token_timestamps(opts.word_timestamps);
@@ -157,13 +187,100 @@ impl Decoder for WhisperDecoder {
             return Err(SttError::Cancelled);
         }
         decoded.map_err(|e| SttError::Decode(format!("{e:?}")))?;
-        Ok(self.collect(opts))
+        Ok(self.collect(opts, language, detection))
     }
 }
 
 impl WhisperDecoder {
+    /// The language to decode in: the forced one, or the most probable one of the options'
+    /// set (detected here, not by whisper.cpp, whose `auto` picks among all its languages).
+    fn choose_language(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+    ) -> Result<(&'static str, Option<Detection>), SttError> {
+        match opts.language {
+            Language::Ko => return Ok(("ko", None)),
+            Language::En => return Ok(("en", None)),
+            Language::Auto => {}
+        }
+        if !self.model.is_multilingual() {
+            return Ok(("en", None));
+        }
+        let all;
+        let set = match &opts.languages {
+            Some(set) => set,
+            None => {
+                all = LanguageSet::all();
+                &all
+            }
+        };
+        if let [only] = set.codes() {
+            return Ok((only, None));
+        }
+        let probs = self.language_probabilities(audio, opts)?;
+        let detection = set.pick(&probs).ok_or_else(|| {
+            SttError::Decode(format!(
+                "this model knows none of the languages {set}; use ones it was trained on"
+            ))
+        })?;
+        Ok((detection.language, Some(detection)))
+    }
+
+    /// Whisper's probability of each of its languages for this utterance (index = language id).
+    ///
+    /// whisper.cpp's `lang_detect` encodes the mel already in the state, with the encoder
+    /// window of the state's last `full` call. A `full` call limited to 100 ms of audio
+    /// (`duration_ms`) computes the whole utterance's mel and sets the window, then stops
+    /// before encoding anything; detection then costs one encoder pass at the trimmed window
+    /// and one decoder step. (whisper.cpp's own `auto` detects with whatever window the
+    /// previous utterance left behind, up to the full 30 s.)
+    fn language_probabilities(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+    ) -> Result<Vec<f32>, SttError> {
+        let threads = opts.threads.max(1);
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(threads as c_int);
+        params.set_language(Some("en"));
+        params.set_duration_ms(100);
+        params.set_no_context(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_audio_ctx(detection_ctx(opts) as c_int);
+        // Audio under 100 ms would make whisper.cpp return before setting the window.
+        let padded;
+        let audio = if audio.len() < MIN_DETECT_SAMPLES {
+            padded = [
+                audio,
+                &[0.0; MIN_DETECT_SAMPLES][..MIN_DETECT_SAMPLES - audio.len()],
+            ]
+            .concat();
+            &padded[..]
+        } else {
+            audio
+        };
+        self.state
+            .full(params, audio)
+            .map_err(|e| SttError::Decode(format!("language detection (mel): {e:?}")))?;
+        let (_, mut probs) = self
+            .state
+            .lang_detect(0, threads)
+            .map_err(|e| SttError::Decode(format!("language detection: {e:?}")))?;
+        probs.truncate(self.model.language_count());
+        Ok(probs)
+    }
+
     /// Gathers text, words and scores of every segment of the last decode.
-    fn collect(&self, opts: &DecodeOptions) -> Transcript {
+    fn collect(
+        &self,
+        opts: &DecodeOptions,
+        language: &str,
+        detection: Option<Detection>,
+    ) -> Transcript {
         let eot = self.model.ctx.token_eot();
         let mut text = String::new();
         let mut words = WordBuilder::default();
@@ -194,16 +311,10 @@ impl WhisperDecoder {
             }
         }
 
-        let language = match opts.language {
-            Language::Auto => {
-                let id = self.state.full_lang_id_from_state();
-                whisper_rs::get_lang_str(id).unwrap_or("en").to_owned()
-            }
-            other => other.as_str().to_owned(),
-        };
         Transcript {
             text: text.trim().to_owned(),
-            language,
+            language: language.to_owned(),
+            detection,
             words: if opts.word_timestamps {
                 words.finish()
             } else {
