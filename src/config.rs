@@ -367,7 +367,7 @@ impl Default for SttConfig {
             languages: vec!["ko".to_owned(), "en".to_owned()],
             language_lock: true,
             language_lock_probability: 0.9,
-            language_lock_min_s: 1.5,
+            language_lock_min_s: 2.0,
             workers: 1,
             threads: 2,
             beam_size: 0,

@@ -1046,3 +1046,70 @@ impl Stream {
         &self.pool
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::LanguageList;
+
+    fn base() -> EffectiveOptions {
+        default_options(&Config::default())
+    }
+
+    #[test]
+    fn defaults_are_forced_korean_with_ko_en_for_auto() {
+        let o = base();
+        assert_eq!(o.language, Language::Ko);
+        assert_eq!(o.languages, ["ko", "en"]);
+        assert!(o.language_lock);
+        assert_eq!(o.prompt, None);
+    }
+
+    #[test]
+    fn language_sets_resolve_to_codes_or_say_what_is_accepted() {
+        let requested = StreamOptions {
+            language: Some("auto".into()),
+            languages: Some(LanguageList(vec!["Japanese, ko".into()])),
+            language_lock: Some(false),
+            ..StreamOptions::default()
+        };
+        let o = resolve_options(&base(), &requested, 200).unwrap();
+        assert_eq!(o.language, Language::Auto);
+        assert_eq!(o.languages, ["ja", "ko"]);
+        assert!(!o.language_lock);
+
+        let bad = StreamOptions {
+            languages: Some(LanguageList(vec!["ko".into(), "xx".into()])),
+            ..StreamOptions::default()
+        };
+        let e = resolve_options(&base(), &bad, 200).unwrap_err();
+        assert_eq!(e.code, "unsupported_language");
+        assert!(e.message.starts_with("languages: ") && e.message.contains("\"xx\""));
+    }
+
+    #[test]
+    fn prompts_are_bounded_and_blank_means_none() {
+        assert_eq!(check_prompt("  ", 10).unwrap(), None);
+        assert_eq!(
+            check_prompt(" 양재 나들목 ", 10).unwrap().as_deref(),
+            Some("양재 나들목")
+        );
+        // Characters, not bytes: six Hangul syllables are 18 bytes.
+        assert!(check_prompt("가나다라마바", 6).is_ok());
+        let e = check_prompt("가나다라마바사", 6).unwrap_err();
+        assert_eq!(e.code, "prompt_too_long");
+        assert!(e.message.contains('7') && e.message.contains('6'), "{e}");
+
+        let requested = StreamOptions {
+            prompt: Some("세종대로".into()),
+            ..StreamOptions::default()
+        };
+        let o = resolve_options(&base(), &requested, 200).unwrap();
+        assert_eq!(o.prompt.as_deref(), Some("세종대로"));
+        let cleared = StreamOptions {
+            prompt: Some(String::new()),
+            ..StreamOptions::default()
+        };
+        assert_eq!(resolve_options(&o, &cleared, 200).unwrap().prompt, None);
+    }
+}

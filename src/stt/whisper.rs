@@ -23,9 +23,9 @@ const MIN_DETECT_SAMPLES: usize = 1600;
 ///
 /// A smaller window would be cheaper (one decoder step needs none of the decode's margin
 /// against loops: on the base model, one thread, a 0.8 s utterance detects in ~150 ms with a
-/// 2 s window against ~470 ms with the decode's 6 s floor), but in whisper.cpp 1.8 a `full`
-/// decode right after `lang_detect` with a *smaller* window than its own returns empty or
-/// garbled text (reproduced on the base model; a larger or equal window is fine). So detection
+/// 2 s window against ~470 ms with the decode's 6 s floor), but in whisper.cpp a decoder step
+/// after `lang_detect` with a smaller window than the next one's is unreliable (reproduced on
+/// the base model), and the detection state runs one such step per utterance. So detection
 /// uses the decode's window, never the full 30 s that whisper.cpp's own `auto` may use (~3.3 s).
 fn detection_ctx(opts: &DecodeOptions) -> u32 {
     opts.audio_ctx.unwrap_or(FULL_WINDOW)
@@ -91,6 +91,7 @@ impl WhisperModel {
         Ok(WhisperDecoder {
             model: Arc::clone(self),
             state,
+            detector: None,
             prompt_cache: None,
         })
     }
@@ -118,6 +119,12 @@ unsafe extern "C" fn abort_when_set(flag: *mut std::ffi::c_void) -> bool {
 pub struct WhisperDecoder {
     model: Arc<WhisperModel>,
     state: WhisperState,
+    /// A second state for language detection, made on first use (only `auto` needs it).
+    /// whisper.cpp's `lang_detect` leaves its state such that the next `full` decode on it
+    /// sometimes returns empty or garbled text, or falls into slow temperature fallbacks
+    /// (reproduced on the base model); a state of its own keeps decodes exactly as without
+    /// detection. Costs one more state's buffers (~100–200 MB for base) per decoder.
+    detector: Option<WhisperState>,
     /// Tokenised prompt, reused while the prompt text stays the same.
     prompt_cache: Option<(Arc<str>, Vec<c_int>)>,
 }
@@ -263,11 +270,18 @@ impl WhisperDecoder {
         } else {
             audio
         };
-        self.state
+        let detector = match &mut self.detector {
+            Some(state) => state,
+            None => self
+                .detector
+                .insert(self.model.ctx.create_state().map_err(|e| {
+                    SttError::Decode(format!("cannot create a language detection state: {e:?}"))
+                })?),
+        };
+        detector
             .full(params, audio)
             .map_err(|e| SttError::Decode(format!("language detection (mel): {e:?}")))?;
-        let (_, mut probs) = self
-            .state
+        let (_, mut probs) = detector
             .lang_detect(0, threads)
             .map_err(|e| SttError::Decode(format!("language detection: {e:?}")))?;
         probs.truncate(self.model.language_count());
