@@ -8,8 +8,9 @@
 //! (`server_full` and close 1013) are counted and retried after a short back-off. Resident
 //! memory (VmRSS) and the server's open-session count are sampled throughout.
 //!
-//! The client is a minimal RFC 6455 client written here over a `TcpStream`: the crate's
-//! WebSocket client library (tokio-tungstenite) is only a dev-dependency.
+//! The client is a minimal RFC 6455 client written here over a `TcpStream`, from when the
+//! crate's WebSocket client library (tokio-tungstenite) was only a dev-dependency; `sori eval`
+//! now uses that library, and this client could move to it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1330,10 +1330,8 @@ fn quantize_block_q8_0(x: &[f32], out: &mut Vec<u8>) {
     out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
 }
 
-/// ggml's `quantize_row_q5_0_ref` for one block: scale `max/-16` from the value of largest
-/// magnitude (sign kept), 5-bit codes offset by 16; low nibbles packed in pairs (j, j+16),
-/// fifth bits in a u32.
-fn quantize_block_q5_0(x: &[f32], out: &mut Vec<u8>) {
+/// The value of largest magnitude, sign kept (the first one on a tie, as ggml's loop picks).
+fn largest_magnitude(x: &[f32]) -> f32 {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
         if amax < v.abs() {
@@ -1341,7 +1339,14 @@ fn quantize_block_q5_0(x: &[f32], out: &mut Vec<u8>) {
             max = v;
         }
     }
-    let d = max / -16.0;
+    max
+}
+
+/// ggml's `quantize_row_q5_0_ref` for one block: scale `max/-16` from the value of largest
+/// magnitude (sign kept), 5-bit codes offset by 16; low nibbles packed in pairs (j, j+16),
+/// fifth bits in a u32.
+fn quantize_block_q5_0(x: &[f32], out: &mut Vec<u8>) {
+    let d = largest_magnitude(x) / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     // C's `(int8_t)(x + 16.5f)` truncates toward zero, then `MIN(31, …)` clamps the top.
     let code = |v: f32| ((v * id + 16.5) as i8).min(31) as u8;
@@ -1362,14 +1367,7 @@ fn quantize_block_q5_0(x: &[f32], out: &mut Vec<u8>) {
 /// ggml's `quantize_row_q4_0_ref` for one block: scale `max/-8` from the value of largest
 /// magnitude (sign kept), 4-bit codes offset by 8, packed in pairs (j, j+16).
 fn quantize_block_q4_0(x: &[f32], out: &mut Vec<u8>) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    let d = max / -8.0;
+    let d = largest_magnitude(x) / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     // C's `(int8_t)(x + 8.5f)` truncates toward zero, then `MIN(15, …)` clamps the top.
     let code = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
