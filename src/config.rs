@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Language;
 use crate::stt::language::LanguageSet;
+pub use sori_core::config::{FilterSettings, SttConfig, VadConfig};
 
 /// Why a configuration could not be loaded; each message names the source and the knob.
 #[derive(Debug, thiserror::Error)]
@@ -85,87 +85,6 @@ pub struct ServerConfig {
     pub max_backlog_s: f64,
     /// On SIGTERM / ctrl-c, open sessions get this long to finish their last finals.
     pub shutdown_grace_s: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SttConfig {
-    /// whisper.cpp ggml model file (see `sori model fetch`).
-    pub model: PathBuf,
-    /// Default language for sessions that do not pick one: `ko` (forced Korean, the right
-    /// choice for Korean sites), `en`, or `auto` (detected among `languages`).
-    pub language: Language,
-    /// The languages `auto` may detect (Whisper codes, or `["all"]`). Whisper alone picks among
-    /// ~99 languages and often hears short or noisy Korean as Japanese or Chinese.
-    pub languages: Vec<String>,
-    /// With `auto`: once one utterance's language was detected with confidence, keep it for the
-    /// rest of the session instead of detecting per utterance. Sessions may turn it off.
-    pub language_lock: bool,
-    /// Detection probability (within `languages`) at or above which a session locks.
-    pub language_lock_probability: f64,
-    /// Shortest utterance, in seconds, whose detection may lock a session (short ones are the
-    /// ones detection gets wrong).
-    pub language_lock_min_s: f64,
-    /// Decoder threads, each with its own whisper state over the one shared model.
-    pub workers: usize,
-    /// CPU threads per decode call.
-    pub threads: usize,
-    /// 0 or 1 = greedy; more = beam search with this width.
-    pub beam_size: usize,
-    /// Trim the encoder window to the utterance (plus a margin) instead of always 30 s.
-    pub audio_ctx_trim: bool,
-    /// Margin added to the trimmed encoder window, in seconds; too little makes the decoder loop.
-    pub audio_ctx_margin_s: f64,
-    /// Smallest trimmed encoder window, in seconds.
-    pub audio_ctx_min_s: f64,
-    /// Re-decode the open utterance this often (audio time) to send `partial` results.
-    pub partial_interval_ms: u64,
-    /// Conditioning on the previous text feeds repetition loops, so it is off by default.
-    pub condition_on_previous_text: bool,
-    /// Words to bias recognition towards (road names, facility names, …).
-    pub initial_prompt: Option<String>,
-    /// Longest initial prompt accepted, in characters (a session's `prompt` and this server's
-    /// `initial_prompt`). Whisper reads at most 224 prompt tokens; a longer prompt also crowds
-    /// the transcript out of the decoder's context.
-    pub max_prompt_chars: usize,
-    /// Decode requests waiting for a worker before sessions have to wait (backpressure).
-    pub queue_capacity: usize,
-    /// Use the GPU when whisper.cpp was built with one (feature `cuda`).
-    pub use_gpu: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VadConfig {
-    /// Frame RMS (full scale = 1.0) below which a frame never counts as speech.
-    pub energy_threshold: f64,
-    /// Voice probability from the neural detector at or above which a frame is speech.
-    pub speech_threshold: f64,
-    /// Silence that ends an utterance, in milliseconds.
-    pub silence_ms: u64,
-    /// Utterances with less voiced audio than this are dropped, in milliseconds.
-    pub min_speech_ms: u64,
-    /// Audio kept from before speech starts, so the first word is never cut, in milliseconds.
-    pub pre_roll_ms: u64,
-    /// Trailing silence kept at the end of an utterance, in milliseconds.
-    pub tail_ms: u64,
-    /// Longest utterance before it is split at its quietest point, in seconds (≤ 30).
-    pub max_utterance_s: f64,
-}
-
-/// Thresholds of the hallucination filter (openai-whisper's defaults as the starting point).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FilterSettings {
-    pub no_speech_threshold: f64,
-    pub logprob_threshold: f64,
-    pub compression_ratio_threshold: f64,
-    /// A phrase repeated more often than this in one segment is a decoder loop.
-    pub max_repeats: usize,
-    /// Text decoded from audio quieter than this RMS is treated as invented.
-    pub min_rms: f64,
-    /// User's own patterns, one per line, added to the built-in list.
-    pub patterns_file: Option<PathBuf>,
 }
 
 /// The OpenAI-compatible endpoint that extracts keywords from final segments.
@@ -355,67 +274,6 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             max_backlog_s: 120.0,
             shutdown_grace_s: 20,
-        }
-    }
-}
-
-impl Default for SttConfig {
-    fn default() -> Self {
-        Self {
-            // q8_0: the same transcripts as f16 on the benchmark set, 20 % less time and 26 %
-            // less memory on the CPU (docs/benchmarks.md). GPU images pick f16 (compose.yaml).
-            model: PathBuf::from("models/ggml-base-q8_0.bin"),
-            language: Language::Ko,
-            languages: vec!["ko".to_owned(), "en".to_owned()],
-            language_lock: true,
-            language_lock_probability: 0.9,
-            language_lock_min_s: 2.0,
-            workers: 1,
-            threads: 2,
-            beam_size: 0,
-            audio_ctx_trim: true,
-            audio_ctx_margin_s: 1.0,
-            audio_ctx_min_s: 6.0,
-            partial_interval_ms: 1000,
-            condition_on_previous_text: false,
-            initial_prompt: None,
-            max_prompt_chars: 200,
-            queue_capacity: 32,
-            use_gpu: true,
-        }
-    }
-}
-
-impl SttConfig {
-    /// `languages`, parsed (falls back to every language if invalid; `validate` refuses that).
-    pub fn language_set(&self) -> LanguageSet {
-        LanguageSet::from_items(&self.languages).unwrap_or_else(|_| LanguageSet::all())
-    }
-}
-
-impl Default for VadConfig {
-    fn default() -> Self {
-        Self {
-            energy_threshold: 0.02,
-            speech_threshold: 0.5,
-            silence_ms: 1000,
-            min_speech_ms: 200,
-            pre_roll_ms: 300,
-            tail_ms: 300,
-            max_utterance_s: 30.0,
-        }
-    }
-}
-
-impl Default for FilterSettings {
-    fn default() -> Self {
-        Self {
-            no_speech_threshold: 0.6,
-            logprob_threshold: -1.0,
-            compression_ratio_threshold: 2.4,
-            max_repeats: 4,
-            min_rms: 0.005,
-            patterns_file: None,
         }
     }
 }
@@ -710,6 +568,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Language;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -1,21 +1,18 @@
 //! sori (소리, "sound"): a real-time speech-and-keyword streaming server.
 //!
-//! Data flows one way through the modules, in the order they are listed:
-//! protocol → audio → vad → stt → session → outputs, with `http` on top.
+//! The engine-free core (protocol, audio, VAD, filter, decoder interface, session and its
+//! driver) is the `sori-core` crate, re-exported here under its own module names. This crate
+//! adds what a server needs around it, in the order data flows: whisper.cpp behind the decoder
+//! interface (`stt`), the shared engine (`transcribe`), keywords and RAG for finals (over a
+//! shared LLM client and cache), and the transports on top (`http`).
+
+pub use sori_core::{audio, metrics, outputs, protocol, session, vad};
 
 pub mod config;
-pub mod metrics;
-pub mod protocol;
-
-pub mod audio;
-pub mod vad;
 
 pub mod stt;
 
-pub mod session;
 pub mod transcribe;
-
-pub mod outputs;
 
 pub mod cache;
 pub mod keywords;

@@ -73,7 +73,8 @@ impl Transcriber {
         let session = Session::new(
             id,
             options,
-            &self.config,
+            &self.config.stt,
+            &self.config.vad,
             Arc::clone(&self.filter),
             self.config.stt.workers,
         )?;
@@ -93,7 +94,7 @@ impl Transcriber {
         } else {
             resample_all(&audio.samples, audio.sample_rate)?
         };
-        let mut options = default_options(&self.config);
+        let mut options = default_options(&self.config.stt, self.config.llm.enabled);
         options.language = language;
         options.sample_rate = TARGET_SAMPLE_RATE;
         options.encoding = Encoding::PcmF32le;

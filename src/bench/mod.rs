@@ -248,7 +248,7 @@ async fn stream_paced(
     audio: &[f32],
     language: Language,
 ) -> anyhow::Result<(Vec<f64>, String)> {
-    let mut options = default_options(&transcriber.config);
+    let mut options = default_options(&transcriber.config.stt, transcriber.config.llm.enabled);
     options.language = language;
     options.encoding = crate::audio::pcm::Encoding::PcmF32le;
     let mut stream = transcriber.stream("bench".to_owned(), options)?;

@@ -160,7 +160,7 @@ async fn run(socket: WebSocket, state: &AppState, id: String, query: Option<Stri
     let config = &transcriber.config;
     let (mut tx, mut rx) = socket.split();
     let mut early_errors = Vec::new();
-    let base = default_options(config);
+    let base = default_options(&config.stt, config.llm.enabled);
     let requested: StreamOptions = match query.as_deref().map(serde_urlencoded::from_str) {
         None => StreamOptions::default(),
         Some(Ok(options)) => options,

@@ -411,4 +411,19 @@ mod tests {
         assert_eq!(words[2].start, 0.40);
         assert_eq!(words[2].end, 0.61);
     }
+
+    /// The core's language table (used to parse and validate language sets without a model)
+    /// is whisper.cpp's own list, in its token order.
+    #[test]
+    fn the_core_language_table_is_whisper_cpps() {
+        let linked: Vec<(&str, &str)> = (0..=whisper_rs::get_lang_max_id())
+            .filter_map(|id| {
+                Some((
+                    whisper_rs::get_lang_str(id)?,
+                    whisper_rs::get_lang_str_full(id)?,
+                ))
+            })
+            .collect();
+        assert_eq!(linked, super::super::language::whisper_languages());
+    }
 }

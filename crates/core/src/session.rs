@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::audio::pcm::{Encoding, PcmFormat, decode_frame};
 use crate::audio::resample::StreamResampler;
 use crate::audio::{AudioError, TARGET_SAMPLE_RATE};
-use crate::config::Config;
+use crate::config::{SttConfig, VadConfig};
 use crate::protocol::{
     EffectiveOptions, Language, PROTOCOL_VERSION, ServerMessage, SessionSummary, StreamOptions,
 };
@@ -117,20 +117,20 @@ pub fn resolve_options(
 }
 
 /// Options a session starts with before the client says anything.
-pub fn default_options(cfg: &Config) -> EffectiveOptions {
+/// `keywords` is whether the server has keyword extraction on (sessions may turn it off).
+pub fn default_options(stt: &SttConfig, keywords: bool) -> EffectiveOptions {
     EffectiveOptions {
-        language: cfg.stt.language,
-        languages: cfg.stt.language_set().to_strings(),
-        language_lock: cfg.stt.language_lock,
+        language: stt.language,
+        languages: stt.language_set().to_strings(),
+        language_lock: stt.language_lock,
         sample_rate: TARGET_SAMPLE_RATE,
         encoding: Encoding::PcmS16le,
         channels: 1,
         partials: true,
         filtered: false,
-        keywords: cfg.llm.enabled,
+        keywords,
         rag: false,
-        prompt: cfg
-            .stt
+        prompt: stt
             .initial_prompt
             .as_deref()
             .map(str::trim)
@@ -239,7 +239,8 @@ impl Session {
     pub fn new(
         id: String,
         options: EffectiveOptions,
-        cfg: &Config,
+        stt: &SttConfig,
+        vad: &VadConfig,
         filter: Arc<HallucinationFilter>,
         workers: usize,
     ) -> Result<Self, AudioError> {
@@ -255,32 +256,30 @@ impl Session {
             decode_defaults: DecodeOptions {
                 language: options.language,
                 languages: None,
-                beam_size: cfg.stt.beam_size,
-                threads: cfg.stt.threads,
+                beam_size: stt.beam_size,
+                threads: stt.threads,
                 audio_ctx: None,
                 initial_prompt: options.prompt.as_deref().map(Arc::from),
                 word_timestamps: true,
                 cancel: None,
             },
-            ctx_trim: cfg
-                .stt
+            ctx_trim: stt
                 .audio_ctx_trim
-                .then_some((cfg.stt.audio_ctx_margin_s, cfg.stt.audio_ctx_min_s)),
-            partial_interval: (cfg.stt.partial_interval_ms * TARGET_SAMPLE_RATE as u64 / 1000)
-                as usize,
+                .then_some((stt.audio_ctx_margin_s, stt.audio_ctx_min_s)),
+            partial_interval: (stt.partial_interval_ms * TARGET_SAMPLE_RATE as u64 / 1000) as usize,
             max_finals_in_flight: workers.max(1),
             languages: language_set(&options),
             lock_rule: LockRule {
                 enabled: options.language_lock,
-                min_probability: cfg.stt.language_lock_probability as f32,
-                min_seconds: cfg.stt.language_lock_min_s as f32,
+                min_probability: stt.language_lock_probability as f32,
+                min_seconds: stt.language_lock_min_s as f32,
             },
             locked_language: None,
             partial_language: None,
             options,
             format,
             resampler,
-            vad: Segmenter::new(&cfg.vad),
+            vad: Segmenter::new(vad),
             filter,
             mono: Vec::new(),
             resampled: Vec::new(),
@@ -1053,7 +1052,7 @@ mod tests {
     use crate::protocol::LanguageList;
 
     fn base() -> EffectiveOptions {
-        default_options(&Config::default())
+        default_options(&SttConfig::default(), false)
     }
 
     #[test]
