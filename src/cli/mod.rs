@@ -1,0 +1,119 @@
+//! The `sori` command line: the clap definitions shared by every command, and the dispatch
+//! to one module per command.
+
+pub mod bench;
+pub mod eval;
+pub mod index;
+pub mod model;
+pub mod serve;
+pub mod transcribe;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use sori::config::Config;
+use sori::protocol::Language;
+
+#[derive(Parser)]
+#[command(
+    name = "sori",
+    version,
+    about = "Real-time speech-and-keyword streaming server"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./sori.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Transcribe an audio file (wav, mp3, flac, ogg) and print the result.
+    Transcribe(transcribe::TranscribeArgs),
+    /// Measure speed and latency side by side (see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
+    /// Index documents for RAG: .txt, .md and .pdf files, or every such file under folders.
+    /// Re-indexing a file replaces its earlier version (the source is its path as given).
+    Index(index::IndexArgs),
+    /// Measure accuracy on a directory of recordings with reference transcripts: each file
+    /// offline and streamed over /ws; WER / CER, real-time factor, hallucinated segments
+    /// (see docs/accuracy.md).
+    Eval(eval::EvalArgs),
+    /// Fetch and convert Whisper models.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
+}
+
+impl Cli {
+    /// The tracing filter when RUST_LOG is unset: `sori eval` shows a progress bar and a
+    /// report, which the server's per-session lines would bury.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Eval(_) => "warn",
+            _ => "info,whisper_rs=warn",
+        }
+    }
+
+    /// Runs the chosen command.
+    pub fn run(self) -> anyhow::Result<()> {
+        let config = self.config.as_deref();
+        match self.command {
+            Command::Serve(args) => serve::run(args, config),
+            Command::Transcribe(args) => transcribe::run(args, config),
+            Command::Bench(args) => bench::run(args, config),
+            Command::Index(args) => index::run(args, config),
+            Command::Eval(args) => eval::run(args, config),
+            Command::Model { command } => model::run(command),
+        }
+    }
+}
+
+/// The decoder flags shared by `serve`, `transcribe` and `bench`.
+#[derive(clap::Args)]
+pub struct EngineFlags {
+    /// whisper.cpp ggml model file (env SORI_MODEL).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// ko, en or auto (env SORI_LANGUAGE).
+    #[arg(long)]
+    pub language: Option<Language>,
+    /// Decoder worker threads (env SORI_WORKERS).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// CPU threads per decode (env SORI_THREADS).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl EngineFlags {
+    pub fn apply(self, config: &mut Config) {
+        if let Some(model) = self.model {
+            config.stt.model = model;
+        }
+        if let Some(language) = self.language {
+            config.stt.language = language;
+        }
+        if let Some(workers) = self.workers {
+            config.stt.workers = workers;
+        }
+        if let Some(threads) = self.threads {
+            config.stt.threads = threads;
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for the commands that need one.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
