@@ -49,9 +49,46 @@ pub enum VadEvent {
     Discarded { start_sample: u64 },
 }
 
+/// Scores a 16 ms frame (256 samples at 16 kHz) for voice, 0.0–1.0. earshot's neural
+/// detector is the product's; tests that drive the scheduler without recorded speech use
+/// [`EnergyDetector`].
+pub trait VoiceDetector: Send {
+    fn voice_probability(&mut self, frame: &[f32]) -> f32;
+}
+
+impl VoiceDetector for earshot::Detector {
+    fn voice_probability(&mut self, frame: &[f32]) -> f32 {
+        self.predict_f32(frame)
+    }
+}
+
+/// Makes one detector per session.
+pub type DetectorFactory = fn() -> Box<dyn VoiceDetector>;
+
+/// The product's detector: earshot's WebRTC-style neural model.
+pub fn earshot_detector() -> Box<dyn VoiceDetector> {
+    earshot::Detector::default_boxed()
+}
+
+/// A test double for the neural detector: a frame is voice when its RMS is at least 0.05, so
+/// tests can write "speech" as a loud tone and silence as zeros and drive the segmenter and the
+/// scheduler without recorded speech. Never used by the server.
+pub struct EnergyDetector;
+
+impl VoiceDetector for EnergyDetector {
+    fn voice_probability(&mut self, frame: &[f32]) -> f32 {
+        if rms(frame) >= 0.05 { 1.0 } else { 0.0 }
+    }
+}
+
+/// [`EnergyDetector`] as a [`DetectorFactory`].
+pub fn energy_detector() -> Box<dyn VoiceDetector> {
+    Box::new(EnergyDetector)
+}
+
 pub struct Segmenter {
     cfg: VadConfig,
-    detector: Box<earshot::Detector>,
+    detector: Box<dyn VoiceDetector>,
     /// Samples waiting for a full frame.
     pending: Vec<f32>,
     /// Samples consumed into frames so far.
@@ -73,12 +110,17 @@ struct OpenUtterance {
 }
 
 impl Segmenter {
+    /// A segmenter with earshot's detector.
     pub fn new(cfg: &VadConfig) -> Self {
+        Self::with_detector(cfg, earshot_detector())
+    }
+
+    pub fn with_detector(cfg: &VadConfig, detector: Box<dyn VoiceDetector>) -> Self {
         let pre_roll_cap =
             (cfg.pre_roll_ms * SAMPLES_PER_MS) as usize + ONSET_FRAMES * FRAME_SAMPLES;
         Self {
             cfg: cfg.clone(),
-            detector: earshot::Detector::default_boxed(),
+            detector,
             pending: Vec::with_capacity(FRAME_SAMPLES),
             consumed: 0,
             pre_roll: VecDeque::with_capacity(pre_roll_cap + FRAME_SAMPLES),
@@ -149,7 +191,7 @@ impl Segmenter {
 
     fn process_frame(&mut self, frame: &[f32], events: &mut Vec<VadEvent>) {
         let rms = rms(frame);
-        let score = self.detector.predict_f32(frame);
+        let score = self.detector.voice_probability(frame);
         let is_speech = f64::from(score) >= self.cfg.speech_threshold
             && f64::from(rms) >= self.cfg.energy_threshold;
         self.consumed += FRAME_SAMPLES as u64;

@@ -1,0 +1,372 @@
+//! The session's decode scheduler: finals first (at most one per worker in flight), then a
+//! speculative final once a silence reaches `tail_ms`, then partials at `partial_interval_ms`,
+//! the optional work only on an idle worker. A partial in flight is cancelled once its
+//! utterance ended; finals are released in segment order whatever order they finish in.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::Session;
+use crate::audio::TARGET_SAMPLE_RATE;
+use crate::stt::engine::DecodeOutcome;
+use crate::stt::{DecodeOptions, trimmed_audio_ctx};
+use crate::vad::Utterance;
+
+/// Partials are not worth decoding for less audio than this.
+const MIN_PARTIAL_SAMPLES: usize = TARGET_SAMPLE_RATE as usize;
+
+/// A decode job the session wants run.
+pub struct Job {
+    pub job_id: u64,
+    pub audio: Arc<[f32]>,
+    pub opts: DecodeOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum JobKind {
+    Partial,
+    /// The open utterance's audio up to `tail_ms` into a silence: becomes the final if the
+    /// silence lasts, so the final is ready soon after `silence_ms` instead of a decode later.
+    Speculative,
+    Final {
+        speech_final: bool,
+    },
+}
+
+/// The speculative decode of the open utterance, if one was started.
+pub(super) struct Speculation {
+    pub(super) job_id: u64,
+    pub(super) segment_id: u64,
+    pub(super) start_sample: u64,
+    pub(super) len: usize,
+    /// The outcome, once it arrived (kept until the utterance ends or speech resumes).
+    pub(super) outcome: Option<DecodeOutcome>,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct JobMeta {
+    pub(super) kind: JobKind,
+    pub(super) segment_id: u64,
+    pub(super) start_s: f64,
+    pub(super) end_s: f64,
+    pub(super) rms: f32,
+    pub(super) created: Instant,
+}
+
+impl Session {
+    pub(super) fn cancel_stale_partial(&mut self) {
+        // Only once the utterance has ended: cancelling at every short pause (as a first
+        // version did) starved partials entirely on a loaded machine.
+        if self.partial_in_flight
+            && (self.open_segment.is_none() || !self.waiting.is_empty())
+            && let Some(flag) = self.partial_cancel.take()
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn queue_final(&mut self, segment_id: u64, utterance: Utterance) {
+        if self.adopt_speculation(segment_id, &utterance) {
+            return;
+        }
+        self.drop_speculation();
+        let job_id = self.new_job_id();
+        let seconds = utterance.samples.len() as f32 / TARGET_SAMPLE_RATE as f32;
+        self.jobs.insert(
+            job_id,
+            JobMeta {
+                kind: JobKind::Final {
+                    speech_final: utterance.speech_final,
+                },
+                segment_id,
+                start_s: utterance.start_s(),
+                end_s: utterance.end_s(),
+                rms: utterance.rms,
+                created: Instant::now(),
+            },
+        );
+        self.final_order.push_back(job_id);
+        let opts = self.decode_options(seconds, true, None);
+        self.waiting.push_back(Job {
+            job_id,
+            audio: Arc::from(utterance.samples),
+            opts,
+        });
+    }
+
+    /// Uses the speculative decode as this utterance's final when it decoded exactly this audio.
+    pub(super) fn adopt_speculation(&mut self, segment_id: u64, utterance: &Utterance) -> bool {
+        let matches = self.speculation.as_ref().is_some_and(|s| {
+            s.segment_id == segment_id
+                && s.start_sample == utterance.start_sample
+                && s.len == utterance.samples.len()
+        });
+        if !matches {
+            return false;
+        }
+        let Some(speculation) = self.speculation.take() else {
+            return false;
+        };
+        let job_id = speculation.job_id;
+        tracing::debug!(
+            job_id,
+            ready = speculation.outcome.is_some(),
+            "speculative decode becomes the final"
+        );
+        let kind = JobKind::Final {
+            speech_final: utterance.speech_final,
+        };
+        self.final_order.push_back(job_id);
+        match speculation.outcome {
+            Some(outcome) => {
+                if let Some(mut meta) = self.jobs.remove(&job_id) {
+                    meta.kind = kind;
+                    self.complete_final(meta, outcome);
+                }
+            }
+            None => {
+                if let Some(meta) = self.jobs.get_mut(&job_id) {
+                    meta.kind = kind;
+                }
+            }
+        }
+        true
+    }
+
+    pub(super) fn drop_speculation(&mut self) {
+        if let Some(old) = self.speculation.take() {
+            // Still in flight: its outcome finds no matching speculation and is ignored.
+            if old.outcome.is_some() {
+                self.jobs.remove(&old.job_id);
+            }
+        }
+    }
+
+    pub(super) fn decode_options(
+        &self,
+        seconds: f32,
+        words: bool,
+        partial_of: Option<u64>,
+    ) -> DecodeOptions {
+        let mut opts = self.decode_defaults.clone();
+        self.choose_languages(&mut opts, partial_of);
+        opts.audio_ctx = self
+            .ctx_trim
+            .map(|(margin, min)| trimmed_audio_ctx(f64::from(seconds), margin, min));
+        opts.word_timestamps = words;
+        opts
+    }
+
+    pub(super) fn new_job_id(&mut self) -> u64 {
+        self.next_job_id += 1;
+        self.next_job_id
+    }
+
+    /// The next job to run, if any: a waiting final, or a partial when `worker_idle` and the
+    /// session has nothing else in flight. Taking it counts it as in flight.
+    pub fn next_job(&mut self, worker_idle: bool) -> Option<Job> {
+        if self.has_job(worker_idle) {
+            return self.take_job();
+        }
+        None
+    }
+
+    /// Whether `next_job` would return something (without taking it).
+    pub fn has_job(&self, worker_idle: bool) -> bool {
+        if !self.waiting.is_empty() {
+            return self.in_flight < self.max_finals_in_flight;
+        }
+        self.speculation_due(worker_idle) || self.partial_due(worker_idle)
+    }
+
+    /// Optional work (speculation, partials) only runs on an idle worker and when this
+    /// session has nothing else in flight, so it never delays a final.
+    pub(super) fn optional_work_allowed(&self, worker_idle: bool) -> bool {
+        worker_idle && self.in_flight == 0 && self.open_segment.is_some()
+    }
+
+    pub(super) fn speculation_due(&self, worker_idle: bool) -> bool {
+        if !self.optional_work_allowed(worker_idle) {
+            return false;
+        }
+        match self.vad.pending_final() {
+            Some((start, audio)) => !self.speculation.as_ref().is_some_and(|s| {
+                s.segment_id == self.open_segment.unwrap_or(u64::MAX)
+                    && s.start_sample == start
+                    && s.len == audio.len()
+            }),
+            None => false,
+        }
+    }
+
+    pub(super) fn partial_due(&self, worker_idle: bool) -> bool {
+        if !self.options.partials || !self.optional_work_allowed(worker_idle) {
+            return false;
+        }
+        // In a silence nothing new is being said: speculation covers it.
+        if self.vad.pending_final().is_some() {
+            return false;
+        }
+        match self.vad.open_utterance() {
+            Some((_, samples)) => {
+                samples.len() >= MIN_PARTIAL_SAMPLES
+                    && samples.len() >= self.partial_mark + self.partial_interval
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn take_job(&mut self) -> Option<Job> {
+        if !self.waiting.is_empty() && self.in_flight < self.max_finals_in_flight {
+            self.in_flight += 1;
+            let mut job = self.waiting.pop_front();
+            if let Some(job) = job.as_mut() {
+                self.choose_languages(&mut job.opts, None);
+            }
+            tracing::debug!(job_id = job.as_ref().map(|j| j.job_id), "final decode job");
+            return job;
+        }
+        let segment_id = self.open_segment?;
+        let speculate = self.speculation_due(true);
+        let (start_sample, samples) = if speculate {
+            self.vad.pending_final()?
+        } else {
+            self.vad.open_utterance()?
+        };
+        let audio: Arc<[f32]> = Arc::from(samples);
+        let start_s = start_sample as f64 / TARGET_SAMPLE_RATE as f64;
+        let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
+        let job_id = self.new_job_id();
+        let kind = if speculate {
+            self.drop_speculation();
+            self.speculation = Some(Speculation {
+                job_id,
+                segment_id,
+                start_sample,
+                len: audio.len(),
+                outcome: None,
+            });
+            JobKind::Speculative
+        } else {
+            self.partial_mark = audio.len();
+            self.partial_in_flight = true;
+            JobKind::Partial
+        };
+        let mut opts = self.decode_options(seconds, speculate, (!speculate).then_some(segment_id));
+        if kind == JobKind::Partial {
+            let flag = Arc::new(AtomicBool::new(false));
+            opts.cancel = Some(Arc::clone(&flag));
+            self.partial_cancel = Some(flag);
+        }
+        self.jobs.insert(
+            job_id,
+            JobMeta {
+                kind,
+                segment_id,
+                start_s,
+                end_s: start_s + seconds as f64,
+                rms: crate::vad::rms(&audio),
+                created: Instant::now(),
+            },
+        );
+        self.in_flight += 1;
+        tracing::debug!(job_id, ?kind, segment_id, seconds, "decode job");
+        Some(Job {
+            job_id,
+            opts,
+            audio,
+        })
+    }
+
+    /// Takes in a decode outcome; the events it releases are collected with `take_events`.
+    pub fn on_outcome(&mut self, outcome: DecodeOutcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(kind) = self.jobs.get(&outcome.job_id).map(|m| m.kind) else {
+            tracing::debug!(job_id = outcome.job_id, "outcome of a forgotten job");
+            return;
+        };
+        tracing::debug!(
+            job_id = outcome.job_id,
+            ?kind,
+            ok = outcome.result.is_ok(),
+            decode_ms = outcome.decode.as_millis() as u64,
+            "decode outcome"
+        );
+        match kind {
+            JobKind::Partial => {
+                self.partial_in_flight = false;
+                self.partial_cancel = None;
+                if let Some(meta) = self.jobs.get(&outcome.job_id)
+                    && let Ok(t) = &outcome.result
+                    && let Some(d) = t.detection
+                    && self.open_segment == Some(meta.segment_id)
+                {
+                    self.partial_language = Some((meta.segment_id, d.language));
+                }
+                if let Some(meta) = self.jobs.remove(&outcome.job_id) {
+                    let event = self.partial_event(&meta, outcome.result.as_ref().ok());
+                    self.outbox.extend(event);
+                }
+            }
+            JobKind::Speculative => {
+                let current = self
+                    .speculation
+                    .as_ref()
+                    .is_some_and(|s| s.job_id == outcome.job_id);
+                if !current {
+                    self.jobs.remove(&outcome.job_id);
+                    return;
+                }
+                // Show the finished utterance's text at once; the final follows if the silence lasts.
+                if let Some(meta) = self.jobs.get(&outcome.job_id) {
+                    let meta = *meta;
+                    if let Some(event) = self.partial_event(&meta, outcome.result.as_ref().ok()) {
+                        self.outbox.push(event);
+                    }
+                }
+                if let Some(s) = self.speculation.as_mut() {
+                    s.outcome = Some(outcome);
+                }
+            }
+            JobKind::Final { .. } => {
+                if let Some(meta) = self.jobs.remove(&outcome.job_id) {
+                    self.complete_final(meta, outcome);
+                }
+            }
+        }
+    }
+
+    pub(super) fn release_in_order(&mut self) {
+        while let Some(&next) = self.final_order.front() {
+            match self.finished.remove(&next) {
+                Some(events) => {
+                    self.final_order.pop_front();
+                    self.outbox.extend(events);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Every final has been released and collected.
+    pub fn is_drained(&self) -> bool {
+        self.waiting.is_empty() && self.final_order.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Audio of finals waiting for a decoder, in seconds (the open utterance is capped by
+    /// the segmenter's maximum length and not counted).
+    pub fn backlog_seconds(&self) -> f64 {
+        let samples: usize = self.waiting.iter().map(|job| job.audio.len()).sum();
+        samples as f64 / TARGET_SAMPLE_RATE as f64
+    }
+
+    /// How long the oldest unfinished final has been waiting, in milliseconds.
+    pub fn lag_ms(&self) -> u64 {
+        self.final_order
+            .front()
+            .and_then(|id| self.jobs.get(id))
+            .map(|m| m.created.elapsed().as_millis() as u64)
+            .unwrap_or(0)
+    }
+}

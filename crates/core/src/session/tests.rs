@@ -1,0 +1,1 @@
+//! Scheduler tests: the scripted decoder and the energy detector drive a real session.
