@@ -17,4 +17,10 @@ pub mod stt;
 
 pub mod session;
 
+pub mod engine;
+
+pub mod driver;
+
+pub mod testing;
+
 pub mod outputs;

@@ -28,7 +28,7 @@ use std::sync::atomic::AtomicBool;
 use crate::audio::pcm::{PcmFormat, decode_frame};
 use crate::audio::resample::StreamResampler;
 use crate::audio::{AudioError, TARGET_SAMPLE_RATE};
-use crate::config::{SttConfig, VadConfig};
+use crate::engine::Engine;
 use crate::protocol::{EffectiveOptions, PROTOCOL_VERSION, ServerMessage, SessionSummary};
 use crate::stt::DecodeOptions;
 use crate::stt::filter::HallucinationFilter;
@@ -91,14 +91,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        id: String,
-        options: EffectiveOptions,
-        stt: &SttConfig,
-        vad: &VadConfig,
-        filter: Arc<HallucinationFilter>,
-        workers: usize,
-    ) -> Result<Self, AudioError> {
+    pub fn new(id: String, options: EffectiveOptions, engine: &Engine) -> Result<Self, AudioError> {
+        let stt = &engine.stt;
         let format = PcmFormat {
             encoding: options.encoding,
             sample_rate: options.sample_rate,
@@ -122,7 +116,7 @@ impl Session {
                 .audio_ctx_trim
                 .then_some((stt.audio_ctx_margin_s, stt.audio_ctx_min_s)),
             partial_interval: (stt.partial_interval_ms * TARGET_SAMPLE_RATE as u64 / 1000) as usize,
-            max_finals_in_flight: workers.max(1),
+            max_finals_in_flight: stt.workers.max(1),
             languages: language_set(&options),
             lock_rule: LockRule {
                 enabled: options.language_lock,
@@ -134,8 +128,8 @@ impl Session {
             options,
             format,
             resampler,
-            vad: Segmenter::new(vad),
-            filter,
+            vad: Segmenter::with_detector(&engine.vad, (engine.voice_detector)()),
+            filter: Arc::clone(&engine.filter),
             mono: Vec::new(),
             resampled: Vec::new(),
             vad_events: Vec::new(),

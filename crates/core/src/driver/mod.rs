@@ -1,0 +1,506 @@
+//! The session driver: everything a stream needs beyond PCM in and events out, for any
+//! transport. A transport adapter (`/ws`, file upload, the CLI, a drop-in protocol) only moves
+//! its own frames: it feeds the driver audio and commands, and sends what [`Driver::next`]
+//! yields, until [`Step::Closed`].
+//!
+//! The driver owns the session's options, its transcript files, the idle / length / shutdown
+//! limits, the `status` ticks, the keyword and RAG fan-out ([`enrich`]), and the closing drain:
+//! the last finals, then each enricher's pending results within its time limit, then `closed`.
+
+mod client;
+pub mod enrich;
+mod lags;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval};
+
+pub use client::Reply;
+use enrich::{Enricher, FanOut};
+pub use lags::SessionLags;
+
+use crate::audio::AudioError;
+use crate::engine::Engine;
+use crate::outputs::TranscriptWriter;
+use crate::protocol::{EffectiveOptions, ServerMessage, SessionSummary, close_code};
+use crate::session::Stream;
+
+/// Limits and outputs of one kind of session (live streams get all of them; files none).
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Largest audio frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Audio waiting for a decoder, in seconds, beyond which frames are refused.
+    pub max_backlog_s: f64,
+    /// Longest `prompt` a `start` message may set, in characters.
+    pub max_prompt_chars: usize,
+    /// Nothing heard from the client for this long ends the session.
+    pub idle_timeout: Option<Duration>,
+    /// Sessions end after this long.
+    pub max_session: Option<Duration>,
+    /// How often a `status` event is sent; `None` for none (files).
+    pub status_interval: Option<Duration>,
+    /// Where the transcript (`.jsonl`, `.srt`, `.vtt`) is written; `None` for nowhere.
+    pub outputs_dir: Option<PathBuf>,
+}
+
+impl DriverConfig {
+    /// No limits, no status events, no transcript files: a whole file transcribed at once.
+    pub fn for_files(max_prompt_chars: usize) -> Self {
+        Self {
+            max_frame_bytes: usize::MAX,
+            max_backlog_s: f64::INFINITY,
+            max_prompt_chars,
+            idle_timeout: None,
+            max_session: None,
+            status_interval: None,
+            outputs_dir: None,
+        }
+    }
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// `stop`, a close frame, a limit or shutdown: the last finals and their keywords are
+    /// sent, then `closed`, then the transport closes with `code` and `reason`.
+    Graceful { code: u16, reason: &'static str },
+    /// The client is gone: the session finishes and writes its transcript, sending nothing.
+    Gone,
+}
+
+impl Ending {
+    /// The client asked to stop.
+    pub fn stopped() -> Self {
+        Ending::Graceful {
+            code: close_code::NORMAL,
+            reason: "stopped",
+        }
+    }
+}
+
+/// What the transport should do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Send these events (finals are already in the transcript file).
+    Send(Vec<ServerMessage>),
+    /// A limit or the server ended the session: send `notice` if there is one; the driver is
+    /// now closing and goes on yielding the last events.
+    Ending(Option<ServerMessage>),
+    /// Everything was sent: for a graceful end, send `closed` and close with the code.
+    Closed(Closed),
+}
+
+#[derive(Debug)]
+pub struct Closed {
+    pub summary: SessionSummary,
+    /// The `closed` event and the close code and reason, unless the client is gone.
+    pub farewell: Option<(ServerMessage, u16, &'static str)>,
+}
+
+/// Where the session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Live,
+    /// Sending the last finals.
+    Finals,
+    /// Waiting for the pending results of fan-out `index`, until `until`.
+    Enrich {
+        index: usize,
+        until: Instant,
+    },
+    Done,
+}
+
+pub struct Driver {
+    id: String,
+    model_name: String,
+    stream: Stream,
+    config: DriverConfig,
+    writer: Option<TranscriptWriter>,
+    /// Keywords, then RAG: the order their late results are drained in.
+    fanouts: Vec<FanOut>,
+    status: Option<Interval>,
+    last_heard: Instant,
+    session_end: Option<Instant>,
+    /// Set by the server on SIGTERM; `None` where nothing can stop the server under it.
+    stopping: Option<watch::Receiver<bool>>,
+    /// The server's table of lags, for the monitor.
+    lags: Option<SessionLags>,
+    phase: Phase,
+    ending: Option<Ending>,
+}
+
+/// A session as its transport sees it, before it starts.
+pub struct Opening {
+    pub id: String,
+    pub options: EffectiveOptions,
+    /// Problems with what the client asked for, sent after `ready` (the defaults were used).
+    pub early_errors: Vec<ServerMessage>,
+}
+
+impl Driver {
+    /// Starts a session: its stream on `engine`, its transcript file, its fan-out to every
+    /// enricher (each one only acts for sessions whose options want it).
+    pub fn start(
+        engine: &Engine,
+        config: DriverConfig,
+        opening: Opening,
+        enrichers: &[Arc<dyn Enricher>],
+    ) -> Result<(Self, Vec<ServerMessage>), AudioError> {
+        let Opening {
+            id,
+            options,
+            early_errors,
+        } = opening;
+        let stream = engine.stream(id.clone(), options)?;
+        let writer = config.outputs_dir.as_ref().and_then(|dir| {
+            TranscriptWriter::create(dir, &id)
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, dir = %dir.display(), "cannot write transcripts");
+                })
+                .ok()
+        });
+        let now = Instant::now();
+        let status = config.status_interval.map(|every| {
+            let mut interval = tokio::time::interval_at(now + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        let mut driver = Self {
+            model_name: engine.model_name.clone(),
+            session_end: config.max_session.map(|d| now + d),
+            fanouts: enrichers.iter().cloned().map(FanOut::new).collect(),
+            id,
+            stream,
+            config,
+            writer,
+            status,
+            last_heard: now,
+            stopping: None,
+            lags: None,
+            phase: Phase::Live,
+            ending: None,
+        };
+        tracing::info!(options = ?driver.options(), "session opened");
+        let mut greeting = vec![driver.ready()];
+        driver.stream.session.summary_mut().errors += early_errors.len() as u64;
+        greeting.extend(early_errors);
+        Ok((driver, greeting))
+    }
+
+    /// Ends the session gracefully (close 1001) when `stopping` turns true.
+    pub fn stop_on(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
+    }
+
+    /// Reports this session's lag in `lags` with every `status` tick (removed when it closes).
+    pub fn report_lag_to(mut self, lags: SessionLags) -> Self {
+        self.lags = Some(lags);
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn options(&self) -> &EffectiveOptions {
+        self.stream.session.options()
+    }
+
+    /// The `ready` event for the session's current options.
+    pub fn ready(&self) -> ServerMessage {
+        self.stream.session.ready_message(&self.model_name)
+    }
+
+    /// The client said something (audio, a command, a ping): the idle clock restarts.
+    pub fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    /// Whether the session still takes audio and commands.
+    pub fn is_live(&self) -> bool {
+        self.phase == Phase::Live
+    }
+
+    /// Whether a final waits for a decoder: a file transport waits (calling [`next`](Self::next))
+    /// before it feeds more audio, so a long file is never queued whole.
+    pub fn final_waiting(&self) -> bool {
+        self.stream.session.has_job(false)
+    }
+
+    /// Feeds mono samples at the session's sample rate (files; no frame or backlog limit).
+    pub fn push_samples(&mut self, samples: &[f32]) {
+        if self.is_live() {
+            self.stream.session.push_samples(samples);
+        }
+    }
+
+    /// Ends the open utterance now (`flush`, Deepgram's `Finalize`).
+    pub fn flush(&mut self) {
+        if self.is_live() {
+            self.stream.session.flush();
+        }
+    }
+
+    /// Starts closing: no more audio; [`next`](Self::next) yields the last events, then
+    /// [`Step::Closed`]. A later `Gone` (the client vanished while closing) stops sending.
+    pub fn close(&mut self, ending: Ending) {
+        if ending == Ending::Gone {
+            self.ending = Some(Ending::Gone);
+        }
+        if self.phase != Phase::Live {
+            return;
+        }
+        self.ending.get_or_insert(ending);
+        self.stream.session.finish();
+        self.phase = Phase::Finals;
+    }
+
+    fn client_gone(&self) -> bool {
+        self.ending == Some(Ending::Gone)
+    }
+
+    /// What happens next. Cancel-safe: transports `select!` on it beside their socket.
+    pub async fn next(&mut self) -> Step {
+        match self.phase {
+            Phase::Live => self.next_live().await,
+            Phase::Finals => self.next_final().await,
+            Phase::Enrich { index, until } => self.next_enrichment(index, until).await,
+            Phase::Done => std::future::pending().await,
+        }
+    }
+
+    async fn next_live(&mut self) -> Step {
+        let idle_at = self.config.idle_timeout.map(|d| self.last_heard + d);
+        tokio::select! {
+            events = self.stream.progress() => Step::Send(self.released(events)),
+            events = next_of_any(&mut self.fanouts) => Step::Send(self.recorded(events)),
+            _ = tick(&mut self.status) => Step::Send(vec![self.status_event()]),
+            _ = sleep_until(idle_at) => self.limit_reached(Limit::Idle),
+            _ = sleep_until(self.session_end) => self.limit_reached(Limit::Length),
+            _ = shutdown(&mut self.stopping) => self.limit_reached(Limit::Shutdown),
+        }
+    }
+
+    async fn next_final(&mut self) -> Step {
+        if !self.stream.session.is_drained() {
+            let events = self.stream.progress().await;
+            return Step::Send(self.released(events));
+        }
+        let until = Instant::now()
+            + self
+                .fanouts
+                .first()
+                .map_or(Duration::ZERO, FanOut::drain_limit);
+        self.phase = Phase::Enrich { index: 0, until };
+        Box::pin(self.next()).await
+    }
+
+    async fn next_enrichment(&mut self, index: usize, until: Instant) -> Step {
+        if self.client_gone() || index >= self.fanouts.len() {
+            return self.closed();
+        }
+        let fanout = &mut self.fanouts[index];
+        if fanout.pending() > 0
+            && let Ok(events) = tokio::time::timeout_at(until, fanout.next()).await
+        {
+            return Step::Send(self.recorded(events));
+        }
+        let next = index + 1;
+        let until = Instant::now()
+            + self
+                .fanouts
+                .get(next)
+                .map_or(Duration::ZERO, FanOut::drain_limit);
+        self.phase = Phase::Enrich { index: next, until };
+        Box::pin(self.next()).await
+    }
+
+    /// Events the session released: finals go to the transcript and to the enrichers.
+    fn released(&mut self, events: Vec<ServerMessage>) -> Vec<ServerMessage> {
+        if !self.client_gone() {
+            let options = self.stream.session.options().clone();
+            for fanout in &mut self.fanouts {
+                if fanout.wanted(&options) {
+                    fanout.request(&events);
+                }
+            }
+        }
+        self.recorded(events)
+    }
+
+    /// Writes what belongs in the transcript file (finals, keywords); passes everything on.
+    fn recorded(&mut self, events: Vec<ServerMessage>) -> Vec<ServerMessage> {
+        if let Some(writer) = self.writer.as_mut() {
+            for event in &events {
+                if let Err(e) = writer.record(event) {
+                    tracing::error!(error = %e, "a final could not be written to the transcript file");
+                }
+            }
+        }
+        if self.client_gone() {
+            Vec::new()
+        } else {
+            events
+        }
+    }
+
+    fn status_event(&self) -> ServerMessage {
+        let session = &self.stream.session;
+        let lag_ms = session.lag_ms();
+        if let Some(lags) = &self.lags {
+            lags.set(&self.id, lag_ms);
+        }
+        ServerMessage::Status {
+            lag_ms,
+            queue_depth: self.stream.pool().snapshot().queue_depth,
+            audio_seconds: session.audio_seconds(),
+            language: session.language().map(str::to_owned),
+        }
+    }
+
+    fn limit_reached(&mut self, limit: Limit) -> Step {
+        let (notice, ending) = limit.notice(&self.config);
+        self.close(ending);
+        Step::Ending(notice)
+    }
+
+    /// The end: subtitle files written, the summary logged, the `closed` event made.
+    fn closed(&mut self) -> Step {
+        self.phase = Phase::Done;
+        if let Some(lags) = &self.lags {
+            lags.remove(&self.id);
+        }
+        let files = match self.writer.take().map(TranscriptWriter::close).transpose() {
+            Ok(files) => files.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write subtitle files");
+                Vec::new()
+            }
+        };
+        let summary = {
+            let s = self.stream.session.summary_mut();
+            s.outputs = files.iter().map(|p| p.display().to_string()).collect();
+            s.audio_seconds = (s.audio_seconds * 1000.0).round() / 1000.0;
+            s.clone()
+        };
+        let ending = self.ending.clone().unwrap_or_else(Ending::stopped);
+        tracing::info!(
+            audio_s = summary.audio_seconds,
+            finals = summary.finals,
+            filtered = summary.filtered,
+            graceful = matches!(ending, Ending::Graceful { .. }),
+            "session closed"
+        );
+        let farewell = match ending {
+            Ending::Graceful { code, reason } => Some((
+                ServerMessage::Closed {
+                    session_id: self.id.clone(),
+                    summary: summary.clone(),
+                },
+                code,
+                reason,
+            )),
+            Ending::Gone => None,
+        };
+        Step::Closed(Closed { summary, farewell })
+    }
+}
+
+/// Why the driver ended a session by itself.
+enum Limit {
+    Idle,
+    Length,
+    Shutdown,
+}
+
+impl Limit {
+    fn notice(&self, config: &DriverConfig) -> (Option<ServerMessage>, Ending) {
+        let seconds = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
+        match self {
+            Limit::Idle => (
+                Some(ServerMessage::error(
+                    "idle_timeout",
+                    format!(
+                        "nothing received for {} s; send audio or {{\"type\":\"keepalive\"}} to keep a session open",
+                        seconds(config.idle_timeout)
+                    ),
+                    true,
+                )),
+                Ending::Graceful {
+                    code: close_code::NORMAL,
+                    reason: "idle",
+                },
+            ),
+            Limit::Length => (
+                Some(ServerMessage::error(
+                    "session_too_long",
+                    format!(
+                        "sessions last at most {} s on this server; open a new one to go on",
+                        seconds(config.max_session)
+                    ),
+                    true,
+                )),
+                Ending::Graceful {
+                    code: close_code::NORMAL,
+                    reason: "session length limit",
+                },
+            ),
+            Limit::Shutdown => (
+                None,
+                Ending::Graceful {
+                    code: close_code::GOING_AWAY,
+                    reason: "server shutting down",
+                },
+            ),
+        }
+    }
+}
+
+/// The next events of whichever fan-out has some (never returns when none is pending).
+async fn next_of_any(fanouts: &mut [FanOut]) -> Vec<ServerMessage> {
+    match fanouts {
+        [] => std::future::pending().await,
+        [only] => only.next().await,
+        [first, rest @ ..] => {
+            tokio::select! {
+                events = first.next() => events,
+                events = Box::pin(next_of_any(rest)) => events,
+            }
+        }
+    }
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn shutdown(stopping: &mut Option<watch::Receiver<bool>>) {
+    match stopping {
+        Some(rx) => {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
