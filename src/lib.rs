@@ -6,7 +6,7 @@
 //! interface (`stt`), the shared engine (`transcribe`), keywords and RAG for finals (over a
 //! shared LLM client and cache), and the transports on top (`http`).
 
-pub use sori_core::{audio, metrics, outputs, protocol, session, vad};
+pub use sori_core::{audio, driver, engine, metrics, outputs, protocol, session, vad};
 
 pub mod config;
 
@@ -14,15 +14,20 @@ pub mod stt;
 
 pub mod transcribe;
 
+pub mod enrich;
+
 pub mod cache;
 pub mod keywords;
+pub mod llm;
 pub mod rag;
 
-pub mod eval;
+/// Transcript scoring (WER / CER, Korean-aware normalisation): the `sori-score` crate, used
+/// by `sori model fetch`'s check and the tests; `sori eval` and `sori bench` live in `sori-tools`.
+pub use sori_score as eval;
 
 pub mod gpu;
 pub mod http;
 
 pub use gpu::gpu_available;
 
-pub mod bench;
+pub mod harness;

@@ -14,7 +14,7 @@ use super::{AppError, AppState};
 use crate::audio::decode::decode_bytes;
 use crate::outputs::{Cue, to_srt, to_text, to_vtt};
 use crate::protocol::Language;
-use crate::transcribe::FileTranscript;
+use crate::transcribe::{FileRequest, FileTranscript};
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -114,6 +114,23 @@ pub struct TranscribeParams {
     pub language: Option<String>,
     pub format: Option<String>,
     pub prompt: Option<String>,
+    /// `true`: each segment gets its keywords (as a live session's `keywords` events).
+    pub keywords: Option<String>,
+    /// `true`: each segment gets its related documents (as live `rag` events).
+    pub rag: Option<String>,
+}
+
+/// A `true` / `false` option of `/api/transcribe` (query or form field).
+fn flag(name: &'static str, value: Option<&str>) -> Result<bool, AppError> {
+    match value.map(str::trim) {
+        None => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no" | "") => Ok(false),
+        Some(other) => Err(AppError::bad_request(
+            "invalid_option",
+            format!("{name}={other:?} is not understood; use true or false"),
+        )),
+    }
 }
 
 /// `POST /api/transcribe`: a multipart form with a `file` field (and optional `language`,
@@ -158,26 +175,49 @@ pub async fn transcribe(
             .map_err(|m| AppError::bad_request("unsupported_format", m))?,
         None => Format::Json,
     };
-    let transcript = transcribe_upload(
-        &state,
-        bytes,
-        file_name.as_deref(),
+    let keywords = flag("keywords", params.keywords.as_deref())?;
+    if keywords && state.keywords.is_none() {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "keywords_disabled",
+            "keyword extraction is off on this server (llm.enabled = false, SORI_KEYWORDS=false); ask without keywords=true",
+        ));
+    }
+    let rag = flag("rag", params.rag.as_deref())?;
+    if rag && !state.transcriber.config.rag.enabled {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rag_disabled",
+            "RAG is off on this server (rag.enabled = false, SORI_RAG=false); ask without rag=true",
+        ));
+    }
+    let request = Upload {
         language,
-        params.prompt.as_deref(),
-    )
-    .await?;
+        prompt: params.prompt,
+        keywords,
+        rag,
+    };
+    let transcript = transcribe_upload(&state, bytes, file_name.as_deref(), request).await?;
     Ok(render(format, &transcript))
 }
 
-/// Checks an uploaded file's size, decodes it off the async runtime and transcribes it: the
-/// part of file transcription that `/api/transcribe` and `/v1/audio/transcriptions` share.
-/// The extension of `file_name` only speeds up probing; the content decides.
+/// What to do with an uploaded file.
+pub(super) struct Upload {
+    pub language: Language,
+    pub prompt: Option<String>,
+    pub keywords: bool,
+    pub rag: bool,
+}
+
+/// Checks an uploaded file's size, decodes it off the async runtime and transcribes it through
+/// the session driver (with the server's keyword and RAG enrichers): the part of file
+/// transcription that `/api/transcribe` and `/v1/audio/transcriptions` share. The extension of
+/// `file_name` only speeds up probing; the content decides.
 pub(super) async fn transcribe_upload(
     state: &AppState,
     bytes: Bytes,
     file_name: Option<&str>,
-    language: Language,
-    prompt: Option<&str>,
+    upload: Upload,
 ) -> Result<FileTranscript, AppError> {
     let max_upload = state.transcriber.config.server.max_upload_bytes;
     if bytes.len() > max_upload {
@@ -190,7 +230,7 @@ pub(super) async fn transcribe_upload(
             ),
         ));
     }
-    let prompt = match prompt {
+    let prompt = match upload.prompt.as_deref() {
         Some(p) => crate::session::check_prompt(p, state.transcriber.config.stt.max_prompt_chars)
             .map_err(|e| AppError::bad_request(e.code, e.message))?,
         None => None,
@@ -203,9 +243,15 @@ pub(super) async fn transcribe_upload(
             .map_err(|e| {
                 AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })??;
+    let request = FileRequest {
+        language: upload.language,
+        prompt,
+        keywords: upload.keywords,
+        rag: upload.rag,
+    };
     Ok(state
         .transcriber
-        .transcribe(decoded, language, prompt.as_deref())
+        .transcribe_with(decoded, &request, &state.enrichers)
         .await?)
 }
 
@@ -239,6 +285,8 @@ async fn read_multipart(
             "language" => params.language = Some(value),
             "format" => params.format = Some(value),
             "prompt" => params.prompt = Some(value),
+            "keywords" => params.keywords = Some(value),
+            "rag" => params.rag = Some(value),
             _ => {}
         }
     }

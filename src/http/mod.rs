@@ -9,10 +9,9 @@ pub mod rag;
 pub mod tls;
 pub mod ws;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -24,6 +23,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::cache::Cache;
+use crate::driver::enrich::Enricher;
+pub use crate::driver::SessionLags;
+use crate::enrich::Enrichment;
 use crate::keywords::KeywordExtractor;
 use crate::transcribe::Transcriber;
 
@@ -37,6 +39,8 @@ pub struct AppState {
     pub cache: Cache,
     /// Retrieval over indexed documents (connects on first use).
     pub rag: Arc<crate::rag::RagSlot>,
+    /// What finals go through after they are sent (keywords, RAG), for every transport.
+    pub enrichers: Arc<[Arc<dyn Enricher>]>,
     /// Open `/ws` sessions (admission control).
     pub sessions: Arc<AtomicUsize>,
     /// Each open session's decode lag, for the monitor.
@@ -52,35 +56,25 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the shared state: connects the cache (Redis when `cache.redis_url` is set, in
-    /// memory otherwise) and the keyword extractor (when `llm.enabled`).
+    /// memory otherwise), the keyword extractor (when `llm.enabled`) and RAG.
     pub async fn new(transcriber: Transcriber) -> Self {
         let config = Arc::clone(&transcriber.config);
         let cache = match &config.cache.redis_url {
             Some(url) => Cache::redis(url, config.cache.max_entries).await,
             None => Cache::memory(config.cache.max_entries),
         };
-        let keywords = config.llm.enabled.then(|| {
-            KeywordExtractor::new(
-                &config.llm,
-                cache.clone(),
-                Duration::from_secs(config.cache.keyword_ttl_s),
-            )
-        });
-        let rag = Arc::new(crate::rag::RagSlot::new(
-            &config.rag,
-            &config.llm,
-            cache.clone(),
-        ));
+        let enrichment = Enrichment::new(&config, &cache);
         if config.rag.enabled {
             // Connect now so the first request does not wait; failures are retried on use.
-            let slot = Arc::clone(&rag);
+            let slot = Arc::clone(&enrichment.rag);
             tokio::spawn(async move {
                 let _ = slot.get().await;
             });
         }
         Self {
-            keywords,
-            rag,
+            keywords: enrichment.keywords,
+            rag: enrichment.rag,
+            enrichers: enrichment.enrichers,
             cache,
             transcriber: Arc::new(transcriber),
             sessions: Arc::new(AtomicUsize::new(0)),
@@ -107,35 +101,6 @@ impl AppState {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         true
-    }
-}
-
-/// The latest lag each open session reported (updated with its `status` events).
-#[derive(Clone, Default)]
-pub struct SessionLags(Arc<Mutex<HashMap<String, u64>>>);
-
-impl SessionLags {
-    pub fn set(&self, session_id: &str, lag_ms: u64) {
-        let mut lags = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match lags.get_mut(session_id) {
-            Some(lag) => *lag = lag_ms,
-            None => {
-                lags.insert(session_id.to_owned(), lag_ms);
-            }
-        }
-    }
-
-    pub fn remove(&self, session_id: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(session_id);
-    }
-
-    /// The largest lag of any open session (0 when none).
-    pub fn max(&self) -> u64 {
-        let lags = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        lags.values().copied().max().unwrap_or(0)
     }
 }
 

@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::api::{FormError, Format, plain, read_form, render, transcribe_upload};
+use super::api::{FormError, Format, Upload, plain, read_form, render, transcribe_upload};
 use super::{AppError, AppState};
 use crate::protocol::{Language, ServerMessage};
 use crate::stt::filter::compression_ratio;
@@ -216,8 +216,12 @@ pub async fn transcriptions(
         &state,
         bytes,
         file_name.as_deref(),
-        options.language,
-        options.prompt.as_deref(),
+        Upload {
+            language: options.language,
+            prompt: options.prompt.clone(),
+            keywords: false,
+            rag: false,
+        },
     )
     .await?;
     // OpenAI has no way to return a partial transcript with an error beside it.
