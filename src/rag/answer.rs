@@ -3,9 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use async_openai::Client;
-use async_openai::config::OpenAIConfig;
-use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
@@ -16,6 +13,7 @@ use tokio::sync::RwLock;
 use super::RagError;
 use super::pipeline::{Source, Turn};
 use crate::config::LlmConfig;
+use crate::llm::{ChatClient, error_kind, first_model};
 use crate::metrics::{LlmErrorKind, LlmPurpose};
 
 const SYSTEM_PROMPT: &str = "You answer questions from operators (meetings, call centres, traffic \
@@ -25,26 +23,15 @@ cite the passage it comes from as [1], [2]. If the passages do not contain the a
 (\"자료에 없습니다 / not in the documents\") instead of guessing.";
 
 pub struct Answerer {
-    client: Client<OpenAIConfig>,
-    http: reqwest::Client,
+    client: ChatClient,
     cfg: LlmConfig,
     model: RwLock<Option<String>>,
 }
 
 impl Answerer {
     pub fn new(cfg: &LlmConfig) -> Self {
-        crate::keywords::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(3_000)))
-            .build()
-            .unwrap_or_default();
-        let mut openai = OpenAIConfig::new().with_api_base(cfg.base_url.trim_end_matches('/'));
-        if let Some(key) = &cfg.api_key {
-            openai = openai.with_api_key(key.clone());
-        }
         Self {
-            client: Client::with_config(openai).with_http_client(http.clone()),
-            http,
+            client: ChatClient::new(cfg),
             cfg: cfg.clone(),
             model: RwLock::new(cfg.model.clone()),
         }
@@ -74,7 +61,7 @@ impl Answerer {
             .map_err(|e| RagError::Llm(format!("request could not be built: {e}")))?;
         let timeout = Duration::from_millis(self.cfg.timeout_ms.saturating_mul(3));
         let started = Instant::now();
-        let outcome = tokio::time::timeout(timeout, self.client.chat().create(request)).await;
+        let outcome = tokio::time::timeout(timeout, self.client.chat.chat().create(request)).await;
         let failed = outcome.as_ref().map_or(Some(LlmErrorKind::Timeout), |r| {
             r.as_ref().err().map(error_kind)
         });
@@ -100,13 +87,13 @@ impl Answerer {
         if let Some(model) = self.model.read().await.clone() {
             return Ok(model);
         }
-        let found = crate::keywords::first_model(
-            &self.http,
+        let found = first_model(
+            &self.client.http,
             &self.cfg.base_url,
             self.cfg.api_key.as_deref(),
         )
         .await
-        .map_err(RagError::Llm)
+        .map_err(|e| RagError::Llm(e.to_string()))
         .and_then(|listed| {
             listed.ok_or_else(|| {
                 RagError::Llm("the LLM endpoint lists no model; set llm.model".to_owned())
@@ -117,15 +104,6 @@ impl Answerer {
         })?;
         *self.model.write().await = Some(found.clone());
         Ok(found)
-    }
-}
-
-/// The `kind` label of `sori_llm_errors_total` for a failed chat completion.
-fn error_kind(e: &OpenAIError) -> LlmErrorKind {
-    match e {
-        OpenAIError::Reqwest(e) if e.is_connect() || e.is_request() => LlmErrorKind::Connection,
-        OpenAIError::JSONDeserialize(..) => LlmErrorKind::Rejected,
-        _ => LlmErrorKind::Server,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::RagConfig;
+use crate::llm::{connect_timeout, http_client};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RerankError {
@@ -44,12 +45,10 @@ impl Reranker {
     /// `None` when no endpoint is configured.
     pub fn from_config(cfg: &RagConfig) -> Option<Self> {
         let url = cfg.rerank_url.as_deref()?.trim_end_matches('/').to_owned();
-        crate::keywords::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(3_000)))
-            .build()
-            .unwrap_or_default();
+        let http = http_client(
+            Some(Duration::from_millis(cfg.timeout_ms)),
+            connect_timeout(cfg.timeout_ms),
+        );
         Some(Self {
             http,
             url,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{EmbedError, Purpose};
 use crate::config::RagConfig;
+use crate::llm::{connect_timeout, http_client};
 
 pub struct RemoteEmbedder {
     http: reqwest::Client,
@@ -17,12 +18,10 @@ pub struct RemoteEmbedder {
 
 impl RemoteEmbedder {
     pub fn new(cfg: &RagConfig) -> Self {
-        crate::keywords::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(3_000)))
-            .build()
-            .unwrap_or_default();
+        let http = http_client(
+            Some(Duration::from_millis(cfg.timeout_ms)),
+            connect_timeout(cfg.timeout_ms),
+        );
         Self {
             http,
             url: cfg.embed_url.trim_end_matches('/').to_owned(),
@@ -36,7 +35,7 @@ impl RemoteEmbedder {
 
     /// The first model the endpoint lists (`GET /models`).
     pub async fn first_model(&self) -> Result<String, EmbedError> {
-        crate::keywords::first_model(&self.http, &self.url, self.api_key.as_deref())
+        crate::llm::first_model(&self.http, &self.url, self.api_key.as_deref())
             .await
             .map_err(|e| self.unavailable(e))?
             .ok_or_else(|| {
