@@ -3,9 +3,9 @@
 //! cached, and guarded by a timeout, one retry and a circuit breaker.
 //!
 //! `extractor` (cache, model, accept) → `call` (the LLM round trip) → `prompt` (what is asked)
-//! and `filter` (what is kept); `scan` finds keywords in a streamed answer; `live` is one
-//! session's keyword requests. The HTTP client, TLS, model discovery and the breaker are the
-//! shared `crate::llm`.
+//! and `filter` (what is kept); `scan` finds keywords in a streamed answer; `live` is the
+//! session driver's keyword enricher. The HTTP client, TLS, model discovery and the breaker
+//! are the shared `crate::llm`.
 
 mod call;
 mod extractor;
@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::protocol::Keyword;
 
-/// Kept here for callers that set up TLS before any LLM client exists (tests, `http::tls`).
+/// Kept here for callers that set up TLS before any LLM client exists (tests, `http::tls`,
+/// the harness); new code should use `crate::llm::install_tls_provider`.
 pub use crate::llm::install_tls_provider;
 pub use extractor::KeywordExtractor;
 pub use filter::{ProposedKeyword, filter_keywords, normalize};
