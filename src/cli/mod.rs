@@ -2,10 +2,13 @@
 //! to one module per command.
 
 pub mod bench;
+pub mod config;
 pub mod eval;
 pub mod index;
 pub mod model;
 pub mod serve;
+pub mod stream;
+pub mod tools;
 pub mod transcribe;
 
 use std::path::PathBuf;
@@ -36,6 +39,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Transcribe an audio file (wav, mp3, flac, ogg) and print the result.
     Transcribe(transcribe::TranscribeArgs),
+    /// Stream an audio file to a running server's /ws, as a microphone would, and print
+    /// every server message as one JSON line (see docs/protocol.md).
+    Stream(stream::StreamArgs),
     /// Measure speed and latency side by side (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
     /// Index documents for RAG: .txt, .md and .pdf files, or every such file under folders.
@@ -50,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: model::ModelCommand,
     },
+    /// The configuration's settings (see docs/configuration.md).
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
 }
 
 impl Cli {
@@ -57,21 +68,23 @@ impl Cli {
     /// report, which the server's per-session lines would bury.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Eval(_) => "warn",
+            Command::Eval(_) | Command::Stream(_) => "warn",
             _ => "info,whisper_rs=warn",
         }
     }
 
     /// Runs the chosen command.
     pub fn run(self) -> anyhow::Result<()> {
-        let config = self.config.as_deref();
+        let file = self.config.as_deref();
         match self.command {
-            Command::Serve(args) => serve::run(args, config),
-            Command::Transcribe(args) => transcribe::run(args, config),
-            Command::Bench(args) => bench::run(args, config),
-            Command::Index(args) => index::run(args, config),
-            Command::Eval(args) => eval::run(args, config),
+            Command::Serve(args) => serve::run(args, file),
+            Command::Transcribe(args) => transcribe::run(args, file),
+            Command::Stream(args) => stream::run(args),
+            Command::Bench(args) => bench::run(args, file),
+            Command::Index(args) => index::run(args, file),
+            Command::Eval(args) => eval::run(args, file),
             Command::Model { command } => model::run(command),
+            Command::Config { command } => config::run(command),
         }
     }
 }
@@ -117,3 +130,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("cannot start the async runtime")
 }
+
+#[cfg(test)]
+mod tests;

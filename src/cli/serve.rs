@@ -75,6 +75,8 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
+    // A misspelt variable is otherwise ignored in silence.
+    sori::config::warn_unknown_env();
     let mut config = Config::load(config_path)?;
     args.apply(&mut config);
     config.validate()?;

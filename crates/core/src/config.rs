@@ -1,6 +1,8 @@
 //! The session's settings: the `stt`, `vad` and `filter` sections of the server's
 //! configuration (`sori.toml`, `SORI_*`, flags), declared here because the session, the VAD and
-//! the decoder pool read them. Defaults serve; the server validates them.
+//! the decoder pool read them. Defaults serve; the server validates them. Each field is also
+//! listed once in the server's settings table (`src/config/settings.rs`: its `SORI_*` variable,
+//! flag and documentation line); a test there fails when a field is missing from it.
 
 use std::path::PathBuf;
 
