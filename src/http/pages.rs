@@ -50,23 +50,35 @@ pub async fn index(State(state): State<AppState>) -> IndexPage {
     }
 }
 
-/// The page's files: name, content type, bytes.
+/// One file of `static/`, compiled in: name, content type, bytes.
+macro_rules! compiled_in {
+    ($name:literal, $content_type:literal) => {
+        (
+            $name,
+            $content_type,
+            include_bytes!(concat!("../../static/", $name)) as &[u8],
+        )
+    };
+}
+
+/// The page's files: name, content type, bytes. The page's script is ES modules with no build
+/// step: `app.js` is the entry (`<script type="module">` in templates/index.html) and imports
+/// the others by relative URL (`./connection.js`), so every module must be listed here (a test
+/// checks that every file in `static/` is).
 const STATIC_FILES: &[(&str, &str, &[u8])] = &[
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../static/app.js"),
-    ),
-    (
-        "pcm-worklet.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../static/pcm-worklet.js"),
-    ),
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../static/style.css"),
-    ),
+    compiled_in!("app.js", "text/javascript; charset=utf-8"),
+    compiled_in!("capture.js", "text/javascript; charset=utf-8"),
+    compiled_in!("connection.js", "text/javascript; charset=utf-8"),
+    compiled_in!("controls.js", "text/javascript; charset=utf-8"),
+    compiled_in!("downloads.js", "text/javascript; charset=utf-8"),
+    compiled_in!("errors.js", "text/javascript; charset=utf-8"),
+    compiled_in!("keywords.js", "text/javascript; charset=utf-8"),
+    compiled_in!("monitor.js", "text/javascript; charset=utf-8"),
+    compiled_in!("segments.js", "text/javascript; charset=utf-8"),
+    compiled_in!("transcript.js", "text/javascript; charset=utf-8"),
+    compiled_in!("util.js", "text/javascript; charset=utf-8"),
+    compiled_in!("pcm-worklet.js", "text/javascript; charset=utf-8"),
+    compiled_in!("style.css", "text/css; charset=utf-8"),
 ];
 
 pub async fn static_file(Path(file): Path<String>) -> Response {
@@ -93,5 +105,42 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
             ),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::STATIC_FILES;
+
+    /// A module left out of the list would be a 404 in the browser and a dead page.
+    #[test]
+    fn every_file_in_static_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if !STATIC_FILES.iter().any(|(served, _, _)| *served == name) {
+                missing.push(name);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "static/ files not in STATIC_FILES: {missing:?}"
+        );
+    }
+
+    /// Every `from './x.js'` in a module names a served file.
+    #[test]
+    fn every_module_import_is_served() {
+        for (name, _, bytes) in STATIC_FILES {
+            let text = std::str::from_utf8(bytes).unwrap();
+            for import in text.split("from './").skip(1) {
+                let target = &import[..import.find('\'').unwrap()];
+                assert!(
+                    STATIC_FILES.iter().any(|(served, _, _)| *served == target),
+                    "{name} imports ./{target}, which is not served"
+                );
+            }
+        }
     }
 }
