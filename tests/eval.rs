@@ -1,7 +1,8 @@
 //! `sori eval DIR`, the real binary on the real model: a directory with the JFK clip,
 //! espeak-ng English and Korean sentences, silence with an empty reference and a file
 //! without a reference. The reported error rates are recomputed here from the hypotheses
-//! the JSON reports, with an edit distance written in this file.
+//! the JSON reports, with an edit distance written in this file. `sori eval` runs the
+//! `sori-tools` program beside it; how that forwarding behaves is tested here too.
 
 mod support;
 
@@ -17,7 +18,21 @@ const ENGLISH: &str = "The traffic on the northern highway is moving slowly.";
 const KOREAN_SPOKEN: &str = "오늘 회의는 세 시에 시작합니다";
 const KOREAN_REFERENCE: &str = "오늘 회의는 3시에 시작합니다.";
 
+/// `sori-tools`, which `sori eval` and `sori bench` run, beside the `sori` under test.
+fn tools_binary() -> PathBuf {
+    let sori = Path::new(env!("CARGO_BIN_EXE_sori"));
+    let tools = sori.with_file_name(format!("sori-tools{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        tools.is_file(),
+        "{} is missing: `sori eval` runs it. Build the whole workspace first: \
+         `cargo build --release --workspace` (./test.sh does).",
+        tools.display()
+    );
+    tools
+}
+
 fn sori_eval(dir: &Path, extra: &[&str]) -> Output {
+    tools_binary();
     Command::new(env!("CARGO_BIN_EXE_sori"))
         .arg("eval")
         .arg(dir)
@@ -352,4 +367,62 @@ fn bad_directories_and_files_get_clear_errors() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn forwarding_keeps_the_flags_the_usage_and_the_exit_status() {
+    tools_binary();
+    let sori = env!("CARGO_BIN_EXE_sori");
+    let help = Command::new(sori)
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--peers",
+        "--load",
+        "--rag",
+        "--keywords",
+        "--runs",
+        "--json",
+    ] {
+        assert!(
+            text.contains(flag),
+            "`sori bench --help` lacks {flag}: {text}"
+        );
+    }
+    assert!(text.contains("Usage: sori bench"), "{text}");
+    let help = Command::new(sori)
+        .args(["eval", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("--offline-only") && text.contains("Usage: sori eval"),
+        "{text}"
+    );
+
+    // A usage error is clap's (exit status 2), named as the user typed it.
+    let out = Command::new(sori).arg("eval").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sori eval"), "{stderr}");
+}
+
+#[test]
+fn a_missing_tools_binary_is_named_with_how_to_build_it() {
+    let dir = fresh_dir("eval-sori-alone");
+    let alone = dir.join("sori");
+    std::fs::copy(env!("CARGO_BIN_EXE_sori"), &alone).unwrap();
+    let out = Command::new(&alone)
+        .args(["eval", "/no/such/corpus"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sori-tools") && stderr.contains("cargo build --release --workspace"),
+        "{stderr}"
+    );
 }

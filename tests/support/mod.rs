@@ -1,26 +1,28 @@
 //! Shared test support: a real sori server on port 0 with the real Whisper model, a
 //! WebSocket client, and real audio (the JFK clip; espeak-ng speech; silence; noise).
+//! The server and the client are `sori::harness`'s, the ones `sori eval` and `sori bench` use;
+//! these helpers keep the tests' names and panic with a message instead of returning errors.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use sori::config::Config;
-use sori::http::AppState;
-use sori::transcribe::Transcriber;
+use sori::harness::LocalServer;
+use sori::harness::ws_client::{self, Incoming, WsClientError};
 
 pub const JFK_REFERENCE: &str = sori::eval::JFK_REFERENCE;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = sori::harness::Ws;
+
+/// How long a test waits for the server's next message.
+const ANSWER_WITHIN: Duration = Duration::from_secs(120);
 
 /// Any byte stream a WebSocket runs over (plain TCP, or TLS in tests/tls.rs).
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
@@ -159,9 +161,9 @@ pub fn test_config() -> Config {
     config
 }
 
-/// Starts a server with `config` on 127.0.0.1:0 and returns its address.
+/// Starts a server with `config` on 127.0.0.1:0 and returns its address; it serves until
+/// the test binary exits.
 pub fn start_server(config: Config) -> SocketAddr {
-    sori::keywords::install_tls_provider();
     // RUST_LOG=sori=debug shows the server's log while debugging a test.
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -169,33 +171,11 @@ pub fn start_server(config: Config) -> SocketAddr {
             .with_test_writer()
             .try_init();
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let transcriber = Transcriber::start(Arc::new(config)).expect("engine starts");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let state = AppState::new(transcriber).await;
-            sori::http::serve(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("server starts within 2 minutes")
+    LocalServer::spawn_detached(config).expect("the server starts")
 }
 
 pub async fn connect(addr: SocketAddr, query: &str) -> Ws {
-    let url = format!("ws://{addr}/ws{query}");
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("ws connects");
-    ws
+    ws_client::connect(addr, query).await.expect("ws connects")
 }
 
 /// Connects and returns the socket with its `ready` message.
@@ -212,18 +192,15 @@ pub async fn connect_ready(addr: SocketAddr, query: &str) -> (Ws, Value) {
 /// Next JSON text message, skipping `status`; `None` when the socket closed.
 pub async fn next_json<S: Io>(ws: &mut WebSocketStream<S>) -> Option<Value> {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(120), ws.next())
-            .await
-            .expect("server answers within 2 minutes")?;
-        match message.ok()? {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
-                if v["type"] != "status" {
-                    return Some(v);
-                }
+        match ws_client::recv_as::<Value, _>(ws, ANSWER_WITHIN).await {
+            Ok(Incoming::Message(v)) if v["type"] == "status" => {}
+            Ok(Incoming::Message(v)) => return Some(v),
+            Ok(Incoming::Closed(_)) => return None,
+            Err(WsClientError::Timeout(_)) => panic!("server answers within 2 minutes"),
+            Err(WsClientError::BadMessage { text, source }) => {
+                panic!("server sends JSON: {source}: {text}")
             }
-            Message::Close(_) => return None,
-            _ => {}
+            Err(_) => return None,
         }
     }
 }
@@ -237,28 +214,23 @@ pub async fn send_pcm<S: Io>(
     paced: bool,
 ) {
     let chunk = (bytes_per_second * chunk_ms / 1000).max(1);
-    let started = tokio::time::Instant::now();
-    for (i, frame) in bytes.chunks(chunk).enumerate() {
-        ws.send(Message::Binary(frame.to_vec().into()))
-            .await
-            .unwrap();
-        if paced {
-            tokio::time::sleep_until(started + Duration::from_millis(((i + 1) * chunk_ms) as u64))
-                .await;
-        }
+    let pace = paced.then(|| Duration::from_millis(chunk_ms as u64));
+    let started = ws_client::send_pcm(ws, bytes, chunk, pace).await.unwrap();
+    if let Some(pace) = pace {
+        // Until the last frame's audio has "happened", as a live microphone would.
+        let frames = bytes.len().div_ceil(chunk) as u32;
+        tokio::time::sleep_until((started + pace * frames).into()).await;
     }
 }
 
 pub async fn send_json<S: Io>(ws: &mut WebSocketStream<S>, value: Value) {
-    ws.send(Message::Text(value.to_string().into()))
-        .await
-        .unwrap();
+    ws_client::send_json(ws, &value).await.unwrap();
 }
 
 /// Sends `stop` and collects every message up to and including `closed`; asserts the socket
 /// then closes normally.
 pub async fn stop_and_collect<S: Io>(ws: &mut WebSocketStream<S>) -> Vec<Value> {
-    send_json(ws, serde_json::json!({"type": "stop"})).await;
+    ws_client::send_stop(ws).await.unwrap();
     collect_until_closed(ws).await
 }
 

@@ -7,8 +7,9 @@
 //! text, and for streaming the end-of-speech → final latencies); the parent adds what it
 //! measures of the whole child with `wait4`: wall time, CPU time and peak resident memory.
 //!
-//! The sori systems are this binary started again with the hidden `--runner` flag, so each is
-//! measured the same way as the Python peer: model load, work and exit in a process of its own.
+//! The sori systems are this binary (`sori-tools`) started again with the hidden `--runner`
+//! flag, so each is measured the same way as the Python peer: model load, work and exit in a
+//! process of its own.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -21,10 +22,11 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{median, percentile};
-use crate::audio::TARGET_SAMPLE_RATE;
-use crate::audio::decode::{DecodedAudio, load_16k_mono};
-use crate::config::Config;
-use crate::protocol::Language;
+use sori::config::Config;
+use sori::harness::LocalServer;
+use sori_core::audio::TARGET_SAMPLE_RATE;
+use sori_core::audio::decode::{DecodedAudio, load_16k_mono};
+use sori_core::protocol::Language;
 
 /// A system the benchmark can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -421,14 +423,14 @@ fn summarise(
         latencies.extend(of_clip.iter().flat_map(|r| r.latencies_s.iter().copied()));
         let error_rate = clip.reference.as_deref().map(|reference| {
             if is_korean(reference) {
-                let n = crate::eval::normalize(reference).concat().chars().count();
-                let rate = crate::eval::cer(reference, &text);
+                let n = sori_score::normalize(reference).concat().chars().count();
+                let rate = sori_score::cer(reference, &text);
                 char_edits += rate * n as f64;
                 chars += n;
                 rate
             } else {
-                let n = crate::eval::normalize(reference).len();
-                let rate = crate::eval::wer(reference, &text);
+                let n = sori_score::normalize(reference).len();
+                let rate = sori_score::wer(reference, &text);
                 word_edits += rate * n as f64;
                 words += n;
                 rate
@@ -567,7 +569,7 @@ pub fn run_child(
         .build()?;
     match system {
         System::Sori | System::SoriQ8 => {
-            let transcriber = crate::transcribe::Transcriber::start(Arc::clone(&config))?;
+            let transcriber = sori::transcribe::Transcriber::start(Arc::clone(&config))?;
             for path in files {
                 let audio = load_16k_mono(path)?;
                 let clock = Clock::start();
@@ -585,9 +587,9 @@ pub fn run_child(
             }
         }
         System::WhisperCpp => {
-            use crate::stt::Decoder as _;
+            use sori::stt::Decoder as _;
             let model =
-                crate::stt::whisper::WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
+                sori::stt::whisper::WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
             let mut decoder = model.new_decoder()?;
             for path in files {
                 let audio = load_16k_mono(path)?;
@@ -616,24 +618,10 @@ async fn stream_files(
     let mut config = (*config).clone();
     config.llm.enabled = false;
     config.rag.enabled = false;
-    config.server.outputs_dir =
-        std::env::temp_dir().join(format!("sori-bench-peers-{}", std::process::id()));
     let tail_s = config.vad.tail_ms as f64 / 1000.0;
-    let config = Arc::new(config);
-    let transcriber = tokio::task::spawn_blocking({
-        let config = Arc::clone(&config);
-        move || crate::transcribe::Transcriber::start(config)
-    })
-    .await??;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let state = crate::http::AppState::new(transcriber).await;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(listener, state, async move {
-        let _ = server_stopped.await;
-    }));
+    let server = LocalServer::start_scratch(config).await?;
     let query = format!(
-        "/ws?sample_rate=16000&encoding=pcm_s16le&language={}",
+        "?sample_rate=16000&encoding=pcm_s16le&language={}",
         language.as_str()
     );
     for path in files {
@@ -644,12 +632,10 @@ async fn stream_files(
             2 * 2 * TARGET_SAMPLE_RATE as usize,
         ));
         let clock = Clock::start();
-        let result = super::load::stream_once(addr, &query, &pcm, tail_s).await?;
+        let result = super::load::stream_once(server.addr, &query, &pcm, tail_s).await?;
         emit(path, clock, result.text, result.latencies)?;
     }
-    let _ = stop_server.send(());
-    server.await??;
-    let _ = std::fs::remove_dir_all(&config.server.outputs_dir);
+    server.shutdown().await?;
     Ok(())
 }
 

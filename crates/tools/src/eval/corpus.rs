@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::audio::AudioError;
-use crate::audio::decode::load_16k_mono;
+use sori_core::audio::AudioError;
+use sori_core::audio::decode::load_16k_mono;
 
 /// Audio file extensions `sori eval` picks up (case-insensitive). `.pcm` is raw 16 kHz 16-bit
 /// little-endian mono without a header, as KsponSpeech ships it.

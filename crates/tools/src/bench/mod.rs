@@ -18,15 +18,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::audio::TARGET_SAMPLE_RATE;
-use crate::audio::decode::load_16k_mono;
-use crate::config::Config;
-use crate::protocol::{Language, ServerMessage};
-use crate::session::default_options;
-use crate::stt::whisper::WhisperModel;
-use crate::stt::{DecodeOptions, Decoder, trimmed_audio_ctx};
-use crate::transcribe::Transcriber;
-use crate::vad::{Segmenter, Utterance, VadEvent};
+use sori::config::Config;
+use sori::stt::whisper::WhisperModel;
+use sori::stt::{DecodeOptions, Decoder, trimmed_audio_ctx};
+use sori::transcribe::Transcriber;
+use sori_core::audio::TARGET_SAMPLE_RATE;
+use sori_core::audio::decode::load_16k_mono;
+use sori_core::protocol::{Language, ServerMessage};
+use sori_core::session::default_options;
+use sori_core::vad::{Segmenter, Utterance, VadEvent};
 
 /// One audio file with its reference transcript (if a `.txt` sits beside it).
 pub struct BenchFile {
@@ -115,7 +115,7 @@ pub fn run(config: Config, files: &[BenchFile], runs: usize) -> anyhow::Result<B
         for run in 0..runs {
             let started = Instant::now();
             let transcript = runtime.block_on(transcriber.transcribe(
-                crate::audio::decode::DecodedAudio {
+                sori_core::audio::decode::DecodedAudio {
                     samples: audio.clone(),
                     sample_rate: TARGET_SAMPLE_RATE,
                     duration_s: audio.len() as f64 / TARGET_SAMPLE_RATE as f64,
@@ -159,11 +159,11 @@ pub fn run(config: Config, files: &[BenchFile], runs: usize) -> anyhow::Result<B
             offline_wer: file
                 .reference
                 .as_deref()
-                .map(|r| crate::eval::wer(r, &offline_text)),
+                .map(|r| sori_score::wer(r, &offline_text)),
             stream_wer: file
                 .reference
                 .as_deref()
-                .map(|r| crate::eval::wer(r, &stream_text)),
+                .map(|r| sori_score::wer(r, &stream_text)),
             latency_p50_s: percentile(&latencies, 0.50),
             latency_p95_s: percentile(&latencies, 0.95),
             latency_max_s: latencies.last().copied().unwrap_or(0.0),
@@ -250,7 +250,7 @@ async fn stream_paced(
 ) -> anyhow::Result<(Vec<f64>, String)> {
     let mut options = default_options(&transcriber.config.stt, transcriber.config.llm.enabled);
     options.language = language;
-    options.encoding = crate::audio::pcm::Encoding::PcmF32le;
+    options.encoding = sori_core::audio::pcm::Encoding::PcmF32le;
     let mut stream = transcriber.stream("bench".to_owned(), options)?;
     let chunk = TARGET_SAMPLE_RATE as usize / 50;
     let mut padded = audio.to_vec();
@@ -338,8 +338,8 @@ fn audio_ctx_figures(
         full_window_s: full_s,
         trimmed_s,
         speedup: full_s / trimmed_s,
-        full_wer: reference.map(|r| crate::eval::wer(r, &full_text.join(" "))),
-        trimmed_wer: reference.map(|r| crate::eval::wer(r, &trimmed_text.join(" "))),
+        full_wer: reference.map(|r| sori_score::wer(r, &full_text.join(" "))),
+        trimmed_wer: reference.map(|r| sori_score::wer(r, &trimmed_text.join(" "))),
     })
 }
 
@@ -446,8 +446,8 @@ pub const KEYWORD_SENTENCES: &[&str] = &[
 
 /// Measures keyword extraction against the configured endpoint with an in-memory cache.
 pub async fn keyword_latency(config: &Config, runs: usize) -> anyhow::Result<KeywordFigures> {
-    let cache = crate::cache::Cache::memory(1000);
-    let extractor = crate::keywords::KeywordExtractor::new(
+    let cache = sori::cache::Cache::memory(1000);
+    let extractor = sori::keywords::KeywordExtractor::new(
         &config.llm,
         cache,
         Duration::from_secs(config.cache.keyword_ttl_s),

@@ -1,21 +1,17 @@
-//! Accuracy: transcript normalisation, WER and CER, and `sori eval DIR`, which scores a
-//! directory of recordings with reference transcripts offline and streamed over `/ws`
-//! (docs/accuracy.md).
+//! Transcript scoring: word and character error rates after a normalisation that takes out
+//! what must not count as an error (case, punctuation, spacing, how a number is written,
+//! KsponSpeech marks), with Korean-aware rules (docs/accuracy.md). Pure text in, figures out:
+//! used by `sori eval` and `sori bench` (the `sori-tools` crate), by `sori model fetch`'s check
+//! of the converted models on the JFK clip, and by the tests (as `sori::eval`).
 //!
-//! - [`normalize`]: what does not count as an error (case, punctuation, spacing, number
-//!   formatting, KsponSpeech marks), and which rules apply (Hangul in the reference → Korean);
+//! - [`normalize`]: what does not count as an error, and which rules apply (Hangul in the
+//!   reference → Korean);
 //! - [`korean`]: numbers written in digits read out in Hangul;
-//! - [`metrics`]: edit distance with an alignment, pooled counts, hallucinated segments;
-//! - [`corpus`]: finding audio files and their references under a directory;
-//! - [`run`]: running each file through the offline and the streaming path;
-//! - [`report`]: the JSON shape and the terminal table.
+//! - [`metrics`]: edit distance with an alignment, pooled counts, hallucinated segments.
 
-pub mod corpus;
 pub mod korean;
 pub mod metrics;
 pub mod normalize;
-pub mod report;
-pub mod run;
 
 pub use metrics::edit_distance;
 pub use normalize::Profile;

@@ -3,25 +3,22 @@
 //! process on 127.0.0.1:0, streamed as fast as the socket takes it; then scored.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::StreamExt;
+use sori::config::Config;
+use sori::harness::ws_client::{self, Incoming};
+use sori::harness::{LocalServer, LocalServerError};
+use sori_core::audio::TARGET_SAMPLE_RATE;
+use sori_core::audio::decode::DecodedAudio;
+use sori_core::protocol::{Language, ServerMessage};
+use sori_score::metrics::{Metric, score};
+use sori_score::normalize::{Profile, has_hangul, words};
 
 use super::corpus::{self, CorpusError, Entry};
-use super::metrics::{Metric, score};
-use super::normalize::{Profile, has_hangul, words};
 use super::report::{EvalReport, Failed, FileReport, PathReport, Skipped, Totals};
-use crate::audio::TARGET_SAMPLE_RATE;
-use crate::audio::decode::DecodedAudio;
-use crate::config::Config;
-use crate::http::AppState;
-use crate::protocol::{Language, ServerMessage};
-use crate::transcribe::{EngineError, Transcriber};
 
 /// Audio per WebSocket frame (100 ms of 16 kHz f32).
 const FRAME_SAMPLES: usize = TARGET_SAMPLE_RATE as usize / 10;
@@ -33,12 +30,8 @@ const MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum EvalError {
     #[error(transparent)]
     Corpus(#[from] CorpusError),
-    #[error("cannot start the speech engine: {0}")]
-    Engine(#[from] EngineError),
-    #[error("cannot start the in-process server on 127.0.0.1: {0}")]
-    Server(std::io::Error),
-    #[error("the speech engine's start-up thread failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Server(#[from] LocalServerError),
     #[error("--offline-only and --stream-only leave nothing to run; pick at most one")]
     NothingToRun,
 }
@@ -108,7 +101,7 @@ pub async fn run(
         })
         .collect();
 
-    let server = EvalServer::start(config).await?;
+    let server = LocalServer::start_scratch(eval_config(config)).await?;
     progress.set_length(with_reference.len() as u64);
     let mut files = Vec::new();
     let mut failed = Vec::new();
@@ -125,21 +118,23 @@ pub async fn run(
     }
     let report = EvalReport {
         dir: dir.display().to_string(),
-        model: server.transcriber.config.stt.model.display().to_string(),
+        model: server.transcriber().config.stt.model.display().to_string(),
         language: options.language.to_string(),
-        threads: server.transcriber.config.stt.threads,
+        threads: server.transcriber().config.stt.threads,
         total: Totals::of(&files),
         files,
         skipped,
         failed,
     };
-    server.stop().await;
+    if let Err(e) = server.shutdown().await {
+        tracing::warn!(error = %e, "the eval server did not stop cleanly");
+    }
     Ok(report)
 }
 
 /// One file through the requested paths; the error is the reason shown for the file.
 async fn evaluate_file(
-    server: &EvalServer,
+    server: &LocalServer,
     entry: &Entry,
     options: &EvalOptions,
 ) -> Result<FileReport, String> {
@@ -155,7 +150,7 @@ async fn evaluate_file(
     let language = match options.language {
         EvalLanguage::Fixed(language) => language,
         EvalLanguage::FromReference if reference.trim().is_empty() => {
-            server.transcriber.config.stt.language
+            server.transcriber().config.stt.language
         }
         EvalLanguage::FromReference if has_hangul(&reference) => Language::Ko,
         EvalLanguage::FromReference => Language::En,
@@ -182,7 +177,7 @@ async fn evaluate_file(
     let offline = if options.offline {
         let started = Instant::now();
         let transcript = server
-            .transcriber
+            .transcriber()
             .transcribe(
                 DecodedAudio {
                     samples: samples.clone(),
@@ -239,128 +234,63 @@ async fn stream_file(
     samples: &[f32],
     language: Language,
 ) -> Result<Vec<String>, String> {
-    let url = format!(
-        "ws://{addr}/ws?language={language}&sample_rate={TARGET_SAMPLE_RATE}&encoding=pcm_f32le&channels=1&partials=false&keywords=false&rag=false"
+    let query = format!(
+        "?language={language}&sample_rate={TARGET_SAMPLE_RATE}&encoding=pcm_f32le&channels=1&partials=false&keywords=false&rag=false"
     );
-    let (socket, _) = tokio_tungstenite::connect_async(url)
+    let socket = ws_client::connect(addr, &query)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let (mut sink, mut source) = socket.split();
     // Read on a task of its own, so the server's messages never back up while we send.
     let reader = tokio::spawn(async move {
         let mut finals = Vec::new();
         let mut ready = false;
         loop {
-            let message = match tokio::time::timeout(MESSAGE_TIMEOUT, source.next()).await {
-                Err(_) => {
+            match ws_client::recv(&mut source, MESSAGE_TIMEOUT).await {
+                Err(e) => return Err(e.to_string()),
+                Ok(Incoming::Closed(code)) => {
                     return Err(format!(
-                        "nothing from the server for {} s",
-                        MESSAGE_TIMEOUT.as_secs()
+                        "the server closed the session before `closed` (close code {code:?})"
                     ));
                 }
-                Ok(None) => return Err("the connection ended before `closed`".to_owned()),
-                Ok(Some(Err(e))) => return Err(format!("connection failed: {e}")),
-                Ok(Some(Ok(message))) => message,
-            };
-            let text = match message {
-                Message::Text(text) => text,
-                Message::Close(frame) => {
-                    return Err(format!(
-                        "the server closed the session before `closed`: {frame:?}"
-                    ));
-                }
-                _ => continue,
-            };
-            let event: Value = serde_json::from_str(text.as_str())
-                .map_err(|e| format!("the server sent something that is not JSON: {e}"))?;
-            match event["type"].as_str() {
-                Some("ready") => ready = true,
-                Some("final") => finals.push(event["text"].as_str().unwrap_or_default().to_owned()),
-                Some("error") => {
-                    return Err(format!(
-                        "error event {}: {}",
-                        event["code"].as_str().unwrap_or("?"),
-                        event["message"].as_str().unwrap_or_default()
-                    ));
-                }
-                Some("closed") if ready => return Ok(finals),
-                _ => {}
+                Ok(Incoming::Message(message)) => match message {
+                    ServerMessage::Ready { .. } => ready = true,
+                    ServerMessage::Final { text, .. } => finals.push(text),
+                    ServerMessage::Error { code, message, .. } => {
+                        return Err(format!("error event {code}: {message}"));
+                    }
+                    ServerMessage::Closed { .. } if ready => return Ok(finals),
+                    _ => {}
+                },
             }
         }
     });
+    let pcm: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     let sent = async {
-        for frame in samples.chunks(FRAME_SAMPLES) {
-            let bytes: Vec<u8> = frame.iter().flat_map(|s| s.to_le_bytes()).collect();
-            sink.send(Message::Binary(bytes.into())).await?;
-        }
-        sink.send(Message::Text(r#"{"type":"stop"}"#.into())).await
+        ws_client::send_pcm(&mut sink, &pcm, FRAME_SAMPLES * 4, None).await?;
+        ws_client::send_stop(&mut sink).await
     }
     .await;
     // The reader's account comes first: when sending failed, it says why the server ended.
     let finals = reader.await.map_err(|e| e.to_string())??;
     sent.map_err(|e| format!("sending audio failed: {e}"))?;
-    let _ = sink.close().await;
+    let _ = futures_util::SinkExt::close(&mut sink).await;
     Ok(finals)
 }
 
-/// The server `sori eval` streams to, and the engine both paths share.
-struct EvalServer {
-    transcriber: Arc<Transcriber>,
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    outputs: PathBuf,
-}
-
-impl EvalServer {
-    /// Loads the model and serves `/ws` on 127.0.0.1:0. Limits meant for remote clients are
-    /// lifted (tokens, origins, idle and length limits, the decode backlog cap: the file is
-    /// sent faster than real time on purpose), keywords and RAG are off, and transcripts go
-    /// to a temporary folder removed at the end.
-    async fn start(mut config: Config) -> Result<Self, EvalError> {
-        let outputs =
-            std::env::temp_dir().join(format!("sori-eval-{}", uuid::Uuid::new_v4().simple()));
-        config.server.outputs_dir = outputs.clone();
-        config.server.api_tokens.clear();
-        config.server.allowed_origins.clear();
-        config.server.max_connections_per_client = 0;
-        config.server.max_session_s = 0;
-        config.server.idle_timeout_s = 0;
-        config.server.max_backlog_s = f64::MAX;
-        config.llm.enabled = false;
-        config.rag.enabled = false;
-        let config = Arc::new(config);
-        let transcriber = tokio::task::spawn_blocking({
-            let config = Arc::clone(&config);
-            move || Transcriber::start(config)
-        })
-        .await??;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(EvalError::Server)?;
-        let addr = listener.local_addr().map_err(EvalError::Server)?;
-        let state = AppState::new(transcriber).await;
-        let transcriber = Arc::clone(&state.transcriber);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(crate::http::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            transcriber,
-            addr,
-            stop,
-            task,
-            outputs,
-        })
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        if let Ok(Err(e)) = self.task.await {
-            tracing::warn!(error = %e, "the eval server did not stop cleanly");
-        }
-        let _ = std::fs::remove_dir_all(&self.outputs);
-    }
+/// The configuration of the server `sori eval` streams to. Limits meant for remote clients
+/// are lifted (tokens, origins, idle and length limits, the decode backlog cap: the file is
+/// sent faster than real time on purpose), and keywords and RAG are off.
+fn eval_config(mut config: Config) -> Config {
+    config.server.api_tokens.clear();
+    config.server.allowed_origins.clear();
+    config.server.max_connections_per_client = 0;
+    config.server.max_session_s = 0;
+    config.server.idle_timeout_s = 0;
+    config.server.max_backlog_s = f64::MAX;
+    config.llm.enabled = false;
+    config.rag.enabled = false;
+    config
 }
 
 #[cfg(test)]

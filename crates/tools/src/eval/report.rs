@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::metrics::{Count, Metric};
-use super::normalize::Profile;
+use sori_score::metrics::{Count, Metric};
+use sori_score::normalize::Profile;
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]

@@ -13,12 +13,12 @@
 //!    ("percent", or "퍼센트" in Korean text); every other character that is not a letter or a
 //!    digit becomes a space.
 //! 4. Korean text only ([`Profile::Korean`]): numbers written in digits are read out in Hangul
-//!    ([`super::korean::verbalise_numbers`]), so "35" and "삼십오" compare equal.
+//!    ([`crate::korean::verbalise_numbers`]), so "35" and "삼십오" compare equal.
 //! 5. Words are split on whitespace. CER joins them (Korean spacing never counts).
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::korean;
+use crate::korean;
 
 /// Which language's rules apply; chosen from the reference's script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

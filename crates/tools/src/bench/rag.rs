@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cache::Cache;
-use crate::config::Config;
-use crate::rag::embed::Purpose;
-use crate::rag::pipeline::fuse;
-use crate::rag::sparse::sparse_vector;
-use crate::rag::store::StoredChunk;
-use crate::rag::{DocMeta, Rag};
+use sori::cache::Cache;
+use sori::config::Config;
+use sori::rag::embed::Purpose;
+use sori::rag::pipeline::fuse;
+use sori::rag::sparse::sparse_vector;
+use sori::rag::store::StoredChunk;
+use sori::rag::{DocMeta, Rag};
 
 use super::percentile;
 

@@ -8,9 +8,8 @@
 //! (`server_full` and close 1013) are counted and retried after a short back-off. Resident
 //! memory (VmRSS) and the server's open-session count are sampled throughout.
 //!
-//! The client is a minimal RFC 6455 client written here over a `TcpStream`, from when the
-//! crate's WebSocket client library (tokio-tungstenite) was only a dev-dependency; `sori eval`
-//! now uses that library, and this client could move to it.
+//! The server is [`sori::harness::LocalServer`] and the clients are
+//! [`sori::harness::ws_client`], the ones the tests use.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,21 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
-use serde_json::Value;
-
-use crate::eval::JFK_REFERENCE;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use sori::config::Config;
+use sori::harness::ws_client::{self, Incoming, Ws};
+use sori::harness::{LocalServer, WsClientError};
+use sori_core::audio::TARGET_SAMPLE_RATE;
+use sori_core::audio::decode::load_16k_mono;
+use sori_core::protocol::{Language, ServerMessage, close_code};
+use sori_score::JFK_REFERENCE;
 
 use super::percentile;
-use crate::audio::TARGET_SAMPLE_RATE;
-use crate::audio::decode::load_16k_mono;
-use crate::config::Config;
-use crate::http::AppState;
-use crate::protocol::{Language, close_code};
-use crate::transcribe::Transcriber;
 
 /// Audio per WebSocket frame.
 const FRAME_MS: u64 = 100;
@@ -179,10 +174,8 @@ pub async fn run(
     ));
     let pcm = Arc::new(pcm);
 
-    let outputs = std::env::temp_dir().join(format!("sori-bench-load-{}", std::process::id()));
     config.server.max_sessions = args.max_sessions;
     config.server.max_connections_per_client = 0;
-    config.server.outputs_dir = outputs.clone();
     config.llm.enabled = false;
     config.rag.enabled = false;
     let tail_s = config.vad.tail_ms as f64 / 1000.0;
@@ -193,19 +186,8 @@ pub async fn run(
     );
 
     let rss_before_model_mb = rss_mb();
-    let config = Arc::new(config);
-    let transcriber = tokio::task::spawn_blocking({
-        let config = Arc::clone(&config);
-        move || Transcriber::start(config)
-    })
-    .await??;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let state = AppState::new(transcriber).await;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(listener, state.clone(), async move {
-        let _ = server_stopped.await;
-    }));
+    let server = LocalServer::start_scratch(config).await?;
+    let (addr, state) = (server.addr, server.state.clone());
     let rss_start_mb = rss_mb();
     eprintln!(
         "[load] server on {addr}: max_sessions {}, {workers} worker(s) × {threads} thread(s); \
@@ -264,7 +246,7 @@ pub async fn run(
     });
 
     let query = format!(
-        "/ws?sample_rate={TARGET_SAMPLE_RATE}&encoding=pcm_s16le&channels=1&language={language}&keywords=false"
+        "?sample_rate={TARGET_SAMPLE_RATE}&encoding=pcm_s16le&channels=1&language={language}&keywords=false"
     );
     let backoff = Duration::from_millis(args.backoff_ms);
     let stagger = Duration::from_secs_f64(audio_s / clients as f64);
@@ -305,9 +287,7 @@ pub async fn run(
     done.store(true, Ordering::Relaxed);
     watcher.await?;
     sampler.abort();
-    let _ = stop_server.send(());
-    server.await??;
-    let _ = std::fs::remove_dir_all(&outputs);
+    server.shutdown().await?;
 
     let tally = std::mem::take(&mut *lock(&tally));
     let rss_samples = std::mem::take(&mut *lock(&rss_samples));
@@ -574,13 +554,63 @@ async fn session(
     reference: &str,
     tail_s: f64,
 ) -> anyhow::Result<Outcome> {
-    let (reader, mut writer) = WsClient::connect(addr, query).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let reading = tokio::spawn(read_all(reader, tx));
-    let outcome = drive(&mut writer, &mut rx, pcm, reference, tail_s).await;
-    reading.abort();
-    let _ = writer.half.shutdown().await;
-    outcome
+    let (mut sink, mut source) = ws_client::connect(addr, query).await?.split();
+    // `ready`, or a refusal: `error` then the close frame.
+    match ws_client::recv(&mut source, DRAIN_LIMIT).await? {
+        Incoming::Message(ServerMessage::Ready { .. }) => {}
+        Incoming::Message(ServerMessage::Error { code, .. }) => loop {
+            if let Incoming::Closed(close) = ws_client::recv(&mut source, DRAIN_LIMIT).await? {
+                return Ok(Outcome::Refused { error: code, close });
+            }
+        },
+        other => bail!("expected ready or error first, got {other:?}"),
+    }
+    let frame_bytes = (TARGET_SAMPLE_RATE as u64 * FRAME_MS / 1000 * 2) as usize;
+    let audio = Duration::from_secs_f64(pcm.len() as f64 / 2.0 / f64::from(TARGET_SAMPLE_RATE));
+    // Read on a task of its own (arrival times stamped there) while the audio goes out.
+    let reader = tokio::spawn(read_session(source, audio + DRAIN_LIMIT));
+    let sent = async {
+        let pace = Duration::from_millis(FRAME_MS);
+        let start = ws_client::send_pcm(&mut sink, pcm, frame_bytes, Some(pace)).await?;
+        ws_client::send_stop(&mut sink).await?;
+        Ok::<_, WsClientError>(start)
+    }
+    .await;
+    // The reader's account comes first: when sending failed, it says why the session ended.
+    let (state, close) = reader.await??;
+    let start = match sent {
+        Ok(start) => start,
+        Err(e) => bail!(
+            "the session ended mid-stream ({e}): close {close:?}, errors {:?}",
+            state.errors
+        ),
+    };
+    let _ = sink.close().await;
+    if !state.closed {
+        bail!("closed ({close:?}) without a `closed` event");
+    }
+    // Frame i (audio up to (i + 1) frames) went out at `start + i` frames, as from a live
+    // microphone whose audio time 0 was one frame before `start`.
+    let origin = start
+        .checked_sub(Duration::from_millis(FRAME_MS))
+        .unwrap_or(start);
+    let text = state.finals.join(" ");
+    let latencies = state
+        .final_ends
+        .iter()
+        .map(|(end, at)| {
+            let end_of_speech = origin + Duration::from_secs_f64((end - tail_s).max(0.0));
+            at.saturating_duration_since(end_of_speech).as_secs_f64()
+        })
+        .collect();
+    Ok(Outcome::Completed(SessionResult {
+        wer: sori_score::wer(reference, &text),
+        text,
+        latencies,
+        max_lag_ms: state.max_lag_ms,
+        errors: state.errors,
+        close,
+    }))
 }
 
 /// One whole streamed session that must be admitted: its transcript and, per final, the
@@ -606,112 +636,21 @@ pub(super) struct StreamedText {
     pub latencies: Vec<f64>,
 }
 
-/// Everything the server sends, stamped with its arrival, until the close frame or an error.
-async fn read_all(
-    mut reader: WsReader,
-    tx: tokio::sync::mpsc::UnboundedSender<(Instant, anyhow::Result<Incoming>)>,
-) {
-    loop {
-        let message = reader.next().await;
-        let end = !matches!(message, Ok(Incoming::Text(_) | Incoming::Ping(_)));
-        if tx.send((Instant::now(), message)).is_err() || end {
-            return;
-        }
-    }
-}
-
-type Inbox = tokio::sync::mpsc::UnboundedReceiver<(Instant, anyhow::Result<Incoming>)>;
-
-/// The next message from the reader, within `DRAIN_LIMIT`.
-async fn recv(rx: &mut Inbox) -> anyhow::Result<(Instant, anyhow::Result<Incoming>)> {
-    match tokio::time::timeout(DRAIN_LIMIT, rx.recv()).await {
-        Ok(Some(item)) => Ok(item),
-        Ok(None) => bail!("connection ended without a close frame"),
-        Err(_) => bail!("nothing from the server for {} s", DRAIN_LIMIT.as_secs()),
-    }
-}
-
-async fn drive(
-    writer: &mut WsWriter,
-    rx: &mut Inbox,
-    pcm: &[u8],
-    reference: &str,
-    tail_s: f64,
-) -> anyhow::Result<Outcome> {
-    // `ready`, or a refusal: `error` then the close frame.
-    let (_, first) = recv(rx).await?;
-    let first = match first? {
-        Incoming::Text(t) => serde_json::from_str::<Value>(&t)?,
-        other => bail!("expected ready or error first, got {other:?}"),
-    };
-    match first["type"].as_str() {
-        Some("ready") => {}
-        Some("error") => {
-            let error = first["code"].as_str().unwrap_or("?").to_owned();
-            loop {
-                let (_, message) = recv(rx).await?;
-                match message? {
-                    Incoming::Close(close) => {
-                        let _ = writer.close(close).await;
-                        return Ok(Outcome::Refused { error, close });
-                    }
-                    Incoming::Ping(p) => writer.send(OP_PONG, &p).await?,
-                    Incoming::Text(_) => {}
-                }
-            }
-        }
-        _ => bail!("expected ready or error first, got {first}"),
-    }
-
+/// Everything an admitted session receives, each message stamped with its arrival, up to the
+/// close frame (and its code). `timeout` bounds the wait for any one message.
+async fn read_session(
+    mut source: SplitStream<Ws>,
+    timeout: Duration,
+) -> Result<(Session, Option<u16>), WsClientError> {
     let mut state = Session::default();
-    let frame_bytes = (TARGET_SAMPLE_RATE as u64 * FRAME_MS / 1000 * 2) as usize;
-    // Audio time t is sent by `origin + t` (each frame goes out when its audio has "happened").
-    let origin = Instant::now();
-    for (i, frame) in pcm.chunks(frame_bytes).enumerate() {
-        let due = origin + Duration::from_millis(FRAME_MS * (i as u64 + 1));
-        loop {
-            tokio::select! {
-                item = rx.recv() => match item {
-                    Some((at, message)) => {
-                        if let Some(ending) = state.take(at, message?, writer).await? {
-                            bail!("the session ended mid-stream: {ending:?}, errors {:?}", state.errors);
-                        }
-                    }
-                    None => bail!("connection ended mid-stream"),
-                },
-                _ = tokio::time::sleep_until(due.into()) => break,
-            }
+    loop {
+        let message = ws_client::recv(&mut source, timeout).await?;
+        let at = Instant::now();
+        match message {
+            Incoming::Closed(close) => return Ok((state, close)),
+            Incoming::Message(message) => state.take(at, message),
         }
-        writer.send(OP_BINARY, frame).await?;
     }
-    writer.send(OP_TEXT, br#"{"type":"stop"}"#).await?;
-    let close = loop {
-        let (at, message) = recv(rx).await?;
-        if let Some(close) = state.take(at, message?, writer).await? {
-            break close;
-        }
-    };
-    let _ = writer.close(close).await;
-    if !state.closed {
-        bail!("closed ({close:?}) without a `closed` event");
-    }
-    let text = state.finals.join(" ");
-    let latencies = state
-        .final_ends
-        .iter()
-        .map(|(end, at)| {
-            let end_of_speech = origin + Duration::from_secs_f64((end - tail_s).max(0.0));
-            at.saturating_duration_since(end_of_speech).as_secs_f64()
-        })
-        .collect();
-    Ok(Outcome::Completed(SessionResult {
-        wer: crate::eval::wer(reference, &text),
-        text,
-        latencies,
-        max_lag_ms: state.max_lag_ms,
-        errors: state.errors,
-        close,
-    }))
 }
 
 /// What an admitted session has received so far.
@@ -726,41 +665,19 @@ struct Session {
 }
 
 impl Session {
-    /// Takes one message; `Some(close code)` once the close frame has come.
-    async fn take(
-        &mut self,
-        at: Instant,
-        message: Incoming,
-        writer: &mut WsWriter,
-    ) -> anyhow::Result<Option<Option<u16>>> {
+    fn take(&mut self, at: Instant, message: ServerMessage) {
         match message {
-            Incoming::Text(t) => {
-                let v: Value = serde_json::from_str(&t)?;
-                match v["type"].as_str() {
-                    Some("final") => {
-                        self.finals
-                            .push(v["text"].as_str().unwrap_or_default().to_owned());
-                        self.final_ends
-                            .push((v["end"].as_f64().unwrap_or_default(), at));
-                    }
-                    Some("status") => {
-                        self.max_lag_ms = self.max_lag_ms.max(v["lag_ms"].as_u64().unwrap_or(0));
-                    }
-                    Some("error") => {
-                        let code = v["code"].as_str().unwrap_or("?").to_owned();
-                        eprintln!("[load] error event: {v}");
-                        self.errors.push(code);
-                    }
-                    Some("closed") => self.closed = true,
-                    _ => {}
-                }
-                Ok(None)
+            ServerMessage::Final { text, end, .. } => {
+                self.finals.push(text);
+                self.final_ends.push((end, at));
             }
-            Incoming::Ping(p) => {
-                writer.send(OP_PONG, &p).await?;
-                Ok(None)
+            ServerMessage::Status { lag_ms, .. } => self.max_lag_ms = self.max_lag_ms.max(lag_ms),
+            ServerMessage::Error { code, message, .. } => {
+                eprintln!("[load] error event {code}: {message}");
+                self.errors.push(code);
             }
-            Incoming::Close(code) => Ok(Some(code)),
+            ServerMessage::Closed { .. } => self.closed = true,
+            _ => {}
         }
     }
 }
@@ -816,167 +733,6 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
-}
-
-// ---- A minimal WebSocket client (RFC 6455): enough for this benchmark, nothing more. ----
-
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
-/// Larger server messages are treated as a protocol error.
-const MAX_MESSAGE: usize = 16 << 20;
-
-#[derive(Debug)]
-enum Incoming {
-    Text(String),
-    Ping(Vec<u8>),
-    Close(Option<u16>),
-}
-
-struct WsClient;
-
-struct WsReader {
-    half: BufReader<OwnedReadHalf>,
-}
-
-struct WsWriter {
-    half: OwnedWriteHalf,
-    mask_state: u64,
-}
-
-impl WsClient {
-    /// Connects and upgrades `GET {path}` (the `Sec-WebSocket-Accept` hash is not checked:
-    /// no SHA-1 among the dependencies, and the server is our own on loopback).
-    async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<(WsReader, WsWriter)> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
-        let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        write.write_all(request.as_bytes()).await?;
-        let mut read = BufReader::new(read);
-        let mut status = String::new();
-        read.read_line(&mut status).await?;
-        let mut accept = false;
-        loop {
-            let mut line = String::new();
-            if read.read_line(&mut line).await? == 0 {
-                bail!("connection closed during the WebSocket handshake");
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            accept |= line
-                .to_ascii_lowercase()
-                .starts_with("sec-websocket-accept:");
-        }
-        if status.split_whitespace().nth(1) != Some("101") || !accept {
-            bail!("WebSocket upgrade refused: {}", status.trim_end());
-        }
-        let seed = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into()?);
-        Ok((
-            WsReader { half: read },
-            WsWriter {
-                half: write,
-                mask_state: seed | 1,
-            },
-        ))
-    }
-}
-
-impl WsReader {
-    /// The next text message, ping or close (binary messages and pongs are skipped).
-    async fn next(&mut self) -> anyhow::Result<Incoming> {
-        let mut message = Vec::new();
-        let mut message_op = None;
-        loop {
-            let mut head = [0u8; 2];
-            self.half.read_exact(&mut head).await?;
-            let fin = head[0] & 0x80 != 0;
-            let op = head[0] & 0x0F;
-            if head[1] & 0x80 != 0 {
-                bail!("the server sent a masked frame");
-            }
-            let len = match head[1] & 0x7F {
-                126 => u64::from(self.half.read_u16().await?),
-                127 => self.half.read_u64().await?,
-                n => u64::from(n),
-            };
-            if len > MAX_MESSAGE as u64 || message.len() + len as usize > MAX_MESSAGE {
-                bail!("server message too large ({len} bytes)");
-            }
-            let mut payload = vec![0u8; len as usize];
-            self.half.read_exact(&mut payload).await?;
-            match op {
-                OP_PING => return Ok(Incoming::Ping(payload)),
-                OP_PONG => continue,
-                OP_CLOSE => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    return Ok(Incoming::Close(code));
-                }
-                OP_TEXT | OP_BINARY => {
-                    message_op = Some(op);
-                    message = payload;
-                }
-                OP_CONTINUATION if message_op.is_some() => message.extend(payload),
-                other => bail!("unexpected WebSocket opcode {other:#x}"),
-            }
-            if fin {
-                match message_op.take() {
-                    Some(OP_TEXT) => return Ok(Incoming::Text(String::from_utf8(message)?)),
-                    _ => message.clear(),
-                }
-            }
-        }
-    }
-}
-
-impl WsWriter {
-    /// One unfragmented, masked frame.
-    async fn send(&mut self, op: u8, payload: &[u8]) -> anyhow::Result<()> {
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | op);
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend((n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend((n as u64).to_be_bytes());
-            }
-        }
-        let mask = self.next_mask();
-        frame.extend(mask);
-        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-        self.half.write_all(&frame).await?;
-        Ok(())
-    }
-
-    /// Answers the server's close frame.
-    async fn close(&mut self, code: Option<u16>) -> anyhow::Result<()> {
-        let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
-        self.send(OP_CLOSE, &payload).await
-    }
-
-    /// xorshift64: masking keys need not be secret for a benchmark client.
-    fn next_mask(&mut self) -> [u8; 4] {
-        let mut x = self.mask_state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.mask_state = x;
-        (x as u32).to_le_bytes()
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::normalize::{Profile, chars_of, words};
+use crate::normalize::{Profile, chars_of, words};
 
 /// Edits against a number of reference units (words for WER, characters for CER). Pooling
 /// adds both, so a total is Σ edits ÷ Σ units, not a mean of per-file rates.

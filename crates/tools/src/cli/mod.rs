@@ -1,0 +1,99 @@
+//! The `sori-tools` command line: `eval` and `bench`, with exactly the flags `sori eval` and
+//! `sori bench` document (the `sori` binary forwards those two commands here).
+
+pub mod bench;
+pub mod eval;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use sori::config::Config;
+use sori_core::protocol::Language;
+
+#[derive(Parser)]
+#[command(
+    name = "sori-tools",
+    version,
+    about = "sori's offline tools: accuracy (eval) and benchmarks (bench)"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./sori.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Measure speed and latency side by side (see docs/benchmarks.md).
+    Bench(Box<bench::BenchArgs>),
+    /// Measure accuracy on a directory of recordings with reference transcripts: each file
+    /// offline and streamed over /ws; WER / CER, real-time factor, hallucinated segments
+    /// (see docs/accuracy.md).
+    Eval(eval::EvalArgs),
+}
+
+impl Cli {
+    /// The tracing filter when RUST_LOG is unset: `eval` shows a progress bar and a report,
+    /// which the server's per-session lines would bury.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Eval(_) => "warn",
+            Command::Bench(_) => "info,whisper_rs=warn",
+        }
+    }
+
+    /// Runs the chosen command.
+    pub fn run(self) -> anyhow::Result<()> {
+        let config = self.config.as_deref();
+        match self.command {
+            Command::Bench(args) => bench::run(*args, config),
+            Command::Eval(args) => eval::run(args, config),
+        }
+    }
+}
+
+/// The decoder flags of `bench` (the same as `sori serve`'s and `sori transcribe`'s).
+#[derive(clap::Args)]
+pub struct EngineFlags {
+    /// whisper.cpp ggml model file (env SORI_MODEL).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// ko, en or auto (env SORI_LANGUAGE).
+    #[arg(long)]
+    pub language: Option<Language>,
+    /// Decoder worker threads (env SORI_WORKERS).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// CPU threads per decode (env SORI_THREADS).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl EngineFlags {
+    pub fn apply(self, config: &mut Config) {
+        if let Some(model) = self.model {
+            config.stt.model = model;
+        }
+        if let Some(language) = self.language {
+            config.stt.language = language;
+        }
+        if let Some(workers) = self.workers {
+            config.stt.workers = workers;
+        }
+        if let Some(threads) = self.threads {
+            config.stt.threads = threads;
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for the commands that need one.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
