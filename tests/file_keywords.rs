@@ -98,7 +98,10 @@ async fn upload_with_keywords_returns_each_segments_keywords() {
         .await
         .unwrap();
     let segments = body["segments"].as_array().unwrap();
-    assert!(segments.iter().all(|s| s.get("keywords").is_none()), "{body}");
+    assert!(
+        segments.iter().all(|s| s.get("keywords").is_none()),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sori::audio::decode::decode_file;
-use sori::config::Config;
-use sori::outputs::{Cue, to_srt, to_text, to_vtt};
 use sori::cache::Cache;
+use sori::config::Config;
 use sori::enrich::Enrichment;
 use sori::http::api::Format;
+use sori::outputs::{Cue, to_srt, to_text, to_vtt};
 use sori::protocol::ServerMessage;
 use sori::transcribe::{FileRequest, FileTranscript, Transcriber};
 
@@ -44,8 +44,21 @@ struct FileArgs {
 }
 
 pub fn run(args: TranscribeArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
-    let TranscribeArgs { engine, file, format, prompt, keywords, rag } = args;
-    let args = FileArgs { file, format, prompt, keywords, rag };
+    let TranscribeArgs {
+        engine,
+        file,
+        format,
+        prompt,
+        keywords,
+        rag,
+    } = args;
+    let args = FileArgs {
+        file,
+        format,
+        prompt,
+        keywords,
+        rag,
+    };
     let mut config = Config::load(config_path)?;
     engine.apply(&mut config);
     config.validate()?;

@@ -10,8 +10,8 @@ pub mod tls;
 pub mod ws;
 
 use std::future::Future;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -23,8 +23,8 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::cache::Cache;
-use crate::driver::enrich::Enricher;
 pub use crate::driver::SessionLags;
+use crate::driver::enrich::Enricher;
 use crate::enrich::Enrichment;
 use crate::keywords::KeywordExtractor;
 use crate::transcribe::Transcriber;

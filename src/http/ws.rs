@@ -151,8 +151,8 @@ fn opening(state: &AppState, id: String, query: Option<&str>) -> Opening {
             StreamOptions::default()
         }
     };
-    let options = resolve_options(&base, &requested, config.stt.max_prompt_chars)
-        .unwrap_or_else(|e| {
+    let options =
+        resolve_options(&base, &requested, config.stt.max_prompt_chars).unwrap_or_else(|e| {
             early_errors.push(ServerMessage::error(
                 e.code,
                 format!("{e}; using the default {}", describe_default(&base)),

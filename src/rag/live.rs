@@ -41,16 +41,19 @@ impl Enricher for RagEnricher {
         Box::pin(async move {
             let started = Instant::now();
             let result = match slot.get().await {
-                Ok(rag) => rag.search(&segment.text, LIVE_TOP_K).await.map(|(hits, _)| {
-                    hits.into_iter()
-                        .map(|h| RagHit {
-                            text: h.text,
-                            source: h.source,
-                            page: h.page,
-                            score: h.score,
-                        })
-                        .collect()
-                }),
+                Ok(rag) => rag
+                    .search(&segment.text, LIVE_TOP_K)
+                    .await
+                    .map(|(hits, _)| {
+                        hits.into_iter()
+                            .map(|h| RagHit {
+                                text: h.text,
+                                source: h.source,
+                                page: h.page,
+                                score: h.score,
+                            })
+                            .collect()
+                    }),
                 Err(e) => Err(e),
             };
             let segment_id = segment.segment_id;
