@@ -24,6 +24,7 @@ use sori::stt::{DecodeOptions, Decoder, trimmed_audio_ctx};
 use sori::transcribe::Transcriber;
 use sori_core::audio::TARGET_SAMPLE_RATE;
 use sori_core::audio::decode::load_16k_mono;
+use sori_core::driver::{Driver, DriverConfig, Ending, Opening, Step};
 use sori_core::protocol::{Language, ServerMessage};
 use sori_core::session::default_options;
 use sori_core::vad::{Segmenter, Utterance, VadEvent};
@@ -248,10 +249,17 @@ async fn stream_paced(
     audio: &[f32],
     language: Language,
 ) -> anyhow::Result<(Vec<f64>, String)> {
-    let mut options = default_options(&transcriber.config.stt, transcriber.config.llm.enabled);
+    let mut options = default_options(&transcriber.config.stt, false);
     options.language = language;
     options.encoding = sori_core::audio::pcm::Encoding::PcmF32le;
-    let mut stream = transcriber.stream("bench".to_owned(), options)?;
+    // The session driver as a live transport runs it, without keywords or transcript files.
+    let opening = Opening {
+        id: "bench".to_owned(),
+        options,
+        early_errors: Vec::new(),
+    };
+    let config = DriverConfig::for_files(transcriber.config.stt.max_prompt_chars);
+    let (mut driver, _ready) = Driver::start(transcriber.engine(), config, opening, &[])?;
     let chunk = TARGET_SAMPLE_RATE as usize / 50;
     let mut padded = audio.to_vec();
     padded.extend(std::iter::repeat_n(0.0, 2 * TARGET_SAMPLE_RATE as usize));
@@ -259,7 +267,8 @@ async fn stream_paced(
     let started = Instant::now();
     let mut finals: Vec<(f64, Instant)> = Vec::new();
     let mut text = Vec::new();
-    let mut collect = |events: Vec<ServerMessage>, finals: &mut Vec<(f64, Instant)>| {
+    let mut collect = |step: Step, finals: &mut Vec<(f64, Instant)>| {
+        let Step::Send(events) = step else { return };
         for e in events {
             if let ServerMessage::Final { end, text: t, .. } = e {
                 finals.push((end, Instant::now()));
@@ -268,17 +277,23 @@ async fn stream_paced(
         }
     };
     for (i, frame) in padded.chunks(chunk).enumerate() {
-        stream.session.push_samples(frame);
+        driver.push_samples(frame);
         let due = started + Duration::from_millis(20 * (i as u64 + 1));
         loop {
             tokio::select! {
-                events = stream.progress() => collect(events, &mut finals),
+                step = driver.next() => collect(step, &mut finals),
                 _ = tokio::time::sleep_until(due.into()) => break,
             }
         }
     }
-    let rest = stream.finish().await;
-    collect(rest, &mut finals);
+    driver.close(Ending::stopped());
+    loop {
+        let step = driver.next().await;
+        if matches!(step, Step::Closed(_)) {
+            break;
+        }
+        collect(step, &mut finals);
+    }
     // Speech ended `tail_s` before a final's end; that audio was delivered at `started + t`.
     let latencies = finals
         .iter()
