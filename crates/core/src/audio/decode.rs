@@ -7,12 +7,13 @@ use std::fs::File;
 use std::io::Cursor;
 use std::path::Path;
 
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::packet::Packet;
 
 use crate::audio::{AudioError, resample};
 
@@ -81,6 +82,17 @@ fn decode_source(
     source: Box<dyn MediaSource>,
     extension_hint: Option<&str>,
 ) -> Result<DecodedAudio, AudioError> {
+    let mut format = probe(source, extension_hint)?;
+    let mut track = TrackDecoder::open(format.as_ref())?;
+    track.decode_all(format.as_mut())?;
+    track.finish()
+}
+
+/// Finds the container format (the content decides; the extension is a hint).
+fn probe(
+    source: Box<dyn MediaSource>,
+    extension_hint: Option<&str>,
+) -> Result<Box<dyn FormatReader>, AudioError> {
     let mut hint = Hint::new();
     if let Some(ext) = extension_hint {
         let ext = ext.trim().trim_start_matches('.').to_ascii_lowercase();
@@ -89,7 +101,7 @@ fn decode_source(
         }
     }
     let mss = MediaSourceStream::new(source, Default::default());
-    let mut format = symphonia::default::get_probe()
+    symphonia::default::get_probe()
         .probe(
             &hint,
             mss,
@@ -101,115 +113,159 @@ fn decode_source(
                 undecodable("the file ends before its headers do (truncated?)", e)
             }
             _ => undecodable("not a recognised audio file", e),
-        })?;
+        })
+}
 
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| AudioError::Undecodable {
-            reason: "the file has no audio track".into(),
-        })?;
-    let track_id = track.id;
-    let params = track
-        .codec_params
-        .as_ref()
-        .and_then(|p| p.audio())
-        .ok_or_else(|| AudioError::Undecodable {
-            reason: "the audio track has no codec parameters".into(),
-        })?;
-    let mut sample_rate = params.sample_rate.unwrap_or(0);
-    let capacity = track.num_frames.filter(|&n| n < 400_000_000).unwrap_or(0) as usize;
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(params, &AudioDecoderOptions::default())
-        .map_err(|e| undecodable("unsupported audio codec", e))?;
+/// The default audio track's decoder and what it has decoded so far.
+struct TrackDecoder {
+    track_id: u32,
+    decoder: Box<dyn AudioDecoder>,
+    /// The track's rate; 0 until known (from the codec parameters or the first buffer).
+    sample_rate: u32,
+    samples: Vec<f32>,
+    /// Scratch buffer for one decoded packet, interleaved.
+    interleaved: Vec<f32>,
+    packets: usize,
+    bad_packets: usize,
+    last_bad: Option<String>,
+}
 
-    let mut samples: Vec<f32> = Vec::with_capacity(capacity);
-    let mut interleaved: Vec<f32> = Vec::new();
-    let mut packets = 0usize;
-    let mut bad_packets = 0usize;
-    let mut last_bad: Option<String> = None;
+impl TrackDecoder {
+    /// Picks the default audio track and makes its decoder.
+    fn open(format: &dyn FormatReader) -> Result<Self, AudioError> {
+        let track =
+            format
+                .default_track(TrackType::Audio)
+                .ok_or_else(|| AudioError::Undecodable {
+                    reason: "the file has no audio track".into(),
+                })?;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or_else(|| AudioError::Undecodable {
+                reason: "the audio track has no codec parameters".into(),
+            })?;
+        let capacity = track.num_frames.filter(|&n| n < 400_000_000).unwrap_or(0) as usize;
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| undecodable("unsupported audio codec", e))?;
+        Ok(TrackDecoder {
+            track_id: track.id,
+            decoder,
+            sample_rate: params.sample_rate.unwrap_or(0),
+            samples: Vec::with_capacity(capacity),
+            interleaved: Vec::new(),
+            packets: 0,
+            bad_packets: 0,
+            last_bad: None,
+        })
+    }
 
-    loop {
-        let packet = match format.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            // A chained Ogg stream changed its track list: what we have is the first stream.
-            Err(SymError::ResetRequired) => break,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(undecodable(
-                    &format!(
-                        "the file ends early (truncated?) after {:.2} s of audio",
-                        seconds(samples.len(), sample_rate)
-                    ),
-                    e,
-                ));
+    /// Decodes every packet of the track, to the end of the file (or of its first chained
+    /// stream).
+    fn decode_all(&mut self, format: &mut dyn FormatReader) -> Result<(), AudioError> {
+        loop {
+            let packet = match format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                // A chained Ogg stream changed its track list: what we have is the first stream.
+                Err(SymError::ResetRequired) => break,
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(undecodable(
+                        &format!(
+                            "the file ends early (truncated?) after {:.2} s of audio",
+                            seconds(self.samples.len(), self.sample_rate)
+                        ),
+                        e,
+                    ));
+                }
+                Err(e) => {
+                    return Err(undecodable(
+                        &format!(
+                            "the file is damaged after {:.2} s of audio",
+                            seconds(self.samples.len(), self.sample_rate)
+                        ),
+                        e,
+                    ));
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
             }
-            Err(e) => {
-                return Err(undecodable(
-                    &format!(
-                        "the file is damaged after {:.2} s of audio",
-                        seconds(samples.len(), sample_rate)
-                    ),
-                    e,
-                ));
-            }
-        };
-        if packet.track_id != track_id {
-            continue;
+            self.decode_packet(&packet)?;
         }
-        packets += 1;
-        match decoder.decode(&packet) {
+        Ok(())
+    }
+
+    /// Decodes one packet into `samples`; a damaged packet is counted and skipped.
+    fn decode_packet(&mut self, packet: &Packet) -> Result<(), AudioError> {
+        self.packets += 1;
+        match self.decoder.decode(packet) {
             Ok(buf) => {
                 let spec = buf.spec();
                 let channels = spec.channels().count().max(1);
-                if sample_rate == 0 {
-                    sample_rate = spec.rate();
-                } else if spec.rate() != sample_rate {
+                if self.sample_rate == 0 {
+                    self.sample_rate = spec.rate();
+                } else if spec.rate() != self.sample_rate {
                     return Err(AudioError::Undecodable {
                         reason: format!(
                             "the sample rate changes mid-file ({} Hz, then {} Hz)",
-                            sample_rate,
+                            self.sample_rate,
                             spec.rate()
                         ),
                     });
                 }
-                buf.copy_to_vec_interleaved(&mut interleaved);
-                push_mono(&interleaved, channels, &mut samples);
+                buf.copy_to_vec_interleaved(&mut self.interleaved);
+                push_mono(&self.interleaved, channels, &mut self.samples);
             }
             Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
-                bad_packets += 1;
-                tracing::debug!(error = %e, packet = packets, "skipping an undecodable packet");
-                last_bad = Some(e.to_string());
+                self.bad_packets += 1;
+                tracing::debug!(error = %e, packet = self.packets, "skipping an undecodable packet");
+                self.last_bad = Some(e.to_string());
             }
             Err(e) => return Err(undecodable("the audio could not be decoded", e)),
         }
+        Ok(())
     }
 
-    if bad_packets > 0 {
-        let share = bad_packets as f64 / packets as f64;
-        if bad_packets == packets || (share > MAX_BAD_PACKET_SHARE && bad_packets > 2) {
+    /// The decoded audio, unless too many packets were damaged or nothing usable came out.
+    fn finish(self) -> Result<DecodedAudio, AudioError> {
+        let TrackDecoder {
+            sample_rate,
+            samples,
+            packets,
+            bad_packets,
+            last_bad,
+            ..
+        } = self;
+        if bad_packets > 0 {
+            let share = bad_packets as f64 / packets as f64;
+            if bad_packets == packets || (share > MAX_BAD_PACKET_SHARE && bad_packets > 2) {
+                return Err(AudioError::Undecodable {
+                    reason: format!(
+                        "{bad_packets} of {packets} audio packets are damaged (last error: {})",
+                        last_bad.unwrap_or_default()
+                    ),
+                });
+            }
+            tracing::warn!(bad_packets, packets, "skipped damaged audio packets");
+        }
+        if samples.is_empty() {
+            return Err(AudioError::EmptyAudio);
+        }
+        if sample_rate == 0 {
             return Err(AudioError::Undecodable {
-                reason: format!(
-                    "{bad_packets} of {packets} audio packets are damaged (last error: {})",
-                    last_bad.unwrap_or_default()
-                ),
+                reason: "the file does not state its sample rate".into(),
             });
         }
-        tracing::warn!(bad_packets, packets, "skipped damaged audio packets");
+        let duration_s = seconds(samples.len(), sample_rate);
+        Ok(DecodedAudio {
+            samples,
+            sample_rate,
+            duration_s,
+        })
     }
-    if samples.is_empty() {
-        return Err(AudioError::EmptyAudio);
-    }
-    if sample_rate == 0 {
-        return Err(AudioError::Undecodable {
-            reason: "the file does not state its sample rate".into(),
-        });
-    }
-    let duration_s = seconds(samples.len(), sample_rate);
-    Ok(DecodedAudio {
-        samples,
-        sample_rate,
-        duration_s,
-    })
 }
 
 fn seconds(samples: usize, rate: u32) -> f64 {
