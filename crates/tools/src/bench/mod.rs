@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sori::config::Config;
-use sori::stt::whisper::WhisperModel;
+use sori::stt::whisper::{WhisperDecoder, WhisperModel};
 use sori::stt::{DecodeOptions, Decoder, trimmed_audio_ctx};
 use sori::transcribe::Transcriber;
 use sori_core::audio::TARGET_SAMPLE_RATE;
@@ -89,67 +89,150 @@ pub struct BenchReport {
 
 /// Runs every measurement; prints progress on stderr.
 pub fn run(config: Config, files: &[BenchFile], runs: usize) -> anyhow::Result<BenchReport> {
-    let config = Arc::new(config);
-    let model = WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
-    let transcriber = Transcriber::with_model(Arc::clone(&config), Arc::clone(&model))?;
-    let mut raw = model.new_decoder()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-
+    let mut bench = Bench::load(config)?;
     let mut figures = Vec::new();
     let mut ctx_source = None;
     for file in files {
         let audio = load_16k_mono(&file.path)?;
-        let utterances = vad_utterances(&config, &audio);
+        figures.push(bench.file_figures(file, &audio, runs)?);
+        if ctx_source.is_none() {
+            ctx_source = Some((audio, file.reference.clone(), file.language));
+        }
+    }
+
+    let ctx = match ctx_source {
+        Some((audio, reference, language)) => Some(audio_ctx_figures(
+            &bench.config,
+            &mut bench.raw,
+            &audio,
+            reference.as_deref(),
+            language,
+            runs,
+        )?),
+        None => None,
+    };
+    Ok(BenchReport {
+        model: bench.config.stt.model.display().to_string(),
+        threads: bench.config.stt.threads,
+        runs,
+        files: figures,
+        ctx,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// What the measurements share: the model loaded once, behind sori's transcriber and a raw
+/// decoder, and the runtime the async phases run on.
+struct Bench {
+    runtime: tokio::runtime::Runtime,
+    raw: WhisperDecoder,
+    transcriber: Transcriber,
+    config: Arc<Config>,
+}
+
+/// What the runs over one file measured: wall times per run, every final's latency, and the
+/// last run's transcripts.
+#[derive(Default)]
+struct FileRuns {
+    offline: Vec<f64>,
+    raw: Vec<f64>,
+    latencies: Vec<f64>,
+    offline_text: String,
+    stream_text: String,
+}
+
+impl Bench {
+    fn load(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let model = WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
+        let transcriber = Transcriber::with_model(Arc::clone(&config), Arc::clone(&model))?;
+        let raw = model.new_decoder()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        Ok(Bench {
+            runtime,
+            raw,
+            transcriber,
+            config,
+        })
+    }
+
+    /// Every phase over one file, `runs` times.
+    fn file_figures(
+        &mut self,
+        file: &BenchFile,
+        audio: &[f32],
+        runs: usize,
+    ) -> anyhow::Result<FileFigures> {
+        let utterances = vad_utterances(&self.config, audio);
         eprintln!(
             "[bench] {}: {:.1} s, {} utterances",
             file.path.display(),
             audio.len() as f64 / TARGET_SAMPLE_RATE as f64,
             utterances.len()
         );
-        let mut offline = Vec::new();
-        let mut raw_times = Vec::new();
-        let mut latencies = Vec::new();
-        let (mut offline_text, mut stream_text) = (String::new(), String::new());
+        let mut measured = FileRuns::default();
         for run in 0..runs {
-            let started = Instant::now();
-            let transcript = runtime.block_on(transcriber.transcribe(
-                sori_core::audio::decode::DecodedAudio {
-                    samples: audio.clone(),
-                    sample_rate: TARGET_SAMPLE_RATE,
-                    duration_s: audio.len() as f64 / TARGET_SAMPLE_RATE as f64,
-                },
-                file.language,
-                None,
-            ))?;
-            offline.push(started.elapsed().as_secs_f64());
-            offline_text = transcript.text;
-
-            let started = Instant::now();
-            for u in &utterances {
-                let opts = decode_options(&config, file.language, u.samples.len(), true, true);
-                raw.decode(&u.samples, &opts)?;
-            }
-            raw_times.push(started.elapsed().as_secs_f64());
-
-            let (lat, text) =
-                runtime.block_on(stream_paced(&transcriber, &audio, file.language))?;
-            latencies.extend(lat);
-            stream_text = text;
+            self.measure_run(file, audio, &utterances, &mut measured)?;
             eprintln!(
                 "[bench]   run {}: offline {:.2} s, raw {:.2} s",
                 run + 1,
-                offline[run],
-                raw_times[run]
+                measured.offline[run],
+                measured.raw[run]
             );
         }
+        Ok(measured.figures(file, audio, &utterances))
+    }
+
+    /// One run: the offline transcription, raw decoding of the same utterances, then the
+    /// paced stream.
+    fn measure_run(
+        &mut self,
+        file: &BenchFile,
+        audio: &[f32],
+        utterances: &[Utterance],
+        measured: &mut FileRuns,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let transcript = self.runtime.block_on(self.transcriber.transcribe(
+            sori_core::audio::decode::DecodedAudio {
+                samples: audio.to_vec(),
+                sample_rate: TARGET_SAMPLE_RATE,
+                duration_s: audio.len() as f64 / TARGET_SAMPLE_RATE as f64,
+            },
+            file.language,
+            None,
+        ))?;
+        measured.offline.push(started.elapsed().as_secs_f64());
+        measured.offline_text = transcript.text;
+
+        let started = Instant::now();
+        for u in utterances {
+            let opts = decode_options(&self.config, file.language, u.samples.len(), true, true);
+            self.raw.decode(&u.samples, &opts)?;
+        }
+        measured.raw.push(started.elapsed().as_secs_f64());
+
+        let (lat, text) =
+            self.runtime
+                .block_on(stream_paced(&self.transcriber, audio, file.language))?;
+        measured.latencies.extend(lat);
+        measured.stream_text = text;
+        Ok(())
+    }
+}
+
+impl FileRuns {
+    /// Medians, percentiles and WERs of what was measured.
+    fn figures(mut self, file: &BenchFile, audio: &[f32], utterances: &[Utterance]) -> FileFigures {
         let audio_s = audio.len() as f64 / TARGET_SAMPLE_RATE as f64;
-        let offline_wall = median(&offline);
-        let raw_s = median(&raw_times);
-        latencies.sort_by(f64::total_cmp);
-        figures.push(FileFigures {
+        let offline_wall = median(&self.offline);
+        let raw_s = median(&self.raw);
+        self.latencies.sort_by(f64::total_cmp);
+        let latencies = &self.latencies;
+        FileFigures {
             file: file.path.display().to_string(),
             audio_s,
             utterances: utterances.len(),
@@ -160,43 +243,20 @@ pub fn run(config: Config, files: &[BenchFile], runs: usize) -> anyhow::Result<B
             offline_wer: file
                 .reference
                 .as_deref()
-                .map(|r| sori_score::wer(r, &offline_text)),
+                .map(|r| sori_score::wer(r, &self.offline_text)),
             stream_wer: file
                 .reference
                 .as_deref()
-                .map(|r| sori_score::wer(r, &stream_text)),
-            latency_p50_s: percentile(&latencies, 0.50),
-            latency_p95_s: percentile(&latencies, 0.95),
+                .map(|r| sori_score::wer(r, &self.stream_text)),
+            latency_p50_s: percentile(latencies, 0.50),
+            latency_p95_s: percentile(latencies, 0.95),
             latency_max_s: latencies.last().copied().unwrap_or(0.0),
             longest_utterance_s: utterances
                 .iter()
                 .map(|u| u.samples.len() as f64 / TARGET_SAMPLE_RATE as f64)
                 .fold(0.0, f64::max),
-        });
-        if ctx_source.is_none() {
-            ctx_source = Some((audio, file.reference.clone(), file.language));
         }
     }
-
-    let ctx = match ctx_source {
-        Some((audio, reference, language)) => Some(audio_ctx_figures(
-            &config,
-            &mut raw,
-            &audio,
-            reference.as_deref(),
-            language,
-            runs,
-        )?),
-        None => None,
-    };
-    Ok(BenchReport {
-        model: config.stt.model.display().to_string(),
-        threads: config.stt.threads,
-        runs,
-        files: figures,
-        ctx,
-        peak_rss_mb: peak_rss_mb(),
-    })
 }
 
 /// The utterances the session's VAD cuts from `audio` (the same code and settings).

@@ -74,9 +74,44 @@ pub async fn rag_latency(
 
 async fn measure(rag: &Rag, chunks: usize, runs: usize) -> anyhow::Result<RagFigures> {
     let embedder = rag.embedder();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (mut one, batch_per_text) = time_embedding(rag, runs).await?;
+    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    fill_store(rag, chunks, &mut rng).await?;
+    let mut searches = time_searches(rag, runs, &mut rng).await?;
+    let mut queries = time_queries(rag, runs).await;
 
-    // Embedding: distinct texts, so nothing comes from the cache.
+    for v in [&mut one, &mut queries] {
+        v.sort_by(f64::total_cmp);
+    }
+    searches.sort();
+    Ok(RagFigures {
+        embed_model: embedder.model().to_owned(),
+        dim: embedder.dim(),
+        chunks: rag.store().count().await?,
+        embed_one_p50_ms: percentile(&one, 0.5),
+        embed_one_p95_ms: percentile(&one, 0.95),
+        embed_batch_per_text_ms: batch_per_text,
+        dense_p50_ms: percentile(&searches.dense, 0.5),
+        dense_p95_ms: percentile(&searches.dense, 0.95),
+        sparse_p50_ms: percentile(&searches.sparse, 0.5),
+        sparse_p95_ms: percentile(&searches.sparse, 0.95),
+        fuse_p50_ms: percentile(&searches.fusion, 0.5),
+        retrieval_p50_ms: percentile(&searches.retrieval, 0.5),
+        retrieval_p95_ms: percentile(&searches.retrieval, 0.95),
+        query_p50_ms: (!queries.is_empty()).then(|| percentile(&queries, 0.5)),
+        query_p95_ms: (!queries.is_empty()).then(|| percentile(&queries, 0.95)),
+        queries_answered: queries.len(),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Embedding: one text per request (distinct texts, so nothing comes from the cache), then
+/// one batch of 32. Returns each single request's time and the batch's time per text.
+async fn time_embedding(rag: &Rag, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+    let embedder = rag.embedder();
     let mut one = Vec::new();
     for i in 0..(12 * runs) {
         let text = format!("{} ({i})", QUESTIONS[i % QUESTIONS.len()]);
@@ -90,16 +125,19 @@ async fn measure(rag: &Rag, chunks: usize, runs: usize) -> anyhow::Result<RagFig
     let started = Instant::now();
     embedder.embed(&batch, Purpose::Passage).await?;
     let batch_per_text = ms(started.elapsed()) / batch.len() as f64;
+    Ok((one, batch_per_text))
+}
 
-    // The store: one real document, the rest synthetic chunks with random unit vectors.
+/// The store: one real document, the rest synthetic chunks with random unit vectors, up to
+/// `chunks` in all.
+async fn fill_store(rag: &Rag, chunks: usize, rng: &mut XorShift) -> anyhow::Result<()> {
     let meta = DocMeta {
         source: "bench-document".to_owned(),
         page: None,
         date: None,
     };
     rag.index(&meta, &[(None, DOCUMENT.to_owned())]).await?;
-    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
-    let dim = embedder.dim();
+    let dim = rag.embedder().dim();
     let mut stored = 1;
     while stored < chunks {
         let n = (chunks - stored).min(500);
@@ -120,8 +158,34 @@ async fn measure(rag: &Rag, chunks: usize, runs: usize) -> anyhow::Result<RagFig
         rag.store().upsert(batch).await?;
         stored += n;
     }
+    Ok(())
+}
 
-    // Search alone, then the whole retrieval with an uncached query embedding.
+/// Milliseconds per search step, one entry per try.
+struct SearchTimes {
+    dense: Vec<f64>,
+    sparse: Vec<f64>,
+    fusion: Vec<f64>,
+    /// Query embedding (uncached) + dense + sparse + fusion.
+    retrieval: Vec<f64>,
+}
+
+impl SearchTimes {
+    fn sort(&mut self) {
+        for v in [
+            &mut self.dense,
+            &mut self.sparse,
+            &mut self.fusion,
+            &mut self.retrieval,
+        ] {
+            v.sort_by(f64::total_cmp);
+        }
+    }
+}
+
+/// Search alone, then the whole retrieval with an uncached query embedding.
+async fn time_searches(rag: &Rag, runs: usize, rng: &mut XorShift) -> anyhow::Result<SearchTimes> {
+    let dim = rag.embedder().dim();
     let (mut dense, mut sparse, mut fusion, mut retrieval) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..(50 * runs) {
@@ -143,8 +207,16 @@ async fn measure(rag: &Rag, chunks: usize, runs: usize) -> anyhow::Result<RagFig
             retrieval.push(ms(started.elapsed()));
         }
     }
+    Ok(SearchTimes {
+        dense,
+        sparse,
+        fusion,
+        retrieval,
+    })
+}
 
-    // Full queries through the LLM, when it answers.
+/// Full queries through the LLM, while it answers: the first failure ends them.
+async fn time_queries(rag: &Rag, runs: usize) -> Vec<f64> {
     let mut queries = Vec::new();
     for (i, question) in QUESTIONS
         .iter()
@@ -162,35 +234,7 @@ async fn measure(rag: &Rag, chunks: usize, runs: usize) -> anyhow::Result<RagFig
             }
         }
     }
-
-    for v in [
-        &mut one,
-        &mut dense,
-        &mut sparse,
-        &mut fusion,
-        &mut retrieval,
-        &mut queries,
-    ] {
-        v.sort_by(f64::total_cmp);
-    }
-    Ok(RagFigures {
-        embed_model: embedder.model().to_owned(),
-        dim,
-        chunks: rag.store().count().await?,
-        embed_one_p50_ms: percentile(&one, 0.5),
-        embed_one_p95_ms: percentile(&one, 0.95),
-        embed_batch_per_text_ms: batch_per_text,
-        dense_p50_ms: percentile(&dense, 0.5),
-        dense_p95_ms: percentile(&dense, 0.95),
-        sparse_p50_ms: percentile(&sparse, 0.5),
-        sparse_p95_ms: percentile(&sparse, 0.95),
-        fuse_p50_ms: percentile(&fusion, 0.5),
-        retrieval_p50_ms: percentile(&retrieval, 0.5),
-        retrieval_p95_ms: percentile(&retrieval, 0.95),
-        query_p50_ms: (!queries.is_empty()).then(|| percentile(&queries, 0.5)),
-        query_p95_ms: (!queries.is_empty()).then(|| percentile(&queries, 0.95)),
-        queries_answered: queries.len(),
-    })
+    queries
 }
 
 impl RagFigures {

@@ -220,132 +220,33 @@ fn signed_points(rate: Option<f64>) -> String {
     rate.map_or_else(|| "–".to_owned(), |r| format!("{:+.1}", r * 100.0))
 }
 
+/// The columns of [`EvalReport::to_table`].
+const TABLE_HEADER: [&str; 11] = [
+    "file",
+    "metric",
+    "audio s",
+    "WER off",
+    "WER str",
+    "CER off",
+    "CER str",
+    "Δ err",
+    "RTF off",
+    "RTF str",
+    "halluc off/str",
+];
+
 impl EvalReport {
     /// The terminal table: one row per file and a total row; error rates in %, the file's
     /// own metric marked with `*`.
     pub fn to_table(&self) -> String {
-        let header = [
-            "file",
-            "metric",
-            "audio s",
-            "WER off",
-            "WER str",
-            "CER off",
-            "CER str",
-            "Δ err",
-            "RTF off",
-            "RTF str",
-            "halluc off/str",
-        ];
-        let mut rows: Vec<Vec<String>> = Vec::new();
-        let rate = |p: &Option<PathReport>, pick: fn(&PathReport) -> Count| {
-            p.as_ref()
-                .map_or_else(|| "·".to_owned(), |p| percent(pick(p).rate()))
-        };
-        let rtf = |p: Option<f64>| p.map_or_else(|| "·".to_owned(), |r| format!("{r:.2}"));
-        let halluc = |o: Option<usize>, s: Option<usize>| {
-            let show = |n: Option<usize>| n.map_or_else(|| "·".to_owned(), |n| n.to_string());
-            format!("{}/{}", show(o), show(s))
-        };
-        for f in &self.files {
-            let mark = |m: Metric, text: String| {
-                if f.metric == m {
-                    format!("{text}*")
-                } else {
-                    text
-                }
-            };
-            rows.push(vec![
-                f.file.clone(),
-                f.metric.as_str().to_owned(),
-                format!("{:.1}", f.audio_s),
-                mark(Metric::Wer, rate(&f.offline, |p| p.wer)),
-                mark(Metric::Wer, rate(&f.stream, |p| p.wer)),
-                mark(Metric::Cer, rate(&f.offline, |p| p.cer)),
-                mark(Metric::Cer, rate(&f.stream, |p| p.cer)),
-                f.delta
-                    .map_or_else(|| "·".to_owned(), |d| signed_points(d.error_rate)),
-                rtf(f.offline.as_ref().map(|p| p.rtf)),
-                rtf(f.stream.as_ref().map(|p| p.rtf)),
-                halluc(
-                    f.offline.as_ref().map(|p| p.hallucinated_segments),
-                    f.stream.as_ref().map(|p| p.hallucinated_segments),
-                ),
-            ]);
-        }
-        let t = &self.total;
-        let total_rate = |p: &Option<PathTotals>, pick: fn(&PathTotals) -> Count| {
-            p.as_ref()
-                .map_or_else(|| "·".to_owned(), |p| percent(pick(p).rate()))
-        };
-        rows.push(vec![
-            format!("total ({} files)", t.files),
-            "pooled".to_owned(),
-            format!("{:.1}", t.audio_s),
-            total_rate(&t.offline, |p| p.wer),
-            total_rate(&t.stream, |p| p.wer),
-            total_rate(&t.offline, |p| p.cer),
-            total_rate(&t.stream, |p| p.cer),
-            "".to_owned(),
-            rtf(t.offline.as_ref().map(|p| p.rtf)),
-            rtf(t.stream.as_ref().map(|p| p.rtf)),
-            halluc(
-                t.offline.as_ref().map(|p| p.hallucinated_segments),
-                t.stream.as_ref().map(|p| p.hallucinated_segments),
-            ),
-        ]);
-
-        let widths: Vec<usize> = (0..header.len())
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: Vec<String>| {
-            let mut out = String::new();
-            for (i, cell) in cells.iter().enumerate() {
-                let pad = widths[i] - cell.chars().count();
-                if i == 0 {
-                    out.push_str(cell);
-                    out.push_str(&" ".repeat(pad));
-                } else {
-                    out.push_str("  ");
-                    out.push_str(&" ".repeat(pad));
-                    out.push_str(cell);
-                }
-            }
-            out.trim_end().to_owned() + "\n"
-        };
+        let mut rows: Vec<Vec<String>> = self.files.iter().map(file_row).collect();
+        rows.push(total_row(&self.total));
         let mut out = format!(
             "model {}, {} thread(s), language {}; error rates in %, * = the file's metric, Δ err = streaming − offline (points)\n\n",
             self.model, self.threads, self.language
         );
-        out.push_str(&line(header.iter().map(|h| h.to_string()).collect()));
-        out.push_str(&line(
-            widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
-        ));
-        let last = rows.len() - 1;
-        for (i, row) in rows.into_iter().enumerate() {
-            if i == last {
-                out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
-            }
-            out.push_str(&line(row));
-        }
-        for (name, path) in [("offline", &t.offline), ("streamed", &t.stream)] {
-            if let Some(p) = path {
-                out.push_str(&format!(
-                    "{name}: WER of English-like files {} %, CER of Korean files {} %, {} finals, {} hallucinated, {:.1} s wall\n",
-                    percent(p.wer_files.rate()),
-                    percent(p.cer_files.rate()),
-                    p.finals,
-                    p.hallucinated_segments,
-                    p.wall_s
-                ));
-            }
-        }
+        out.push_str(&aligned(&TABLE_HEADER, rows));
+        out.push_str(&pooled_lines(&self.total));
         for s in &self.skipped {
             out.push_str(&format!("skipped {}: {}\n", s.file, s.reason));
         }
@@ -354,4 +255,128 @@ impl EvalReport {
         }
         out
     }
+}
+
+/// An error rate in % of the path that ran, `·` where it did not.
+fn rate_cell<P>(path: Option<&P>, pick: impl Fn(&P) -> Count) -> String {
+    path.map_or_else(|| "·".to_owned(), |p| percent(pick(p).rate()))
+}
+
+fn rtf_cell(rtf: Option<f64>) -> String {
+    rtf.map_or_else(|| "·".to_owned(), |r| format!("{r:.2}"))
+}
+
+/// Hallucinated segments, offline/streamed.
+fn halluc_cell(offline: Option<usize>, stream: Option<usize>) -> String {
+    let show = |n: Option<usize>| n.map_or_else(|| "·".to_owned(), |n| n.to_string());
+    format!("{}/{}", show(offline), show(stream))
+}
+
+/// One file's row; its own metric's rates are marked with `*`.
+fn file_row(f: &FileReport) -> Vec<String> {
+    let mark = |m: Metric, text: String| {
+        if f.metric == m {
+            format!("{text}*")
+        } else {
+            text
+        }
+    };
+    let (offline, stream) = (f.offline.as_ref(), f.stream.as_ref());
+    vec![
+        f.file.clone(),
+        f.metric.as_str().to_owned(),
+        format!("{:.1}", f.audio_s),
+        mark(Metric::Wer, rate_cell(offline, |p| p.wer)),
+        mark(Metric::Wer, rate_cell(stream, |p| p.wer)),
+        mark(Metric::Cer, rate_cell(offline, |p| p.cer)),
+        mark(Metric::Cer, rate_cell(stream, |p| p.cer)),
+        f.delta
+            .map_or_else(|| "·".to_owned(), |d| signed_points(d.error_rate)),
+        rtf_cell(offline.map(|p| p.rtf)),
+        rtf_cell(stream.map(|p| p.rtf)),
+        halluc_cell(
+            offline.map(|p| p.hallucinated_segments),
+            stream.map(|p| p.hallucinated_segments),
+        ),
+    ]
+}
+
+/// The total row: rates pooled over the files.
+fn total_row(t: &Totals) -> Vec<String> {
+    let (offline, stream) = (t.offline.as_ref(), t.stream.as_ref());
+    vec![
+        format!("total ({} files)", t.files),
+        "pooled".to_owned(),
+        format!("{:.1}", t.audio_s),
+        rate_cell(offline, |p| p.wer),
+        rate_cell(stream, |p| p.wer),
+        rate_cell(offline, |p| p.cer),
+        rate_cell(stream, |p| p.cer),
+        "".to_owned(),
+        rtf_cell(offline.map(|p| p.rtf)),
+        rtf_cell(stream.map(|p| p.rtf)),
+        halluc_cell(
+            offline.map(|p| p.hallucinated_segments),
+            stream.map(|p| p.hallucinated_segments),
+        ),
+    ]
+}
+
+/// The header, a rule, the rows and a rule before the last (total) row, in aligned columns:
+/// the first left-aligned, the others right-aligned.
+fn aligned(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let rule = || widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>();
+    let mut out = table_line(&widths, header.iter().map(|h| h.to_string()).collect());
+    out.push_str(&table_line(&widths, rule()));
+    let last = rows.len() - 1;
+    for (i, row) in rows.into_iter().enumerate() {
+        if i == last {
+            out.push_str(&table_line(&widths, rule()));
+        }
+        out.push_str(&table_line(&widths, row));
+    }
+    out
+}
+
+fn table_line(widths: &[usize], cells: Vec<String>) -> String {
+    let mut out = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let pad = widths[i] - cell.chars().count();
+        if i == 0 {
+            out.push_str(cell);
+            out.push_str(&" ".repeat(pad));
+        } else {
+            out.push_str("  ");
+            out.push_str(&" ".repeat(pad));
+            out.push_str(cell);
+        }
+    }
+    out.trim_end().to_owned() + "\n"
+}
+
+/// Per path, the rates of each metric over the files it scores, and the path's totals.
+fn pooled_lines(t: &Totals) -> String {
+    let mut out = String::new();
+    for (name, path) in [("offline", &t.offline), ("streamed", &t.stream)] {
+        if let Some(p) = path {
+            out.push_str(&format!(
+                "{name}: WER of English-like files {} %, CER of Korean files {} %, {} finals, {} hallucinated, {:.1} s wall\n",
+                percent(p.wer_files.rate()),
+                percent(p.cer_files.rate()),
+                p.finals,
+                p.hallucinated_segments,
+                p.wall_s
+            ));
+        }
+    }
+    out
 }

@@ -26,10 +26,13 @@ use sori::harness::ws_client::{self, Incoming, Ws};
 use sori::harness::{LocalServer, WsClientError};
 use sori_core::audio::TARGET_SAMPLE_RATE;
 use sori_core::audio::decode::load_16k_mono;
-use sori_core::protocol::{Language, ServerMessage, close_code};
+use sori_core::protocol::{Language, ServerMessage};
 use sori_score::JFK_REFERENCE;
 
-use super::percentile;
+mod report;
+
+pub use report::LoadReport;
+use report::RunFacts;
 
 /// Audio per WebSocket frame.
 const FRAME_MS: u64 = 100;
@@ -100,51 +103,6 @@ struct Tally {
     failures: Vec<String>,
 }
 
-/// The figures `sori bench --load` prints.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadReport {
-    pub model: String,
-    pub workers: usize,
-    pub threads: usize,
-    pub clients: usize,
-    pub max_sessions: usize,
-    pub audio: String,
-    pub audio_s: f64,
-    pub duration_s: f64,
-    pub sessions_completed: usize,
-    /// Refusals with `server_full` and close 1013.
-    pub refused_1013: usize,
-    /// Any other refusal, as "close code / error code" → count.
-    pub other_refusals: BTreeMap<String, usize>,
-    /// Close codes of admitted sessions → count (1000 expected).
-    pub session_close_codes: BTreeMap<String, usize>,
-    /// Largest number of open sessions the server counted (sampled every 10 ms).
-    pub max_open_sessions: usize,
-    pub max_wer_allowed: f64,
-    pub wer_median: f64,
-    pub wer_max: f64,
-    pub wrong_transcripts: usize,
-    /// The transcript with the highest WER (when any is above 0), for the report.
-    pub worst_transcript: Option<String>,
-    pub finals: usize,
-    pub latency_p50_s: f64,
-    pub latency_p95_s: f64,
-    pub latency_max_s: f64,
-    pub max_lag_ms: u64,
-    pub errors: usize,
-    pub failures: Vec<String>,
-    pub rss_before_model_mb: f64,
-    pub rss_start_mb: f64,
-    pub warmup_s: f64,
-    pub rss_after_warmup_mb: f64,
-    pub rss_end_mb: f64,
-    pub rss_max_mb: f64,
-    /// Least-squares slope of RSS over the samples after warm-up.
-    pub rss_slope_mb_per_min: f64,
-    /// (seconds since the clients started, RSS MB), every 5 s.
-    pub rss_samples: Vec<(f64, f64)>,
-}
-
 /// Runs the soak test; progress goes to stderr.
 pub async fn run(
     mut config: Config,
@@ -159,390 +117,234 @@ pub async fn run(
         bail!("--clients must be at least 1");
     }
     let duration = Duration::from_secs_f64(args.minutes.max(0.0) * 60.0);
-    let samples = load_16k_mono(&args.audio).with_context(|| {
-        format!(
-            "cannot read {}; run `sori model fetch` for data/jfk.wav",
-            args.audio.display()
-        )
-    })?;
-    let reference = reference_for(&args.audio)?;
-    let audio_s = samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE);
-    let mut pcm = to_s16le(&samples);
-    pcm.extend(std::iter::repeat_n(
-        0u8,
-        2 * TRAILING_SILENCE_MS as usize * TARGET_SAMPLE_RATE as usize / 1000,
-    ));
-    let pcm = Arc::new(pcm);
+    let clip = Clip::load(&args.audio)?;
 
     config.server.max_sessions = args.max_sessions;
     config.server.max_connections_per_client = 0;
     config.llm.enabled = false;
     config.rag.enabled = false;
     let tail_s = config.vad.tail_ms as f64 / 1000.0;
-    let (model, workers, threads) = (
-        config.stt.model.display().to_string(),
-        config.stt.workers,
-        config.stt.threads,
-    );
+    let mut facts = RunFacts {
+        model: config.stt.model.display().to_string(),
+        workers: config.stt.workers,
+        threads: config.stt.threads,
+        clients,
+        audio_s: clip.audio_s,
+        rss_before_model_mb: rss_mb(),
+        ..RunFacts::default()
+    };
 
-    let rss_before_model_mb = rss_mb();
     let server = LocalServer::start_scratch(config).await?;
-    let (addr, state) = (server.addr, server.state.clone());
-    let rss_start_mb = rss_mb();
+    let addr = server.addr;
+    facts.rss_start_mb = rss_mb();
     eprintln!(
-        "[load] server on {addr}: max_sessions {}, {workers} worker(s) × {threads} thread(s); \
-         {clients} clients streaming {} ({audio_s:.1} s + {:.1} s silence) for {:.1} min; RSS {rss_start_mb:.0} MB",
+        "[load] server on {addr}: max_sessions {}, {} worker(s) × {} thread(s); \
+         {clients} clients streaming {} ({:.1} s + {:.1} s silence) for {:.1} min; RSS {:.0} MB",
         args.max_sessions,
+        facts.workers,
+        facts.threads,
         args.audio.display(),
+        clip.audio_s,
         TRAILING_SILENCE_MS as f64 / 1000.0,
-        duration.as_secs_f64() / 60.0
+        duration.as_secs_f64() / 60.0,
+        facts.rss_start_mb
     );
 
     let started = Instant::now();
-    let deadline = started + duration;
-    let done = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let rss_samples = Arc::new(Mutex::new(vec![(0.0, rss_mb())]));
-    let max_open = Arc::new(AtomicUsize::new(0));
+    let mut monitors = Monitors::start(Arc::clone(&server.state.sessions), started, &tally);
+    let plan = ClientPlan {
+        addr,
+        query: format!(
+            "?sample_rate={TARGET_SAMPLE_RATE}&encoding=pcm_s16le&channels=1&language={language}&keywords=false"
+        ),
+        stagger: Duration::from_secs_f64(clip.audio_s / clients as f64),
+        pcm: clip.pcm,
+        reference: clip.reference,
+        tail_s,
+        deadline: started + duration,
+        backoff: Duration::from_millis(args.backoff_ms),
+    };
+    run_clients(Arc::new(plan), clients, &tally).await?;
+    facts.duration_s = started.elapsed().as_secs_f64();
+    facts.rss_end_mb = rss_mb();
+    monitors.stop(facts.duration_s, facts.rss_end_mb).await?;
+    server.shutdown().await?;
 
-    // The server's own count of open sessions, often enough to catch any excess.
-    let watcher = tokio::spawn({
-        let (state, max_open, done) = (state.clone(), Arc::clone(&max_open), Arc::clone(&done));
-        async move {
-            while !done.load(Ordering::Relaxed) {
-                max_open.fetch_max(state.sessions.load(Ordering::SeqCst), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    });
-    let sampler = tokio::spawn({
-        let (rss_samples, tally, done) = (
-            Arc::clone(&rss_samples),
-            Arc::clone(&tally),
-            Arc::clone(&done),
-        );
-        async move {
-            let mut tick = tokio::time::interval(SAMPLE_EVERY);
-            tick.tick().await;
-            let mut last_report = Instant::now();
-            while !done.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let t = started.elapsed().as_secs_f64();
-                let rss = rss_mb();
-                lock(&rss_samples).push((t, rss));
-                if last_report.elapsed() >= Duration::from_secs(30) {
-                    last_report = Instant::now();
-                    let tally = lock(&tally);
-                    eprintln!(
-                        "[load] {:>5.0} s: {} sessions done, {} refused, {} failures; RSS {rss:.0} MB",
-                        t,
-                        tally.sessions.len(),
-                        tally.refusals.values().sum::<usize>(),
-                        tally.failures.len()
-                    );
+    let tally = std::mem::take(&mut *lock(&tally));
+    let rss_samples = std::mem::take(&mut *lock(&monitors.rss_samples));
+    facts.max_open_sessions = monitors.max_open.load(Ordering::Relaxed);
+    Ok(LoadReport::new(args, facts, tally, rss_samples))
+}
+
+/// The clip every client streams, as `pcm_s16le` with the trailing silence, and its reference.
+struct Clip {
+    pcm: Vec<u8>,
+    reference: String,
+    audio_s: f64,
+}
+
+impl Clip {
+    fn load(path: &Path) -> anyhow::Result<Self> {
+        let samples = load_16k_mono(path).with_context(|| {
+            format!(
+                "cannot read {}; run `sori model fetch` for data/jfk.wav",
+                path.display()
+            )
+        })?;
+        let reference = reference_for(path)?;
+        let audio_s = samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE);
+        let mut pcm = to_s16le(&samples);
+        pcm.extend(std::iter::repeat_n(
+            0u8,
+            2 * TRAILING_SILENCE_MS as usize * TARGET_SAMPLE_RATE as usize / 1000,
+        ));
+        Ok(Clip {
+            pcm,
+            reference,
+            audio_s,
+        })
+    }
+}
+
+/// Background sampling while the clients run: the server's open-session count, often enough
+/// to catch any excess, and resident memory every [`SAMPLE_EVERY`] (with progress on stderr).
+struct Monitors {
+    done: Arc<AtomicBool>,
+    max_open: Arc<AtomicUsize>,
+    rss_samples: Arc<Mutex<Vec<(f64, f64)>>>,
+    watcher: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Monitors {
+    fn start(sessions: Arc<AtomicUsize>, started: Instant, tally: &Arc<Mutex<Tally>>) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let rss_samples = Arc::new(Mutex::new(vec![(0.0, rss_mb())]));
+        let max_open = Arc::new(AtomicUsize::new(0));
+        let watcher = tokio::spawn({
+            let (max_open, done) = (Arc::clone(&max_open), Arc::clone(&done));
+            async move {
+                while !done.load(Ordering::Relaxed) {
+                    max_open.fetch_max(sessions.load(Ordering::SeqCst), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+        });
+        let sampler = tokio::spawn(sample_rss(
+            started,
+            Arc::clone(&rss_samples),
+            Arc::clone(tally),
+            Arc::clone(&done),
+        ));
+        Monitors {
+            done,
+            max_open,
+            rss_samples,
+            watcher,
+            sampler,
         }
-    });
+    }
 
-    let query = format!(
-        "?sample_rate={TARGET_SAMPLE_RATE}&encoding=pcm_s16le&channels=1&language={language}&keywords=false"
-    );
-    let backoff = Duration::from_millis(args.backoff_ms);
-    let stagger = Duration::from_secs_f64(audio_s / clients as f64);
+    /// Records the last RSS sample (`rss` MB at `at_s`) and stops sampling.
+    async fn stop(&mut self, at_s: f64, rss: f64) -> anyhow::Result<()> {
+        lock(&self.rss_samples).push((at_s, rss));
+        self.done.store(true, Ordering::Relaxed);
+        (&mut self.watcher).await?;
+        self.sampler.abort();
+        Ok(())
+    }
+}
+
+/// Samples RSS every [`SAMPLE_EVERY`] until `done`, reporting progress every 30 s.
+async fn sample_rss(
+    started: Instant,
+    rss_samples: Arc<Mutex<Vec<(f64, f64)>>>,
+    tally: Arc<Mutex<Tally>>,
+    done: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.tick().await;
+    let mut last_report = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let t = started.elapsed().as_secs_f64();
+        let rss = rss_mb();
+        lock(&rss_samples).push((t, rss));
+        if last_report.elapsed() >= Duration::from_secs(30) {
+            last_report = Instant::now();
+            let tally = lock(&tally);
+            eprintln!(
+                "[load] {:>5.0} s: {} sessions done, {} refused, {} failures; RSS {rss:.0} MB",
+                t,
+                tally.sessions.len(),
+                tally.refusals.values().sum::<usize>(),
+                tally.failures.len()
+            );
+        }
+    }
+}
+
+/// What every client streams, where, and until when.
+struct ClientPlan {
+    addr: SocketAddr,
+    query: String,
+    pcm: Vec<u8>,
+    reference: String,
+    tail_s: f64,
+    deadline: Instant,
+    backoff: Duration,
+    /// Client `i` starts `i` staggers late.
+    stagger: Duration,
+}
+
+/// Runs `clients` clients until the deadline, all tallying into `tally`.
+async fn run_clients(
+    plan: Arc<ClientPlan>,
+    clients: usize,
+    tally: &Arc<Mutex<Tally>>,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let (pcm, tally, reference, query) = (
-            Arc::clone(&pcm),
-            Arc::clone(&tally),
-            reference.clone(),
-            query.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            // Staggered starts, so that sessions do not all begin and end together.
-            tokio::time::sleep(stagger * i as u32).await;
-            while Instant::now() < deadline {
-                match session(addr, &query, &pcm, &reference, tail_s).await {
-                    Ok(Outcome::Completed(result)) => lock(&tally).sessions.push(result),
-                    Ok(Outcome::Refused { error, close }) => {
-                        *lock(&tally).refusals.entry((close, error)).or_default() += 1;
-                        // A little jitter per client, so retries do not arrive in lockstep.
-                        tokio::time::sleep(backoff + Duration::from_millis(37 * i as u64)).await;
-                    }
-                    Err(e) => {
-                        eprintln!("[load] client {i}: {e:#}");
-                        lock(&tally).failures.push(format!("client {i}: {e:#}"));
-                        tokio::time::sleep(backoff).await;
-                    }
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(client(
+            i,
+            Arc::clone(&plan),
+            Arc::clone(tally),
+        )));
     }
     for task in tasks {
         task.await?;
     }
-    let duration_s = started.elapsed().as_secs_f64();
-    let rss_end_mb = rss_mb();
-    lock(&rss_samples).push((duration_s, rss_end_mb));
-    done.store(true, Ordering::Relaxed);
-    watcher.await?;
-    sampler.abort();
-    server.shutdown().await?;
-
-    let tally = std::mem::take(&mut *lock(&tally));
-    let rss_samples = std::mem::take(&mut *lock(&rss_samples));
-    let warmup_s = (duration_s * 0.2).min(60.0);
-    let after: Vec<(f64, f64)> = rss_samples
-        .iter()
-        .copied()
-        .filter(|(t, _)| *t >= warmup_s)
-        .collect();
-    let mut wers: Vec<f64> = tally.sessions.iter().map(|s| s.wer).collect();
-    wers.sort_by(f64::total_cmp);
-    let mut latencies: Vec<f64> = tally
-        .sessions
-        .iter()
-        .flat_map(|s| s.latencies.iter().copied())
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let wrong = tally
-        .sessions
-        .iter()
-        .filter(|s| s.wer > args.max_wer)
-        .count();
-    let mut session_close_codes = BTreeMap::new();
-    for s in &tally.sessions {
-        let code = s.close.map_or_else(|| "none".to_owned(), |c| c.to_string());
-        *session_close_codes.entry(code).or_default() += 1;
-    }
-    let (mut refused_1013, mut other_refusals) = (0, BTreeMap::new());
-    for ((close, error), n) in &tally.refusals {
-        if *close == Some(close_code::TRY_LATER) && error == "server_full" {
-            refused_1013 += n;
-        } else {
-            let close = close.map_or_else(|| "none".to_owned(), |c| c.to_string());
-            *other_refusals
-                .entry(format!("{close} / {error}"))
-                .or_default() += n;
-        }
-    }
-    Ok(LoadReport {
-        model,
-        workers,
-        threads,
-        clients,
-        max_sessions: args.max_sessions,
-        audio: args.audio.display().to_string(),
-        audio_s,
-        duration_s,
-        sessions_completed: tally.sessions.len(),
-        refused_1013,
-        other_refusals,
-        session_close_codes,
-        max_open_sessions: max_open.load(Ordering::Relaxed),
-        max_wer_allowed: args.max_wer,
-        wer_median: percentile(&wers, 0.5),
-        wer_max: wers.last().copied().unwrap_or(0.0),
-        wrong_transcripts: wrong,
-        worst_transcript: tally
-            .sessions
-            .iter()
-            .filter(|s| s.wer > 0.0)
-            .max_by(|a, b| a.wer.total_cmp(&b.wer))
-            .map(|s| s.text.clone()),
-        finals: latencies.len(),
-        latency_p50_s: percentile(&latencies, 0.5),
-        latency_p95_s: percentile(&latencies, 0.95),
-        latency_max_s: latencies.last().copied().unwrap_or(0.0),
-        max_lag_ms: tally
-            .sessions
-            .iter()
-            .map(|s| s.max_lag_ms)
-            .max()
-            .unwrap_or(0),
-        errors: tally.sessions.iter().map(|s| s.errors.len()).sum(),
-        failures: tally.failures,
-        rss_before_model_mb,
-        rss_start_mb,
-        warmup_s,
-        rss_after_warmup_mb: after.first().map_or(rss_end_mb, |s| s.1),
-        rss_end_mb,
-        rss_max_mb: rss_samples.iter().map(|s| s.1).fold(0.0, f64::max),
-        rss_slope_mb_per_min: slope(&after) * 60.0,
-        rss_samples,
-    })
+    Ok(())
 }
 
-impl LoadReport {
-    /// Why the run failed, if it did: a wrong transcript, an unexpected error or close code,
-    /// a refusal other than 1013, more open sessions than allowed, or no session at all.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.sessions_completed == 0 {
-            problems.push("no session completed".to_owned());
-        }
-        if self.wrong_transcripts > 0 {
-            problems.push(format!(
-                "{} transcripts above {:.0} % WER (worst: {:?})",
-                self.wrong_transcripts,
-                self.max_wer_allowed * 100.0,
-                self.worst_transcript.as_deref().unwrap_or_default()
-            ));
-        }
-        if self.errors > 0 {
-            problems.push(format!("{} error events in admitted sessions", self.errors));
-        }
-        let abnormal: usize = self
-            .session_close_codes
-            .iter()
-            .filter(|(code, _)| code.as_str() != "1000")
-            .map(|(_, n)| n)
-            .sum();
-        if abnormal > 0 {
-            problems.push(format!(
-                "{abnormal} sessions did not close with 1000: {:?}",
-                self.session_close_codes
-            ));
-        }
-        if !self.other_refusals.is_empty() {
-            problems.push(format!(
-                "refusals other than 1013: {:?}",
-                self.other_refusals
-            ));
-        }
-        if self.max_open_sessions > self.max_sessions {
-            problems.push(format!(
-                "{} sessions were open at once (limit {})",
-                self.max_open_sessions, self.max_sessions
-            ));
-        }
-        problems.extend(self.failures.iter().take(10).cloned());
-        if self.failures.len() > 10 {
-            problems.push(format!("… {} failures in all", self.failures.len()));
-        }
-        problems
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let codes = |m: &BTreeMap<String, usize>| {
-            if m.is_empty() {
-                "none".to_owned()
-            } else {
-                m.iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+/// Client `i`: sessions one after another until the deadline; a refusal or a failure waits
+/// the back-off first.
+async fn client(i: usize, plan: Arc<ClientPlan>, tally: Arc<Mutex<Tally>>) {
+    // Staggered starts, so that sessions do not all begin and end together.
+    tokio::time::sleep(plan.stagger * i as u32).await;
+    while Instant::now() < plan.deadline {
+        match session(
+            plan.addr,
+            &plan.query,
+            &plan.pcm,
+            &plan.reference,
+            plan.tail_s,
+        )
+        .await
+        {
+            Ok(Outcome::Completed(result)) => lock(&tally).sessions.push(result),
+            Ok(Outcome::Refused { error, close }) => {
+                *lock(&tally).refusals.entry((close, error)).or_default() += 1;
+                // A little jitter per client, so retries do not arrive in lockstep.
+                tokio::time::sleep(plan.backoff + Duration::from_millis(37 * i as u64)).await;
             }
-        };
-        let mut out = format!(
-            "model `{}`, {} worker(s) × {} thread(s); {} clients against max_sessions {}, {:.1} min; \
-             each session streams {} ({:.1} s) in real time + {:.1} s of silence\n\n",
-            self.model,
-            self.workers,
-            self.threads,
-            self.clients,
-            self.max_sessions,
-            self.duration_s / 60.0,
-            Path::new(&self.audio)
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            self.audio_s,
-            TRAILING_SILENCE_MS as f64 / 1000.0
-        );
-        out.push_str("| figure | value |\n|---|---|\n");
-        let rows = [
-            ("sessions completed", format!("{}", self.sessions_completed)),
-            (
-                "refused with `server_full` + 1013",
-                format!("{}", self.refused_1013),
-            ),
-            ("other refusals", codes(&self.other_refusals)),
-            (
-                "close codes of admitted sessions",
-                codes(&self.session_close_codes),
-            ),
-            (
-                "most sessions open at once (server's count)",
-                format!("{}", self.max_open_sessions),
-            ),
-            (
-                "WER median / max",
-                format!(
-                    "{:.1} % / {:.1} %",
-                    self.wer_median * 100.0,
-                    self.wer_max * 100.0
-                ),
-            ),
-            (
-                "transcripts above the WER limit",
-                format!(
-                    "{} (limit {:.0} %)",
-                    self.wrong_transcripts,
-                    self.max_wer_allowed * 100.0
-                ),
-            ),
-            (
-                "end of speech → final, p50 / p95 / max",
-                format!(
-                    "{:.2} / {:.2} / {:.2} s ({} finals)",
-                    self.latency_p50_s, self.latency_p95_s, self.latency_max_s, self.finals
-                ),
-            ),
-            ("largest `status` lag_ms", format!("{}", self.max_lag_ms)),
-            (
-                "error events / client failures",
-                format!("{} / {}", self.errors, self.failures.len()),
-            ),
-            (
-                "RSS before the model / server idle / after warm-up / end / max",
-                format!(
-                    "{:.0} / {:.0} / {:.0} (at {:.0} s) / {:.0} / {:.0} MB",
-                    self.rss_before_model_mb,
-                    self.rss_start_mb,
-                    self.rss_after_warmup_mb,
-                    self.warmup_s,
-                    self.rss_end_mb,
-                    self.rss_max_mb
-                ),
-            ),
-            (
-                "RSS slope after warm-up",
-                format!("{:+.2} MB/min", self.rss_slope_mb_per_min),
-            ),
-        ];
-        for (name, value) in rows {
-            out.push_str(&format!("| {name} | {value} |\n"));
+            Err(e) => {
+                eprintln!("[load] client {i}: {e:#}");
+                lock(&tally).failures.push(format!("client {i}: {e:#}"));
+                tokio::time::sleep(plan.backoff).await;
+            }
         }
-        if let Some(text) = &self.worst_transcript {
-            out.push_str(&format!(
-                "\nworst transcript ({:.1} % WER): {text:?}\n",
-                self.wer_max * 100.0
-            ));
-        }
-        let per_minute: Vec<String> = self
-            .rss_samples
-            .iter()
-            .enumerate()
-            .filter(|(i, (t, _))| {
-                *i == 0
-                    || *i + 1 == self.rss_samples.len()
-                    || (t % 60.0) < SAMPLE_EVERY.as_secs_f64() - 0.5
-            })
-            .map(|(_, s)| s)
-            .map(|(t, mb)| format!("{:.0} s {mb:.0}", t))
-            .collect();
-        out.push_str(&format!(
-            "\nRSS (MB) about every minute: {}\n",
-            per_minute.join(", ")
-        ));
-        let problems = self.problems();
-        if problems.is_empty() {
-            out.push_str("\nresult: PASS\n");
-        } else {
-            out.push_str(&format!("\nresult: FAIL\n- {}\n", problems.join("\n- ")));
-        }
-        out
     }
 }
 
@@ -722,29 +524,9 @@ pub fn rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Least-squares slope of y over x (per unit of x); 0 with fewer than two points.
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    if points.len() < 2 {
-        return 0.0;
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    if sxx == 0.0 { 0.0 } else { sxy / sxx }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slope_is_per_unit_of_x() {
-        assert_eq!(slope(&[(0.0, 1.0)]), 0.0);
-        let line: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0 + 0.5 * i as f64)).collect();
-        assert!((slope(&line) - 0.5).abs() < 1e-12);
-    }
 
     #[test]
     fn jfk_has_a_built_in_reference() {
