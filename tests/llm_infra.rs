@@ -1,50 +1,56 @@
-//! The test infrastructure for real servers, checked against the real servers: llama.cpp's
-//! llama-server (JSON-schema-constrained chat completions in Korean and English), Redis (RESP,
-//! outage and restart, dying with the test process), and every mode of the fault-injection
-//! endpoint.
+//! sori's keywords request against the real servers the tests use, and the test harness's
+//! own guarantees: the request `sori::keywords` builds (prompt, worked example, JSON schema),
+//! answered by llama.cpp's llama-server in Korean and English within that schema and parsed by
+//! async-openai as the product parses it; the harness's Redis (outage and restart on the same
+//! port, dying with the test process); and every mode of the fault-injection endpoint.
+//!
+//! What only the outside tools do — llama-server enforcing a schema against a contrary prompt,
+//! Redis's own replies and persistence, promtool rejecting bad input — is not sori's behaviour
+//! and is checked apart from this suite by `scripts/check-tools.sh`.
 
 mod support;
 
 use std::io::ErrorKind;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::types::chat::{
-    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestUserMessage, CreateChatCompletionRequestArgs, ResponseFormat,
-    ResponseFormatJsonSchema,
-};
+use async_openai::types::chat::CreateChatCompletionRequest;
 use serde_json::{Value, json};
+use sori::cache::Cache;
+use sori::config::LlmConfig;
+use sori::keywords::KeywordExtractor;
 use support::faulty_llm::{FAULTY_MODEL, Fault, FaultyLlm};
 use support::servers::{RedisServer, Resp, llama_server, redis_command};
 
 const KOREAN: &str = "내일 오전 9시 서울역 앞에서 교통사고 대책 회의가 열립니다";
 const ENGLISH: &str = "The quarterly budget review meeting moves to Friday at the Seoul office.";
 
-/// The schema sori sends: `{"keywords":[{"text": string, "category": string}]}`.
-fn keywords_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "keywords": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"text": {"type": "string"}, "category": {"type": "string"}},
-                    "required": ["text", "category"],
-                    "additionalProperties": false
-                }
-            }
-        },
-        "required": ["keywords"],
-        "additionalProperties": false
-    })
+/// The keywords request sori sends for `segment`, built by the production extractor with the
+/// server's default settings (the endpoint's address plays no part in the request).
+fn keywords_request(model: &str, segment: &str) -> CreateChatCompletionRequest {
+    let extractor: Arc<KeywordExtractor> = KeywordExtractor::new(
+        &LlmConfig::default(),
+        Cache::memory(16),
+        Duration::from_secs(60),
+    );
+    extractor
+        .request(model, segment)
+        .expect("the production request builds")
 }
 
-/// Parses `content` and checks it against the keywords schema; returns (text, category) pairs.
+/// The same request as the JSON body that goes over the wire.
+fn keywords_body(model: &str, segment: &str) -> Value {
+    serde_json::to_value(keywords_request(model, segment)).expect("a JSON request")
+}
+
+/// Parses `content` and checks it against what the production schema allows: only
+/// `"keywords"`, each keyword exactly `text` (1–60 characters) and `category` (one of the
+/// configured ids), at most `max_keywords` of them. Returns (text, category) pairs.
 fn schema_valid_keywords(content: &str) -> Result<Vec<(String, String)>, String> {
+    let config = LlmConfig::default();
     let value: Value = serde_json::from_str(content).map_err(|e| format!("not JSON: {e}"))?;
     let object = value.as_object().ok_or("not an object")?;
     if object.len() != 1 {
@@ -57,11 +63,21 @@ fn schema_valid_keywords(content: &str) -> Result<Vec<(String, String)>, String>
         .get("keywords")
         .and_then(Value::as_array)
         .ok_or("\"keywords\" is not an array")?;
+    if list.len() > config.max_keywords {
+        return Err(format!(
+            "{} keywords, more than {}",
+            list.len(),
+            config.max_keywords
+        ));
+    }
     list.iter()
         .map(|item| {
             let item = item.as_object().ok_or("a keyword is not an object")?;
             match (item.get("text"), item.get("category"), item.len()) {
-                (Some(Value::String(text)), Some(Value::String(category)), 2) => {
+                (Some(Value::String(text)), Some(Value::String(category)), 2)
+                    if (1..=60).contains(&text.chars().count())
+                        && config.categories.iter().any(|c| &c.id == category) =>
+                {
                     Ok((text.clone(), category.clone()))
                 }
                 _ => Err(format!("bad keyword {item:?}")),
@@ -70,33 +86,10 @@ fn schema_valid_keywords(content: &str) -> Result<Vec<(String, String)>, String>
         .collect()
 }
 
-fn chat_request(model: &str, system: &str, user: &str, schema: bool) -> Value {
-    let mut body = json!({
-        "model": model,
-        "temperature": 0,
-        "max_tokens": 256,
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": user}
-        ]
-    });
-    if schema {
-        body["response_format"] = json!({
-            "type": "json_schema",
-            "json_schema": {"name": "keywords", "schema": keywords_schema()}
-        });
-    }
-    body
-}
-
-const KEYWORD_PROMPT: &str = "Extract the important keywords from the user's transcript segment. \
-Answer with JSON: {\"keywords\":[{\"text\":\"...\",\"category\":\"...\"}]}. \
-Categories: person, place, organization, time, event, topic.";
-
 /// An HTTP client. The crate's reqwest has rustls without a built-in crypto provider (the
 /// `rustls-no-provider` feature async-openai is built with), so install ring's first.
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    sori::keywords::install_tls_provider();
     reqwest::Client::new()
 }
 
@@ -119,10 +112,15 @@ async fn post_chat(
         .await
 }
 
-/// The message content of a chat completion from a real server.
-async fn real_completion(body: &Value) -> String {
+// ------------------------------------------------------------------------------ llama-server
+
+/// The raw answer to sori's keywords request for `sentence`: within the production schema,
+/// non-empty, and at least one keyword is a phrase of the sentence (the 0.5B model is weak,
+/// but it does copy phrases from its input).
+async fn assert_keywords_for(sentence: &str) {
     let server = llama_server();
-    let response = post_chat(&server.base_url, body, Duration::from_secs(180))
+    let body = keywords_body(&server.model, sentence);
+    let response = post_chat(&server.base_url, &body, Duration::from_secs(180))
         .await
         .expect("llama-server answers");
     let status = response.status();
@@ -130,38 +128,10 @@ async fn real_completion(body: &Value) -> String {
     assert_eq!(status, 200, "chat completion failed: {text}");
     let completion: Value = serde_json::from_str(&text).expect("a JSON completion");
     assert_eq!(completion["object"], "chat.completion", "{completion}");
-    completion["choices"][0]["message"]["content"]
+    let content = completion["choices"][0]["message"]["content"]
         .as_str()
-        .unwrap_or_else(|| panic!("no message content: {completion}"))
-        .to_owned()
-}
-
-// ------------------------------------------------------------------------------ llama-server
-
-#[tokio::test]
-async fn llama_server_lists_its_model() {
-    let server = llama_server();
-    assert!(
-        server.base_url.starts_with("http://127.0.0.1:") && server.base_url.ends_with("/v1"),
-        "{}",
-        server.base_url
-    );
-    let models = get_json(format!("{}/models", server.base_url)).await;
-    assert_eq!(models["object"], "list");
-    assert_eq!(
-        models["data"][0]["id"], "qwen2.5-coder-0.5b-instruct",
-        "{models}"
-    );
-    assert_eq!(server.model, "qwen2.5-coder-0.5b-instruct");
-}
-
-/// Keywords for `sentence` under the schema: valid, non-empty, and at least one is a phrase of
-/// the sentence (the 0.5B model is weak, but it does copy phrases from its input).
-async fn assert_keywords_for(sentence: &str) {
-    let server = llama_server();
-    let content =
-        real_completion(&chat_request(&server.model, KEYWORD_PROMPT, sentence, true)).await;
-    let keywords = schema_valid_keywords(&content)
+        .unwrap_or_else(|| panic!("no message content: {completion}"));
+    let keywords = schema_valid_keywords(content)
         .unwrap_or_else(|why| panic!("schema violated ({why}): {content}"));
     assert!(
         !keywords.is_empty(),
@@ -177,62 +147,27 @@ async fn assert_keywords_for(sentence: &str) {
 }
 
 #[tokio::test]
-async fn llama_server_answers_korean_with_schema_valid_keywords() {
+async fn llama_server_answers_sori_s_korean_request_within_its_schema() {
     assert_keywords_for(KOREAN).await;
 }
 
 #[tokio::test]
-async fn llama_server_answers_english_with_schema_valid_keywords() {
+async fn llama_server_answers_sori_s_english_request_within_its_schema() {
     assert_keywords_for(ENGLISH).await;
 }
 
-/// The schema is enforced by the server (a grammar), not merely suggested: a prompt that asks
-/// for prose still yields schema-valid JSON, and the same prompt without a schema does not.
-#[tokio::test]
-async fn llama_server_enforces_the_schema_against_the_prompt() {
-    let server = llama_server();
-    let prose = "Reply with a short poem about the user's sentence, in plain text. Never use JSON.";
-    let unconstrained = real_completion(&chat_request(&server.model, prose, KOREAN, false)).await;
-    assert!(
-        schema_valid_keywords(&unconstrained).is_err(),
-        "without a schema the model should follow the prose prompt: {unconstrained}"
-    );
-    let constrained = real_completion(&chat_request(&server.model, prose, KOREAN, true)).await;
-    schema_valid_keywords(&constrained)
-        .unwrap_or_else(|why| panic!("schema not enforced ({why}): {constrained}"));
-}
-
-/// A keywords call made the way sori makes it, with async-openai (which parses responses
-/// strictly); returns the message content.
+/// sori's keywords request sent with async-openai (which parses responses strictly), as the
+/// product sends it; returns the message content.
 async fn async_openai_content(base_url: &str, model: &str, user: &str) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    sori::keywords::install_tls_provider();
     let client = Client::with_config(
         OpenAIConfig::new()
             .with_api_base(base_url)
             .with_api_key("unused"),
     );
-    let messages: Vec<ChatCompletionRequestMessage> = vec![
-        ChatCompletionRequestSystemMessage::from(KEYWORD_PROMPT).into(),
-        ChatCompletionRequestUserMessage::from(user).into(),
-    ];
-    let request = CreateChatCompletionRequestArgs::default()
-        .model(model)
-        .messages(messages)
-        .temperature(0.0)
-        .max_completion_tokens(256u32)
-        .response_format(ResponseFormat::JsonSchema {
-            json_schema: ResponseFormatJsonSchema {
-                description: Some("Keywords of one transcript segment".to_owned()),
-                name: "keywords".to_owned(),
-                schema: keywords_schema(),
-                strict: Some(true),
-            },
-        })
-        .build()
-        .expect("a valid request");
     let response = client
         .chat()
-        .create(request)
+        .create(keywords_request(model, user))
         .await
         .unwrap_or_else(|e| panic!("async-openai call to {base_url} failed: {e}"));
     response.choices[0]
@@ -242,7 +177,8 @@ async fn async_openai_content(base_url: &str, model: &str, user: &str) -> String
         .expect("message content")
 }
 
-/// async-openai accepts what llama-server and the fault-injection endpoint answer.
+/// async-openai accepts what llama-server and the fault-injection endpoint answer to sori's
+/// request.
 #[tokio::test]
 async fn async_openai_parses_llama_server_and_faulty_llm_completions() {
     let server = llama_server();
@@ -262,36 +198,15 @@ async fn async_openai_parses_llama_server_and_faulty_llm_completions() {
 
 // ------------------------------------------------------------------------------ Redis
 
-fn bulk(text: &str) -> Resp {
-    Resp::Bulk(Some(text.as_bytes().to_vec()))
-}
-
+/// The harness's outage and recovery, which the cache and fault tests build on: `kill` takes
+/// Redis down at once (connections refused; idempotent), `restart` brings it back on the same
+/// port, and dropping the handle stops it.
 #[test]
-fn redis_speaks_resp_survives_nothing_and_restarts_on_the_same_port() {
+fn redis_harness_kills_restarts_on_the_same_port_and_stops_when_dropped() {
+    let pong = || Resp::Simple("PONG".into());
     let mut redis = RedisServer::start();
     assert_eq!(redis.url(), format!("redis://127.0.0.1:{}/", redis.port()));
-    assert_eq!(
-        redis.command(&["PING"]).unwrap(),
-        Resp::Simple("PONG".into())
-    );
-    assert_eq!(
-        redis.command(&["SET", "sori:test", "소리"]).unwrap(),
-        Resp::Simple("OK".into())
-    );
-    assert_eq!(redis.command(&["GET", "sori:test"]).unwrap(), bulk("소리"));
-    assert_eq!(
-        redis.command(&["GET", "sori:missing"]).unwrap(),
-        Resp::Bulk(None)
-    );
-    assert!(matches!(
-        redis.command(&["NOSUCHCOMMAND"]).unwrap(),
-        Resp::Error(_)
-    ));
-    // Persistence is off, as the tests' start flags say.
-    let Resp::Array(Some(save)) = redis.command(&["CONFIG", "GET", "save"]).unwrap() else {
-        panic!("CONFIG GET save is an array");
-    };
-    assert_eq!(save, vec![bulk("save"), bulk("")]);
+    assert_eq!(redis.command(&["PING"]).unwrap(), pong());
 
     let port = redis.port();
     redis.kill();
@@ -303,20 +218,8 @@ fn redis_speaks_resp_survives_nothing_and_restarts_on_the_same_port() {
 
     redis.restart();
     assert_eq!(redis.port(), port);
-    assert_eq!(
-        redis.command(&["PING"]).unwrap(),
-        Resp::Simple("PONG".into())
-    );
-    assert_eq!(
-        redis.command(&["GET", "sori:test"]).unwrap(),
-        Resp::Bulk(None),
-        "nothing persists across a restart"
-    );
-}
+    assert_eq!(redis.command(&["PING"]).unwrap(), pong());
 
-#[test]
-fn redis_stops_when_dropped() {
-    let redis = RedisServer::start();
     let addr = redis.addr();
     drop(redis);
     let refused = redis_command(addr, &["PING"]).expect_err("a dropped server must not answer");
@@ -365,7 +268,7 @@ fn redis_dies_with_the_test_process() {
 // ------------------------------------------------------------------------------ fault injection
 
 fn chat_body(user: &str) -> Value {
-    chat_request(FAULTY_MODEL, KEYWORD_PROMPT, user, true)
+    keywords_body(FAULTY_MODEL, user)
 }
 
 #[tokio::test]
