@@ -27,6 +27,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
 
+step "tool check: the external tools the tests rely on behave as assumed (scripts/check-tools.sh)"
+./scripts/check-tools.sh
+
 step "tests"
 cargo test --release --locked "$@"
 

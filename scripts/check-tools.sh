@@ -2,8 +2,8 @@
 # Checks the outside tools sori's tests rely on, apart from sori's own test suite: that each
 # does what the tests take for granted. None of this is sori's behaviour, so none of it is in
 # tests/; run it when a tool is installed or upgraded (a new llama.cpp, Redis or Prometheus).
-#   promtool      rejects bad exposition text (so tests/metrics.rs accepting /metrics means something)
-#   redis-server  started as tests/support/servers.rs starts it: answers RESP, persists nothing,
+#   promtool      rejects bad exposition text (so tests/it/metrics.rs accepting /metrics means something)
+#   redis-server  started as tests/it/support/servers.rs starts it: answers RESP, persists nothing,
 #                 refuses connections once killed, and comes back empty on the same port
 #   llama-server  the model scripts/llm-server.sh fetches, listed under its alias; a JSON schema
 #                 in response_format is enforced (a grammar), even against a prompt asking for prose
@@ -66,7 +66,7 @@ x_seconds 1
 
 # ------------------------------------------------------------------------------ Redis
 
-redis_start() { # PORT: the flags tests/support/servers.rs starts redis-server with
+redis_start() { # PORT: the flags tests/it/support/servers.rs starts redis-server with
     redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
         --dir "$scratch" >"$scratch/redis-$1.log" 2>&1 &
     redis_pid=$!

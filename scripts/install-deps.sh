@@ -5,11 +5,11 @@
 #   espeak-ng       synthetic speech for tests without recordings
 #   redis-server    the cache's real server in tests (started on a free loopback port)
 #   curl            scripts/llm-server.sh probes the LLM server's /health
-#   docker-compose  validates compose.yaml in tests/deploy.rs (`docker-compose config`)
-#   chromium, chromium-driver  the live page's end-to-end test (tests/page.rs)
+#   docker-compose  validates compose.yaml in tests/it/deploy.rs (`docker-compose config`)
+#   chromium, chromium-driver  the live page's end-to-end test (tests/it/page.rs)
 #   fonts-nanum     Korean glyphs in the page test's screenshot (otherwise boxes)
-#   openssl         makes the certificate of the TLS listener's test (tests/tls.rs)
-#   prometheus      promtool checks /metrics with Prometheus's own parser (tests/metrics.rs)
+#   openssl         makes the certificate of the TLS listener's test (tests/it/tls.rs)
+#   prometheus      promtool checks /metrics with Prometheus's own parser (tests/it/metrics.rs)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)

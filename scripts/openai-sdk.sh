@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The official OpenAI Python SDK, used by tests/openai_api.rs as the client of sori's
+# The official OpenAI Python SDK, used by tests/it/openai_api.rs as the client of sori's
 # OpenAI-compatible `POST /v1/audio/transcriptions`.
 #
 # Usage: scripts/openai-sdk.sh fetch | python [ARGS...]

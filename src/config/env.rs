@@ -8,7 +8,7 @@ use super::{Config, ConfigError};
 pub const READ_ELSEWHERE: &[&str] = &[
     // tests/support: the model the integration tests load.
     "SORI_TEST_MODEL",
-    // tests/llm_infra.rs: marks the child process of the Redis test.
+    // tests/it/llm_infra.rs: marks the child process of the Redis test.
     "SORI_TEST_REDIS_CHILD",
 ];
 

@@ -4,7 +4,7 @@
 //!
 //! The functions take any WebSocket sink or stream of tungstenite messages, so they work on a
 //! whole [`Ws`], on its halves after `StreamExt::split` (a reader task apart from the sender),
-//! and over TLS (tests/tls.rs). Pings are answered by tungstenite itself.
+//! and over TLS (tests/it/tls.rs). Pings are answered by tungstenite itself.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

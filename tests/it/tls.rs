@@ -2,19 +2,17 @@
 //! machines): a certificate made by openssl, the page over https with curl, a live session over
 //! wss with a rustls client, and clear errors for bad certificate files.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::support::*;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use sori::http::tls::{TlsListener, acceptor};
 use sori::http::{AppState, serve_on};
 use sori::transcribe::Transcriber;
-use support::*;
 
 /// A self-signed certificate for 127.0.0.1 / localhost, made by the real openssl CLI.
 fn make_certificate(dir: &Path) -> (PathBuf, PathBuf) {

@@ -1,13 +1,11 @@
 //! `sori stream FILE`, the README's WebSocket client, run as a user runs it: the built binary
 //! against a real server with the real Whisper model, and against servers that refuse it.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const MAX_WER: f64 = 0.10;
 

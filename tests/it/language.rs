@@ -7,13 +7,11 @@
 //! failure real short or noisy Korean shows. The tests assert what sori does with it (the
 //! language set, the lock), never what Whisper gets wrong on its own.
 
-mod support;
-
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 use sori::protocol::Language;
 use sori::stt::language::LanguageSet;

@@ -2,15 +2,13 @@
 //! `sori transcribe --keywords` run the file through the same session driver and keyword
 //! enricher as a live stream, with the real Whisper model and a real llama.cpp server.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 
+use crate::support::servers::llama_server;
+use crate::support::*;
 use serde_json::Value;
 use sori::keywords::normalize;
-use support::servers::llama_server;
-use support::*;
 
 fn server_with_llm() -> SocketAddr {
     let llm = llama_server();

@@ -1,13 +1,11 @@
 //! `sori model fetch`: idempotent, produces valid ggml files (checked by reading them back),
 //! records checksums, and names a missing tool.
 
-mod support;
-
 use std::process::Command;
 use std::time::Instant;
 
+use crate::support::*;
 use sori::stt::convert::{read_ggml_header, read_ggml_tensor_index};
-use support::*;
 
 fn fetch(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sori"))

@@ -3,14 +3,12 @@
 //! all the outage behaviour — Redis killed mid-use, Redis down from the start — where the cache
 //! must degrade quickly and recover by itself.
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::servers::{RedisServer, free_port};
 use sori::cache::{Cache, key_hash};
-use support::servers::{RedisServer, free_port};
 
 const HOUR: Duration = Duration::from_secs(3600);
 

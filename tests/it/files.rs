@@ -1,12 +1,10 @@
 //! File transcription through the CLI and `POST /api/transcribe` (wav, mp3, flac, ogg), and the
 //! basic REST endpoints.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn sori() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sori"));

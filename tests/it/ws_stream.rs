@@ -2,10 +2,8 @@
 //! in 20 ms and 100 ms chunks, paced and as fast as possible; silence and noise; concurrency;
 //! stop and flush; transcript files.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const MAX_WER: f64 = 0.10;
 

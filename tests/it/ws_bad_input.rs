@@ -1,11 +1,9 @@
 //! Bad input over `/ws`: each case gets a clear `error` event, the session goes on and still
 //! transcribes, and a healthy session running at the same time never notices.
 
-mod support;
-
+use crate::support::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Sends one bad frame and returns the error it caused.

@@ -8,13 +8,13 @@
 //! Redis's own replies and persistence, promtool rejecting bad input — is not sori's behaviour
 //! and is checked apart from this suite by `scripts/check-tools.sh`.
 
-mod support;
-
 use std::io::ErrorKind;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::faulty_llm::{FAULTY_MODEL, Fault, FaultyLlm};
+use crate::support::servers::{RedisServer, Resp, llama_server, redis_command};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::CreateChatCompletionRequest;
@@ -22,8 +22,6 @@ use serde_json::{Value, json};
 use sori::cache::Cache;
 use sori::config::LlmConfig;
 use sori::keywords::KeywordExtractor;
-use support::faulty_llm::{FAULTY_MODEL, Fault, FaultyLlm};
-use support::servers::{RedisServer, Resp, llama_server, redis_command};
 
 const KOREAN: &str = "내일 오전 9시 서울역 앞에서 교통사고 대책 회의가 열립니다";
 const ENGLISH: &str = "The quarterly budget review meeting moves to Friday at the Seoul office.";

@@ -3,15 +3,13 @@
 //! never stops, the parts recover by themselves, and no final a client was sent is missing
 //! from its transcript file.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::servers::{RedisServer, llama_server, own_llama_server};
+use crate::support::*;
 use serde_json::{Value, json};
 use sori::config::Config;
-use support::servers::{RedisServer, llama_server, own_llama_server};
-use support::*;
 
 fn wav_pcm(path: &std::path::Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();

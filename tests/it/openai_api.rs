@@ -2,13 +2,11 @@
 //! SDK as the client (installed by `scripts/openai-sdk.sh fetch`), and its error shapes checked
 //! with plain HTTP.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Calls the server through the SDK in every response format and prints one JSON object of
 /// results; errors the SDK raises are caught and reported with their class.

@@ -3,12 +3,10 @@
 //! embeddings. (Each keeps its own embedded vector store: sharing one needs a Qdrant server,
 //! which cannot be installed here; see docs/deployment.md.)
 
-mod support;
-
+use crate::support::servers::{RedisServer, embed_server, llama_server};
+use crate::support::*;
 use serde_json::{Value, json};
 use sori::config::Config;
-use support::servers::{RedisServer, embed_server, llama_server};
-use support::*;
 
 fn replica(redis_url: &str, name: &str) -> std::net::SocketAddr {
     let mut config: Config = test_config();

@@ -4,13 +4,11 @@
 //! the JSON reports, with an edit distance written in this file. `sori eval` runs the
 //! `sori-tools` program beside it; how that forwarding behaves is tested here too.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::{JFK_REFERENCE, data_file, espeak, model_path, scratch_dir};
 use serde_json::Value;
-use support::{JFK_REFERENCE, data_file, espeak, model_path, scratch_dir};
 
 /// The English espeak-ng sentence and its reference.
 const ENGLISH: &str = "The traffic on the northern highway is moving slowly.";

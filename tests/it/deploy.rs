@@ -1,12 +1,10 @@
 //! The production files: `compose.yaml` validated and resolved by the real `docker-compose`
 //! (Debian's package), and the Dockerfiles it points at present with the targets it names.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::{repo_root, require_tool};
 use serde_json::Value;
-use support::{repo_root, require_tool};
 
 /// `docker-compose config` of the repository's compose.yaml, as JSON. docker-compose 1.29
 /// resolves every service whatever the profile, so one call covers them all.

@@ -4,18 +4,16 @@
 //! here are the English ones of tests/data/rag. Also the cross-encoder rerank endpoint, against
 //! llama.cpp's real `/v1/rerank` (see `llama_rerank_server` for what that can and cannot show).
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::servers::{free_port, llama_rerank_server};
+use crate::support::*;
 use serde_json::{Value, json};
 use sori::cache::Cache;
 use sori::config::RagConfig;
 use sori::rag::embed::{Embedder, Purpose, cosine};
 use sori::rag::rerank::Reranker;
 use sori::rag::{DocMeta, Rag};
-use support::servers::{free_port, llama_rerank_server};
-use support::*;
 
 /// The files `scripts/onnx-embedder.sh fetch` makes, or a loud failure saying how to get them.
 fn onnx_files() -> (PathBuf, PathBuf) {

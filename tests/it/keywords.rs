@@ -1,17 +1,15 @@
 //! Keywords from a real llama.cpp server (the same OpenAI-compatible API as vLLM), cached in a
 //! real Redis, and the faults a deliberately broken endpoint injects.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::faulty_llm::{Fault, FaultyLlm};
+use crate::support::servers::{RedisServer, llama_server};
+use crate::support::*;
 use serde_json::Value;
 use sori::cache::Cache;
 use sori::config::{Config, LlmConfig};
 use sori::keywords::{KeywordExtractor, normalize};
-use support::faulty_llm::{Fault, FaultyLlm};
-use support::servers::{RedisServer, llama_server};
-use support::*;
 
 fn llm_config(base_url: &str) -> LlmConfig {
     LlmConfig {

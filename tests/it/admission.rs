@@ -2,14 +2,12 @@
 //! per-client limits (close 1013), idle and length limits, the decode backlog cap, and a
 //! graceful SIGTERM of the real binary mid-utterance.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::servers::free_port;
+use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::servers::free_port;
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -2,16 +2,14 @@
 //! disk, the real llama.cpp server for answers and a real Redis for the caches. The documents
 //! in tests/data/rag were written for these tests (Korean and English).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::servers::{RedisServer, embed_server, free_port, llama_server};
+use crate::support::*;
 use serde_json::{Value, json};
 use sori::cache::Cache;
 use sori::config::Config;
 use sori::rag::embed::{Embedder, Purpose, cosine};
-use support::servers::{RedisServer, embed_server, free_port, llama_server};
-use support::*;
 
 fn docs_dir() -> PathBuf {
     repo_root().join("tests/data/rag")

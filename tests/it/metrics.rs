@@ -5,15 +5,13 @@
 //! Counters are process-wide and other tests in this binary may run at the same time, so the
 //! checks compare values before and after the session.
 
-mod support;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const INSTALL_PROMTOOL: &str = "install it with: apt-get install -y prometheus";
 

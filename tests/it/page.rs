@@ -1,14 +1,12 @@
 //! The live page: served files and the status stream over HTTP, then the whole page in a real
 //! headless Chromium whose fake microphone plays the JFK clip, against a real llama.cpp server.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::servers::llama_server;
+use crate::support::webdriver::Browser;
+use crate::support::*;
 use serde_json::Value;
-use support::servers::llama_server;
-use support::webdriver::Browser;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_files_are_served_with_the_contract_hooks() {

@@ -1,11 +1,9 @@
 //! The VAD segmenter on real speech: utterance boundaries, pre-roll, splitting at the maximum
 //! length, and the promise that a speculative decode sees exactly the final's audio.
 
-mod support;
-
+use crate::support::*;
 use sori::config::VadConfig;
 use sori::vad::{Segmenter, Utterance, VadEvent};
-use support::*;
 
 fn segment(cfg: &VadConfig, audio: &[f32], chunk: usize) -> Vec<VadEvent> {
     let mut vad = Segmenter::new(cfg);

@@ -5,13 +5,11 @@
 //! and an explaining message, or a 4xx JSON body — while a healthy session streaming at the
 //! same time transcribes exactly as it would alone, and the server stays up.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
