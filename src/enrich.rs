@@ -33,19 +33,25 @@ impl Enrichment {
         let rag = Arc::new(RagSlot::new(&config.rag, &config.llm, cache.clone()));
         let mut enrichers: Vec<Arc<dyn Enricher>> = Vec::new();
         if let Some(extractor) = &keywords {
-            enrichers.push(Arc::new(KeywordsEnricher::new(
-                Arc::clone(extractor),
-                Duration::from_millis(config.llm.timeout_ms),
-            )));
+            enrichers.push(Arc::new(KeywordsEnricher {
+                extractor: Arc::clone(extractor),
+                drain_limit: drain_limit(config.llm.timeout_ms),
+            }));
         }
-        enrichers.push(Arc::new(RagEnricher::new(
-            Arc::clone(&rag),
-            Duration::from_millis(config.rag.timeout_ms),
-        )));
+        enrichers.push(Arc::new(RagEnricher {
+            slot: Arc::clone(&rag),
+            drain_limit: drain_limit(config.rag.timeout_ms),
+        }));
         Self {
             keywords,
             rag,
             enrichers: enrichers.into(),
         }
     }
+}
+
+/// A closing session waits for a backend's last results as long as one call may take, and a
+/// second more.
+fn drain_limit(timeout_ms: u64) -> Duration {
+    Duration::from_millis(timeout_ms) + Duration::from_secs(1)
 }

@@ -31,3 +31,5 @@ pub mod http;
 pub use gpu::gpu_available;
 
 pub mod harness;
+
+pub mod process;

@@ -1,4 +1,5 @@
-//! The `sori` command: serve | transcribe FILE | bench | index | eval | model fetch | model convert.
+//! The `sori` command: serve | transcribe | stream | index | model | config, and eval / bench
+//! (run by `sori-tools`). Each command is a module of `cli`.
 
 mod cli;
 
@@ -8,19 +9,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let default_filter = cli.default_log_filter();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    sori::process::run_command(cli.default_log_filter(), || cli.run())
 }

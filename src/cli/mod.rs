@@ -13,11 +13,7 @@ pub mod transcribe;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-
-use sori::config::Config;
-use sori::protocol::Language;
 
 #[derive(Parser)]
 #[command(
@@ -89,47 +85,8 @@ impl Cli {
     }
 }
 
-/// The decoder flags shared by `serve`, `transcribe` and `bench`.
-#[derive(clap::Args)]
-pub struct EngineFlags {
-    /// whisper.cpp ggml model file (env SORI_MODEL).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// ko, en or auto (env SORI_LANGUAGE).
-    #[arg(long)]
-    pub language: Option<Language>,
-    /// Decoder worker threads (env SORI_WORKERS).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// CPU threads per decode (env SORI_THREADS).
-    #[arg(long)]
-    pub threads: Option<usize>,
-}
-
-impl EngineFlags {
-    pub fn apply(self, config: &mut Config) {
-        if let Some(model) = self.model {
-            config.stt.model = model;
-        }
-        if let Some(language) = self.language {
-            config.stt.language = language;
-        }
-        if let Some(workers) = self.workers {
-            config.stt.workers = workers;
-        }
-        if let Some(threads) = self.threads {
-            config.stt.threads = threads;
-        }
-    }
-}
-
-/// A multi-threaded tokio runtime for the commands that need one.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
+pub use sori::config::flags::EngineFlags;
+pub use sori::process::runtime;
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ pub use sori_core::config::{FilterSettings, SttConfig, VadConfig};
 
 pub mod docs;
 mod env;
+pub mod flags;
 pub mod settings;
 mod validate;
 pub mod values;

@@ -10,18 +10,9 @@ use crate::driver::enrich::{EarlyEvents, EnrichFuture, Enriched, Enricher, Final
 use crate::protocol::{EffectiveOptions, ServerMessage};
 
 pub struct KeywordsEnricher {
-    extractor: Arc<KeywordExtractor>,
-    /// How long a closing session waits for its last keywords (the LLM timeout and a second).
-    drain_limit: Duration,
-}
-
-impl KeywordsEnricher {
-    pub fn new(extractor: Arc<KeywordExtractor>, llm_timeout: Duration) -> Self {
-        Self {
-            extractor,
-            drain_limit: llm_timeout + Duration::from_secs(1),
-        }
-    }
+    pub extractor: Arc<KeywordExtractor>,
+    /// How long a closing session waits for its last keywords.
+    pub drain_limit: Duration,
 }
 
 impl Enricher for KeywordsEnricher {

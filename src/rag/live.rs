@@ -13,18 +13,9 @@ use crate::protocol::{EffectiveOptions, RagHit, ServerMessage};
 const LIVE_TOP_K: usize = 3;
 
 pub struct RagEnricher {
-    slot: Arc<RagSlot>,
+    pub slot: Arc<RagSlot>,
     /// How long a closing session waits for its last related documents.
-    drain_limit: Duration,
-}
-
-impl RagEnricher {
-    pub fn new(slot: Arc<RagSlot>, rag_timeout: Duration) -> Self {
-        Self {
-            slot,
-            drain_limit: rag_timeout + Duration::from_secs(1),
-        }
-    }
+    pub drain_limit: Duration,
 }
 
 impl Enricher for RagEnricher {
