@@ -23,7 +23,9 @@ use crate::session::default_options;
 use crate::stt::SttError;
 use crate::stt::engine::SttPool;
 use crate::stt::filter::FilterError;
+use crate::stt::scripted::{Script, ScriptedDecoder};
 use crate::stt::whisper::WhisperModel;
+use crate::vad::energy_detector;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,25 @@ impl Transcriber {
             patterns = engine.filter.pattern_count(),
             "decoder pool ready"
         );
+        Ok(Self { config, engine })
+    }
+
+    /// A test double of the engine: scripted decoders (answers from a script, no model) and
+    /// the energy voice detector. For tests of what does not need Whisper (REST, RAG, caches);
+    /// never used by the server itself.
+    pub fn scripted(config: Arc<Config>) -> Result<Self, EngineError> {
+        let script = Script::new().shared();
+        let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
+            Ok(ScriptedDecoder::new(Arc::clone(&script)))
+        })?;
+        let engine = Engine::new(
+            config.stt.clone(),
+            config.vad.clone(),
+            &config.filter,
+            pool,
+            "scripted test decoder".to_owned(),
+        )?
+        .with_voice_detector(energy_detector);
         Ok(Self { config, engine })
     }
 

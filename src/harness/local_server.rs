@@ -40,12 +40,32 @@ pub struct LocalServer {
     scratch: Option<PathBuf>,
 }
 
+/// What a local server decodes with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decoders {
+    /// The configured Whisper model (`stt.model`): the product.
+    Whisper,
+    /// The scripted test double ([`Transcriber::scripted`]): no model is loaded, for tests of
+    /// what does not need Whisper.
+    Scripted,
+}
+
 impl LocalServer {
     /// Loads the model (on a blocking thread, off the runtime) and serves on 127.0.0.1:0.
     pub async fn start(config: Config) -> Result<Self, LocalServerError> {
+        Self::start_with(config, Decoders::Whisper).await
+    }
+
+    /// Serves on 127.0.0.1:0 with the given decoders.
+    pub async fn start_with(config: Config, decoders: Decoders) -> Result<Self, LocalServerError> {
         crate::keywords::install_tls_provider();
         let config = Arc::new(config);
-        let transcriber = tokio::task::spawn_blocking(move || Transcriber::start(config)).await??;
+        let transcriber = match decoders {
+            Decoders::Whisper => {
+                tokio::task::spawn_blocking(move || Transcriber::start(config)).await??
+            }
+            Decoders::Scripted => Transcriber::scripted(config)?,
+        };
         Self::serve(transcriber).await
     }
 
@@ -83,6 +103,14 @@ impl LocalServer {
     /// Starts a server on a runtime thread of its own that serves until the process exits,
     /// and returns its address once it listens (tests share one per test binary).
     pub fn spawn_detached(config: Config) -> Result<SocketAddr, LocalServerError> {
+        Self::spawn_detached_with(config, Decoders::Whisper)
+    }
+
+    /// [`LocalServer::spawn_detached`] with the given decoders.
+    pub fn spawn_detached_with(
+        config: Config,
+        decoders: Decoders,
+    ) -> Result<SocketAddr, LocalServerError> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -97,7 +125,7 @@ impl LocalServer {
                 }
             };
             runtime.block_on(async move {
-                match Self::start(config).await {
+                match Self::start_with(config, decoders).await {
                     Ok(server) => {
                         let _ = tx.send(Ok(server.addr));
                         // Serve until the process ends.

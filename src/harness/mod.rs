@@ -5,5 +5,5 @@
 pub mod local_server;
 pub mod ws_client;
 
-pub use local_server::{LocalServer, LocalServerError};
+pub use local_server::{Decoders, LocalServer, LocalServerError};
 pub use ws_client::{Incoming, Ws, WsClientError};

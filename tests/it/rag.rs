@@ -131,7 +131,7 @@ async fn documents_indexed_by_the_cli_are_found_after_a_restart_in_both_language
     assert!(stderr.contains("indexed 7 of 7 files"), "{stderr}");
 
     // A server started afterwards on the same directory sees everything.
-    let addr = start_server(rag_config(&store));
+    let addr = start_server_without_whisper(rag_config(&store));
     let sources = get(addr, "/index").await;
     assert_eq!(sources["sources"].as_array().unwrap().len(), 7, "{sources}");
     for (question, expected) in QUESTIONS {
@@ -151,7 +151,7 @@ async fn documents_indexed_by_the_cli_are_found_after_a_restart_in_both_language
 async fn reindexing_a_source_replaces_it_and_delete_removes_it() {
     let mut config = rag_config(&fresh_dir("rag-reindex"));
     config.rag.chunk_chars = 200;
-    let addr = start_server(config);
+    let addr = start_server_without_whisper(config);
     let text = std::fs::read_to_string(docs_dir().join("tunnel-fire.md")).unwrap();
     let body =
         json!({"text": text, "metadata": {"source": "manual-7", "page": 3, "date": "2026-11-30"}});
@@ -187,7 +187,7 @@ async fn reindexing_a_source_replaces_it_and_delete_removes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_answers_from_the_right_source_and_repeats_come_from_the_cache() {
-    let addr = start_server(rag_config(&fresh_dir("rag-query")));
+    let addr = start_server_without_whisper(rag_config(&fresh_dir("rag-query")));
     for file in ["tunnel-fire.md", "toll-gate.txt", "refund-policy.txt"] {
         let text = std::fs::read_to_string(docs_dir().join(file)).unwrap();
         let (status, body) = post(
@@ -247,7 +247,7 @@ async fn embeddings_are_cached_in_redis() {
     let redis = RedisServer::start();
     let mut config = rag_config(&fresh_dir("rag-embed-cache"));
     config.cache.redis_url = Some(redis.url());
-    let addr = start_server(config);
+    let addr = start_server_without_whisper(config);
     let (status, one) = post(addr, "/embed", json!({"text": "서울요금소 하이패스 차로"})).await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["dim"], 384);
@@ -350,7 +350,7 @@ async fn bad_requests_get_clear_errors() {
             .contains("SORI_RAG")
     );
 
-    let addr = start_server(rag_config(&fresh_dir("rag-bad")));
+    let addr = start_server_without_whisper(rag_config(&fresh_dir("rag-bad")));
     let cases = [
         ("/index", json!({"text": "x"}), "invalid_json"),
         (

@@ -14,8 +14,8 @@ use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
 
 use sori::config::Config;
-use sori::harness::LocalServer;
 use sori::harness::ws_client::{self, Incoming, WsClientError};
+use sori::harness::{Decoders, LocalServer};
 
 pub const JFK_REFERENCE: &str = sori::eval::JFK_REFERENCE;
 
@@ -164,6 +164,16 @@ pub fn test_config() -> Config {
 /// Starts a server with `config` on 127.0.0.1:0 and returns its address; it serves until
 /// the test binary exits.
 pub fn start_server(config: Config) -> SocketAddr {
+    start_server_with(config, Decoders::Whisper)
+}
+
+/// A server that loads no model: its decoders are the scripted test double. For tests of
+/// what does not transcribe (REST, RAG, caches); nothing it decodes is the product's.
+pub fn start_server_without_whisper(config: Config) -> SocketAddr {
+    start_server_with(config, Decoders::Scripted)
+}
+
+fn start_server_with(config: Config, decoders: Decoders) -> SocketAddr {
     // RUST_LOG=sori=debug shows the server's log while debugging a test.
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -171,7 +181,7 @@ pub fn start_server(config: Config) -> SocketAddr {
             .with_test_writer()
             .try_init();
     }
-    LocalServer::spawn_detached(config).expect("the server starts")
+    LocalServer::spawn_detached_with(config, decoders).expect("the server starts")
 }
 
 pub async fn connect(addr: SocketAddr, query: &str) -> Ws {
