@@ -236,8 +236,11 @@ fn redis_dies_with_the_test_process() {
         std::mem::forget(redis);
         std::process::exit(0);
     }
+    // This test's name in the test binary: its module path without the crate.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::redis_dies_with_the_test_process");
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "redis_dies_with_the_test_process", "--nocapture"])
+        .args(["--exact", &name, "--nocapture"])
         .env(CHILD_ENV, "1")
         .output()
         .expect("run the child test process");
