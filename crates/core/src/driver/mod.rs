@@ -325,10 +325,13 @@ impl Driver {
 
     /// Events the session released: finals go to the transcript and to the enrichers.
     fn released(&mut self, events: Vec<ServerMessage>) -> Vec<ServerMessage> {
-        if !self.client_gone() {
-            let options = self.stream.session.options().clone();
+        let has_final = events
+            .iter()
+            .any(|e| matches!(e, ServerMessage::Final { .. }));
+        if has_final && !self.client_gone() {
+            let options = self.stream.session.options();
             for fanout in &mut self.fanouts {
-                if fanout.wanted(&options) {
+                if fanout.wanted(options) {
                     fanout.request(&events);
                 }
             }
