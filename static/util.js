@@ -55,7 +55,17 @@ export function userError(code, message) {
   return Object.assign(new Error(message), { code, userFacing: true });
 }
 
-/** `path` with the page's own `?token=` (when the server asks for one) added. */
+/**
+ * Headers carrying the page's own `?token=` as `Authorization: Bearer` (REST refuses tokens in
+ * the URL; only /ws and the EventSource stream, which cannot set headers, take `?token=`).
+ */
+export function authHeaders() {
+  const token = new URLSearchParams(window.location.search).get('token');
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** `path` with the page's own `?token=` (when the server asks for one) added: for the
+ * EventSource stream only. */
 export function withToken(path) {
   const token = new URLSearchParams(window.location.search).get('token');
   if (!token) return path;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -80,7 +81,13 @@ pub fn run(args: ServeArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut config = Config::load(config_path)?;
     args.apply(&mut config);
     config.validate()?;
-    runtime()?.block_on(serve_forever(config))
+    // No tokens and a non-loopback address: refused unless server.allow_open says so.
+    config.check_exposure()?;
+    let runtime = runtime()?;
+    let served = runtime.block_on(serve_forever(config));
+    // Blocking work a shutdown cut short (a file being decoded) is not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    served
 }
 
 async fn serve_forever(config: Config) -> anyhow::Result<()> {
@@ -96,6 +103,8 @@ async fn serve_forever(config: Config) -> anyhow::Result<()> {
         move || Transcriber::start(config)
     })
     .await??;
+    // One descriptor per connection: raise the open-file limit, and say what it allows.
+    sori::http::listen::log_limits(&config.server);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
@@ -103,14 +112,7 @@ async fn serve_forever(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "sori is listening (http, ws): open http://{address}/ for the live page");
     let state = AppState::new(transcriber).await;
 
-    // One shutdown signal for both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    // Both listeners stop on `state.stopping`; `serve_on` returns within the grace.
     let secure = match tls {
         Some(acceptor) => {
             let tls_bind = config.server.tls_bind;
@@ -119,33 +121,50 @@ async fn serve_forever(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {tls_bind} (TLS)"))?;
             let listener = sori::http::tls::TlsListener::new(tcp, acceptor)?;
             tracing::info!(address = %tls_bind, "sori is listening (https, wss): https://{tls_bind}/");
-            Some(tokio::spawn(serve_on(listener, state.clone(), stopped())))
+            Some(tokio::spawn(serve_on(
+                listener,
+                state.clone(),
+                std::future::pending(),
+            )))
         }
         None => None,
     };
-    // On SIGTERM / ctrl-c: stop accepting, and tell open sessions to finish (they send their
-    // last finals and `closed`, then close with 1001).
-    let sessions = state.clone();
+    // On SIGTERM / ctrl-c: stop accepting, end SSE streams and uploads, and tell open sessions
+    // to finish (they send their last finals and `closed`, then close with 1001).
+    let grace = Duration::from_secs(config.server.shutdown_grace_s);
+    let stopping = state.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: no new connections; open sessions finish their finals");
-        sessions.begin_shutdown();
-        let _ = stop_tx.send(true);
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "shutting down: no new connections; open sessions finish their finals"
+        );
+        exit_after(grace + EXIT_MARGIN);
+        stopping.begin_shutdown();
     });
-    serve(listener, state.clone(), stopped()).await?;
+    serve(listener, state.clone(), std::future::pending()).await?;
     if let Some(secure) = secure {
         secure.await??;
     }
-    // Upgraded WebSockets outlive the listeners: wait for them, within the grace period.
-    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_s);
-    if !state.sessions_ended(grace).await {
-        tracing::warn!(
-            grace_s = grace.as_secs(),
-            "some sessions did not finish in time; exiting anyway"
-        );
-    }
     tracing::info!("sori stopped");
     Ok(())
+}
+
+/// How far past the grace the watchdog lets the process live (see [`exit_after`]).
+const EXIT_MARGIN: Duration = Duration::from_millis(1500);
+
+/// The last resort behind `server.shutdown_grace_s`: `serve` returns within the grace, but
+/// if anything still held the process (a blocking call that ignores cancellation), a thread
+/// off the runtime ends it.
+fn exit_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            after_s = limit.as_secs_f64(),
+            "still not stopped past the shutdown grace: exiting now"
+        );
+        std::process::exit(1);
+    });
 }
 
 async fn shutdown_signal() {

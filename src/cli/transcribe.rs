@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sori::audio::decode::decode_file;
 use sori::cache::Cache;
 use sori::config::Config;
 use sori::enrich::Enrichment;
@@ -95,10 +94,9 @@ async fn transcribe_file(config: Config, args: &FileArgs) -> anyhow::Result<()> 
         Vec::new()
     };
     let transcriber = Transcriber::start(Arc::new(config))?;
-    let path = args.file.clone();
-    let audio = tokio::task::spawn_blocking(move || decode_file(&path)).await??;
+    // Decoded piece by piece, in bounded memory, within server.max_file_s: as the server does.
     let transcript = transcriber
-        .transcribe_with(audio, &request, &enrichers)
+        .transcribe_file(&args.file, None, &request, &enrichers)
         .await?;
     let cues: Vec<Cue> = transcript
         .segments

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sori_core::config::{FilterSettings, SttConfig, VadConfig};
 
+pub mod auto;
 pub mod docs;
 mod env;
 pub mod flags;
@@ -40,6 +41,13 @@ pub enum ConfigError {
     },
     #[error("configuration value {knob} is not valid: {reason}")]
     Invalid { knob: &'static str, reason: String },
+    #[error(
+        "refusing to listen on {address} ({knob}) with no API tokens: anyone who can reach it could stream, transcribe and read the index. Set SORI_API_TOKENS (server.api_tokens) so clients need a token, or SORI_ALLOW_OPEN=true (server.allow_open) if this server is meant to be open (e.g. behind an authenticating proxy); or listen on 127.0.0.1"
+    )]
+    Open {
+        knob: &'static str,
+        address: SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -64,6 +72,7 @@ pub struct ServerConfig {
     /// Largest WebSocket frame accepted; bigger frames get an error (close 1009 at the transport limit).
     pub max_frame_bytes: usize,
     /// Concurrent `/ws` sessions admitted; the next one is refused with close code 1013.
+    /// 0 = what the machine carries with the loaded model (`auto::session_limit`).
     pub max_sessions: usize,
     /// Largest upload accepted by `POST /api/transcribe`.
     pub max_upload_bytes: usize,
@@ -84,7 +93,8 @@ pub struct ServerConfig {
     /// Origins allowed to open `/ws` from a browser (e.g. `https://ops.example.kr`); empty =
     /// any. Clients that send no Origin (non-browser) are not affected.
     pub allowed_origins: Vec<String>,
-    /// Open `/ws` connections allowed from one client address; 0 = no limit.
+    /// Open `/ws` sessions, SSE status streams and uploads allowed from one client address,
+    /// together; 0 = no limit.
     pub max_connections_per_client: usize,
     /// A session is ended (its finals sent, then closed) after this long; 0 = no limit.
     pub max_session_s: u64,
@@ -94,8 +104,36 @@ pub struct ServerConfig {
     /// Audio waiting to be decoded per session, in seconds; frames beyond it are refused with
     /// an error (the client is sending faster than the server decodes).
     pub max_backlog_s: f64,
-    /// On SIGTERM / ctrl-c, open sessions get this long to finish their last finals.
+    /// On SIGTERM / ctrl-c, open sessions get this long to finish their last finals; the
+    /// process exits within it whatever clients do.
     pub shutdown_grace_s: u64,
+    /// Longest audio a file upload or `sori transcribe` accepts, in seconds; longer is refused
+    /// with 413 (a 3-hour meeting fits the default).
+    pub max_file_s: u64,
+    /// File transcriptions running at once; the next is refused with 503 and `Retry-After`.
+    /// 0 = one per decoder worker (`stt.workers`).
+    pub max_file_jobs: usize,
+    /// Every send to a client must finish within this long, or the client is closed (it is not
+    /// reading); its finals are already in `outputs/`.
+    pub send_timeout_s: u64,
+    /// A connection must send its whole request header within this long.
+    pub header_timeout_s: u64,
+    /// A request body (an upload) must arrive within this long.
+    pub body_timeout_s: u64,
+    /// Open TCP connections the server holds at once (all clients); beyond it new ones are
+    /// accepted and closed at once.
+    pub max_connections: usize,
+    /// Open TCP connections one client address may hold (REST, SSE and `/ws` together); 0 =
+    /// no limit.
+    pub max_connections_per_address: usize,
+    /// TLS handshakes in progress at once; the rest wait to be accepted.
+    pub max_tls_handshakes: usize,
+    /// Transcripts in `outputs_dir` older than this many days are deleted (checked at start
+    /// and hourly); 0 = keep forever.
+    pub outputs_max_age_days: u64,
+    /// With no `api_tokens`, sori refuses to listen on a non-loopback address unless this says
+    /// the operator means it.
+    pub allow_open: bool,
 }
 
 /// The OpenAI-compatible endpoint that extracts keywords from final segments.
@@ -181,6 +219,11 @@ pub struct RagConfig {
     pub query_ttl_s: u64,
     /// One embedding or store call may take this long.
     pub timeout_ms: u64,
+    /// Calls in flight at once to each of the embedder, the reranker and the answering LLM;
+    /// the rest wait their turn, so a burst of `/query` cannot pile onto a slow backend.
+    pub max_concurrent: usize,
+    /// After a failure, the embedder, reranker or answering LLM is left alone this long.
+    pub retry_after_ms: u64,
 }
 
 impl Default for RagConfig {
@@ -209,6 +252,8 @@ impl Default for RagConfig {
             embed_ttl_s: 24 * 3600,
             query_ttl_s: 3600,
             timeout_ms: 10_000,
+            max_concurrent: 4,
+            retry_after_ms: 5_000,
         }
     }
 }
@@ -271,7 +316,7 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 5000)),
             outputs_dir: PathBuf::from("outputs"),
             max_frame_bytes: 1 << 20,
-            max_sessions: 32,
+            max_sessions: 0,
             max_upload_bytes: 200 << 20,
             status_interval_ms: 1000,
             monitor_interval_ms: 1000,
@@ -285,6 +330,16 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             max_backlog_s: 120.0,
             shutdown_grace_s: 20,
+            max_file_s: 4 * 3600,
+            max_file_jobs: 0,
+            send_timeout_s: 10,
+            header_timeout_s: 10,
+            body_timeout_s: 300,
+            max_connections: 8192,
+            max_connections_per_address: 256,
+            max_tls_handshakes: 64,
+            outputs_max_age_days: 30,
+            allow_open: false,
         }
     }
 }
@@ -313,8 +368,8 @@ impl Config {
         })
     }
 
-    /// The configuration as `/api/config` shows it: the LLM key and any password in the Redis
-    /// URL are replaced by `"***"`.
+    /// The configuration as `/api/config` shows it: API keys and tokens are replaced by
+    /// `"***"`, and so is the password in every URL (LLM, embedder, reranker, Qdrant, Redis).
     pub fn redacted(&self) -> serde_json::Value {
         let mut shown = self.clone();
         if shown.llm.api_key.is_some() {
@@ -323,7 +378,15 @@ impl Config {
         for token in &mut shown.server.api_tokens {
             *token = "***".to_owned();
         }
-        shown.cache.redis_url = shown.cache.redis_url.as_deref().map(redact_url_password);
+        shown.llm.base_url = redact_url_password(&shown.llm.base_url);
+        shown.rag.embed_url = redact_url_password(&shown.rag.embed_url);
+        for url in [
+            &mut shown.cache.redis_url,
+            &mut shown.rag.qdrant_url,
+            &mut shown.rag.rerank_url,
+        ] {
+            *url = url.as_deref().map(redact_url_password);
+        }
         for key in [
             &mut shown.rag.embed_api_key,
             &mut shown.rag.qdrant_api_key,
@@ -335,19 +398,41 @@ impl Config {
         }
         serde_json::to_value(shown).unwrap_or_default()
     }
+
+    /// With no API tokens, refuses a non-loopback `server.bind` (and `server.tls_bind` when a
+    /// certificate makes it listen) unless `server.allow_open` says the operator means it.
+    /// Checked by `sori serve` only: the other commands listen nowhere.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if !server.api_tokens.is_empty() || server.allow_open {
+            return Ok(());
+        }
+        let mut listening = vec![("server.bind", server.bind)];
+        if server.tls_cert.is_some() {
+            listening.push(("server.tls_bind", server.tls_bind));
+        }
+        match listening.into_iter().find(|(_, a)| !a.ip().is_loopback()) {
+            Some((knob, address)) => Err(ConfigError::Open { knob, address }),
+            None => Ok(()),
+        }
+    }
 }
 
-/// `redis://user:secret@host/0` → `redis://user:***@host/0`.
+/// `redis://user:secret@host/0` → `redis://user:***@host/0`. The credentials end at the last
+/// `@` of the authority (as URL parsers read it), so a password holding `@` is hidden whole; a
+/// user part with no password (`https://TOKEN@host`) is hidden too, as it is often a secret.
 pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
     }
 }
 

@@ -123,7 +123,8 @@ static SERVER: &[Setting] = &[
     setting!(server.max_frame_bytes, env "SORI_MAX_FRAME_BYTES",
         "larger audio frames get `frame_too_large`; 4× this closes with 1009"),
     setting!(server.max_sessions, env "SORI_MAX_SESSIONS", flag "--max-sessions",
-        "further `/ws` connections are refused with 1013"),
+        "further `/ws` connections are refused with 1013; 0 = what the capacity benchmark says \
+         the machine's cores carry with the loaded model (4 streams per core for base)"),
     setting!(
         server.max_upload_bytes,
         "`POST /api/transcribe` upload limit"
@@ -140,15 +141,18 @@ static SERVER: &[Setting] = &[
     setting!(server.tls_bind, env "SORI_TLS_BIND", flag "--tls-bind",
         "address of the HTTPS/WSS listener; the plain listener stays on `server.bind`"),
     setting!(server.api_tokens, env "SORI_API_TOKENS", parse list,
-        "comma-separated tokens accepted as `Authorization: Bearer …` or `?token=…` on `/ws` and \
-         the API; none = no authentication; refused with 401 / close 1008. `/`, `/static/*`, \
-         `/health`, `/ready` stay open. Shown as `***`"),
+        "comma-separated tokens accepted as `Authorization: Bearer …` (`?token=…` only on `/ws` \
+         and `/api/status/stream`); none = no authentication (then only a loopback `bind` \
+         unless `allow_open`); refused with 401 / close 1008. `/`, `/static/*`, `/health`, \
+         `/ready` stay open (`/ready` without details). Shown as `***`"),
     setting!(server.allowed_origins, env "SORI_ALLOWED_ORIGINS", parse list,
-        "comma-separated browser Origins allowed to open `/ws` (`*` or none = any); others get \
-         close 1008"),
+        "comma-separated browser Origins allowed to use `/ws` and the API (`*` or none = any); \
+         others get 403 `origin_not_allowed` / close 1008. CORS headers only for these (none \
+         when empty)"),
     setting!(server.max_connections_per_client, env "SORI_MAX_CONNECTIONS_PER_CLIENT",
-        "open `/ws` connections per client IP (0 = no limit); more get close 1013. Behind a \
-         proxy every client has the proxy's address: raise it there"),
+        "open `/ws` sessions, status streams and uploads per client IP together (0 = no \
+         limit); more get close 1013 (`/ws`) or 429. Behind a proxy every client has the \
+         proxy's address: raise it there"),
     setting!(server.max_session_s, env "SORI_MAX_SESSION_S",
         "a session ends (finals, `closed`, close 1000) after this long; 0 = no limit"),
     setting!(server.idle_timeout_s, env "SORI_IDLE_TIMEOUT_S",
@@ -157,10 +161,30 @@ static SERVER: &[Setting] = &[
         server.max_backlog_s,
         "audio waiting to be decoded per session (s); frames beyond it get `backlog_full`"
     ),
-    setting!(
-        server.shutdown_grace_s,
-        "on SIGTERM / ctrl-c, open sessions get this long to send their last finals"
-    ),
+    setting!(server.shutdown_grace_s, env "SORI_SHUTDOWN_GRACE_S",
+        "on SIGTERM / ctrl-c, open sessions get this long to send their last finals; the \
+         process exits within it whatever clients do"),
+    setting!(server.max_file_s, env "SORI_MAX_FILE_S",
+        "longest audio a file upload or `sori transcribe` accepts (s); longer gets 413"),
+    setting!(server.max_file_jobs, env "SORI_MAX_FILE_JOBS",
+        "file transcriptions at once; more get 503 with `Retry-After`; 0 = `stt.workers`"),
+    setting!(server.send_timeout_s, env "SORI_SEND_TIMEOUT_S",
+        "a client that does not take a message within this long is closed (1008)"),
+    setting!(server.header_timeout_s, env "SORI_HEADER_TIMEOUT_S",
+        "a connection that has not sent its whole request header in this long is closed"),
+    setting!(server.body_timeout_s, env "SORI_BODY_TIMEOUT_S",
+        "an upload that has not arrived in this long gets 408"),
+    setting!(server.max_connections, env "SORI_MAX_CONNECTIONS",
+        "open TCP connections at once; more are closed on arrival"),
+    setting!(server.max_connections_per_address, env "SORI_MAX_CONNECTIONS_PER_ADDRESS",
+        "open TCP connections per client IP (REST, SSE and `/ws`); 0 = no limit. Behind a \
+         proxy every client has the proxy's address: raise it there"),
+    setting!(server.max_tls_handshakes, env "SORI_MAX_TLS_HANDSHAKES",
+        "TLS handshakes in progress at once"),
+    setting!(server.outputs_max_age_days, env "SORI_OUTPUTS_MAX_AGE_DAYS",
+        "transcripts older than this are deleted (at start, then hourly); 0 = keep forever"),
+    setting!(server.allow_open, env "SORI_ALLOW_OPEN",
+        "without `api_tokens`, listening on a non-loopback address needs this set to true"),
 ];
 
 static STT: &[Setting] = &[
@@ -182,9 +206,13 @@ static STT: &[Setting] = &[
     setting!(stt.language_lock_min_s, env "SORI_LANGUAGE_LOCK_MIN_S",
         "shortest utterance (seconds) whose detection may lock a session"),
     setting!(stt.workers, env "SORI_WORKERS", flag "--workers",
-        "decoder threads, each with its own whisper state over one shared model"),
-    setting!(stt.threads, env "SORI_THREADS", flag "--threads", "CPU threads per decode"),
+        "decoder threads, each with its own whisper state over one shared model; 0 = automatic \
+         (one per CPU core up to 8 cores, then one per 2 cores, at most 12)"),
+    setting!(stt.threads, env "SORI_THREADS", flag "--threads",
+        "CPU threads per decode; 0 = automatic (1 up to 8 cores, 2 beyond)"),
     setting!(stt.beam_size, env "SORI_BEAM_SIZE", "0/1 greedy, >1 beam search"),
+    setting!(stt.draft_partials, env "SORI_DRAFT_PARTIALS",
+        "decode partials cheaply: no timestamp tokens, one segment, no temperature fallback"),
     setting!(stt.audio_ctx_trim, env "SORI_AUDIO_CTX_TRIM",
         "encode only the utterance (plus margin), not a full 30 s window"),
     setting!(
@@ -199,6 +227,8 @@ static STT: &[Setting] = &[
         stt.partial_interval_ms,
         "re-decode cadence of the open utterance for `partial`"
     ),
+    setting!(stt.file_merge_s, env "SORI_FILE_MERGE_S",
+        "files: consecutive utterances decoded as one window of up to this many seconds (≤ 30), each still its own segment; 0 = one decode each"),
     setting!(
         stt.condition_on_previous_text,
         "off: conditioning feeds repetition loops"
@@ -371,5 +401,15 @@ static RAG: &[Setting] = &[
     setting!(
         rag.timeout_ms,
         "one embedding or store call may take this long"
+    ),
+    setting!(
+        rag.max_concurrent,
+        "calls in flight at once to each of the embedder, the reranker and the `/query` LLM \
+         (the rest wait their turn)"
+    ),
+    setting!(
+        rag.retry_after_ms,
+        "after a failure the embedder, reranker or `/query` LLM is left alone this long (a \
+         circuit breaker; doubled after a failed trial, up to a minute)"
     ),
 ];

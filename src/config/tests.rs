@@ -80,6 +80,60 @@ fn secrets_are_redacted() {
 }
 
 #[test]
+fn every_url_password_is_redacted_even_one_holding_an_at_sign() {
+    use super::redact_url_password as redact;
+    assert_eq!(
+        redact("redis://user:p@ss@cache:6379/0"),
+        "redis://user:***@cache:6379/0"
+    );
+    assert_eq!(redact("redis://:s3@cr@t@h/1"), "redis://:***@h/1");
+    assert_eq!(redact("https://tok3n@host/v1"), "https://***@host/v1");
+    for plain in [
+        "http://vllm:8000/v1",
+        "http://host/path@x",
+        "http://host/v1?user=a@b",
+        "no-scheme:pw@host",
+    ] {
+        assert_eq!(redact(plain), plain);
+    }
+    let mut c = Config::default();
+    c.llm.base_url = "https://u:llm@pw@llm.example/v1".to_owned();
+    c.rag.embed_url = "http://u:emb@pw@embed/v1".to_owned();
+    c.rag.qdrant_url = Some("http://u:qd@pw@qdrant:6334".to_owned());
+    c.rag.rerank_url = Some("http://u:rr@pw@rerank/v1".to_owned());
+    c.cache.redis_url = Some("redis://u:rd@pw@redis:6379".to_owned());
+    let shown = c.redacted().to_string();
+    for secret in ["llm@pw", "emb@pw", "qd@pw", "rr@pw", "rd@pw", "pw@"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("https://u:***@llm.example/v1"), "{shown}");
+}
+
+#[test]
+fn open_listening_needs_tokens_or_allow_open() {
+    let mut c = Config::default();
+    assert!(c.check_exposure().is_ok(), "loopback by default");
+    c.server.bind = "0.0.0.0:5000".parse().unwrap();
+    let err = c.check_exposure().unwrap_err().to_string();
+    assert!(
+        err.contains("SORI_API_TOKENS") && err.contains("SORI_ALLOW_OPEN=true"),
+        "{err}"
+    );
+    c.server.api_tokens = vec!["t".to_owned()];
+    assert!(c.check_exposure().is_ok());
+    c.server.api_tokens.clear();
+    c.server.allow_open = true;
+    assert!(c.check_exposure().is_ok());
+    // tls_bind (0.0.0.0 by default) counts only when a certificate makes it listen.
+    let mut c = Config::default();
+    c.server.tls_cert = Some("cert.pem".into());
+    let err = c.check_exposure().unwrap_err().to_string();
+    assert!(err.contains("server.tls_bind"), "{err}");
+    c.server.tls_bind = "[::1]:5443".parse().unwrap();
+    assert!(c.check_exposure().is_ok());
+}
+
+#[test]
 fn unknown_file_keys_are_refused() {
     let err = toml::from_str::<Config>("[vad]\nsilence = 3\n").unwrap_err();
     assert!(err.to_string().contains("silence"), "{err}");
@@ -276,6 +330,21 @@ fn every_existing_variable_is_in_the_table() {
         "SORI_RERANK_API_KEY",
         "SORI_QDRANT_DIR",
         "SORI_FILTER_PATTERNS_FILE",
+        // Added with the limits of issue 15.
+        "SORI_SHUTDOWN_GRACE_S",
+        "SORI_MAX_FILE_S",
+        "SORI_MAX_FILE_JOBS",
+        "SORI_SEND_TIMEOUT_S",
+        "SORI_HEADER_TIMEOUT_S",
+        "SORI_BODY_TIMEOUT_S",
+        "SORI_MAX_CONNECTIONS",
+        "SORI_MAX_CONNECTIONS_PER_ADDRESS",
+        "SORI_MAX_TLS_HANDSHAKES",
+        "SORI_OUTPUTS_MAX_AGE_DAYS",
+        "SORI_ALLOW_OPEN",
+        // Added with the capacity work of issue 16.
+        "SORI_DRAFT_PARTIALS",
+        "SORI_FILE_MERGE_S",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");

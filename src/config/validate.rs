@@ -25,11 +25,11 @@ impl Config {
 
     fn validate_stt(&self) -> Checked {
         let stt = &self.stt;
-        if stt.workers == 0 || stt.workers > 64 {
-            return invalid("stt.workers", "must be between 1 and 64");
+        if stt.workers > 64 {
+            return invalid("stt.workers", "must be between 0 (automatic) and 64");
         }
-        if stt.threads == 0 || stt.threads > 256 {
-            return invalid("stt.threads", "must be between 1 and 256");
+        if stt.threads > 256 {
+            return invalid("stt.threads", "must be between 0 (automatic) and 256");
         }
         if stt.beam_size > 16 {
             return invalid("stt.beam_size", "must be between 0 (greedy) and 16");
@@ -109,8 +109,35 @@ impl Config {
         if server.max_frame_bytes < 1024 {
             return invalid("server.max_frame_bytes", "must be at least 1024 bytes");
         }
-        if server.max_sessions == 0 {
-            return invalid("server.max_sessions", "must be at least 1");
+        // Instants and durations overflow far beyond these; a year is already no limit.
+        const YEAR_S: u64 = 365 * 24 * 3600;
+        for (knob, seconds) in [
+            ("server.max_session_s", server.max_session_s),
+            ("server.idle_timeout_s", server.idle_timeout_s),
+            ("server.max_file_s", server.max_file_s),
+            ("server.shutdown_grace_s", server.shutdown_grace_s),
+            ("server.send_timeout_s", server.send_timeout_s),
+            ("server.header_timeout_s", server.header_timeout_s),
+            ("server.body_timeout_s", server.body_timeout_s),
+        ] {
+            if seconds > YEAR_S {
+                return invalid(knob, "must be at most a year (31536000 s)");
+            }
+        }
+        for (knob, value) in [
+            ("server.max_file_s", server.max_file_s),
+            ("server.send_timeout_s", server.send_timeout_s),
+            ("server.header_timeout_s", server.header_timeout_s),
+            ("server.body_timeout_s", server.body_timeout_s),
+            ("server.max_connections", server.max_connections as u64),
+            (
+                "server.max_tls_handshakes",
+                server.max_tls_handshakes as u64,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(knob, "must be at least 1");
+            }
         }
         Ok(())
     }
@@ -128,6 +155,9 @@ impl Config {
                 "llm.max_concurrent",
                 "llm.max_concurrent and llm.max_keywords must be at least 1",
             );
+        }
+        if self.rag.max_concurrent == 0 {
+            return invalid("rag.max_concurrent", "must be at least 1");
         }
         Ok(())
     }

@@ -1,16 +1,15 @@
-//! Who may come in: API tokens (`Authorization: Bearer` or `?token=`), the `/ws` Origin
-//! allow-list, and how many `/ws` connections one client address may hold.
+//! Who may come in: API tokens (`Authorization: Bearer`; `?token=` only where a browser cannot
+//! set a header), the Origin allow-list and CORS, and how many connections one client address
+//! may hold.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 
 use super::{AppError, AppState};
 use crate::config::ServerConfig;
@@ -20,16 +19,27 @@ use crate::config::ServerConfig;
 const OPEN_PATHS: &[&str] = &["/", "/health", "/ready"];
 const OPEN_PREFIXES: &[&str] = &["/static/"];
 
+/// Paths that take the token from `?token=`: browsers cannot set headers on a WebSocket or an
+/// `EventSource` (the page's live monitor). Everywhere else a token in the URL is refused, as
+/// URLs end up in logs, proxies and browser history.
+const QUERY_TOKEN_PATHS: &[&str] = &["/ws", "/api/status/stream"];
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     #[error(
-        "a token is required: send \"Authorization: Bearer <token>\" or add ?token=<token> to the URL"
+        "a token is required: send \"Authorization: Bearer <token>\" (a WebSocket client that cannot set headers adds ?token=<token> to the /ws URL)"
     )]
     MissingToken,
     #[error("the token is not valid for this server")]
     WrongToken,
-    #[error("origin {0:?} may not open sessions on this server (see server.allowed_origins)")]
+    #[error(
+        "tokens in the URL are accepted only on /ws (and the /api/status/stream event stream): send \"Authorization: Bearer <token>\" instead of ?token="
+    )]
+    TokenInUrl,
+    #[error(
+        "origin {0:?} may not use this server from a browser (see server.allowed_origins, SORI_ALLOWED_ORIGINS)"
+    )]
     Origin(String),
 }
 
@@ -38,6 +48,7 @@ impl Denied {
         match self {
             Denied::MissingToken => "token_required",
             Denied::WrongToken => "token_invalid",
+            Denied::TokenInUrl => "token_in_url",
             Denied::Origin(_) => "origin_not_allowed",
         }
     }
@@ -73,12 +84,45 @@ impl Access {
         let presented = bearer(headers).or_else(|| query.and_then(query_token));
         match presented {
             None => Err(Denied::MissingToken),
-            Some(token) if self.tokens.iter().any(|t| same_secret(t, &token)) => Ok(()),
+            Some(token) if self.valid(&token) => Ok(()),
             Some(_) => Err(Denied::WrongToken),
         }
     }
 
-    /// Browsers always send `Origin` on WebSockets; other clients usually do not and pass.
+    /// [`check_token`](Self::check_token) for a request to `path`: `?token=` counts only on
+    /// [`QUERY_TOKEN_PATHS`]; elsewhere a token there, and none in the header, is refused with
+    /// a message saying to use the header.
+    pub fn check_request(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(), Denied> {
+        if QUERY_TOKEN_PATHS.contains(&path) {
+            return self.check_token(headers, query);
+        }
+        if self.requires_token()
+            && bearer(headers).is_none()
+            && query.and_then(query_token).is_some()
+        {
+            return Err(Denied::TokenInUrl);
+        }
+        self.check_token(headers, None)
+    }
+
+    /// Whether tokens are configured and the request's `Authorization` header holds a valid one
+    /// (what `/ready` asks before it shows details).
+    pub fn presents_valid_token(&self, headers: &HeaderMap) -> bool {
+        self.requires_token() && bearer(headers).is_some_and(|t| self.valid(&t))
+    }
+
+    fn valid(&self, token: &str) -> bool {
+        self.tokens.iter().any(|t| same_secret(t, token))
+    }
+
+    /// Browsers send `Origin` on WebSockets, cross-origin requests and every non-GET request;
+    /// other clients usually do not and pass. An empty allow-list lets every origin through
+    /// here (then only same-origin pages can read answers: no CORS headers are sent).
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Denied> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
@@ -87,15 +131,24 @@ impl Access {
             return Ok(());
         }
         let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-        if self
-            .origins
-            .iter()
-            .any(|o| o == "*" || *o == origin.to_ascii_lowercase())
-        {
+        if self.listed(origin) {
             Ok(())
         } else {
             Err(Denied::Origin(origin.to_owned()))
         }
+    }
+
+    /// The request's `Origin` when the allow-list names it (or holds `*`): the only origins
+    /// CORS answers for.
+    pub fn cors_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        let text = origin.to_str().ok()?.trim_end_matches('/');
+        self.listed(text).then(|| origin.clone())
+    }
+
+    fn listed(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        self.origins.iter().any(|o| o == "*" || *o == origin)
     }
 }
 
@@ -126,59 +179,98 @@ fn same_secret(expected: &str, given: &str) -> bool {
     diff == 0
 }
 
-/// Middleware for every HTTP route except the open ones and `/ws` (which refuses with a
-/// close code, so browsers can see why): 401 with a JSON body saying what to send.
+/// Middleware for every HTTP route but `/ws` (which refuses with a close code, so browsers can
+/// see why): a browser's disallowed `Origin` gets 403 on every API path; CORS preflights are
+/// answered (with CORS headers only for listed origins); then, unless the path is open, the
+/// token: 401 with a JSON body saying what to send.
 pub async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    let open = OPEN_PATHS.contains(&path)
-        || OPEN_PREFIXES.iter().any(|p| path.starts_with(p))
-        || path == "/ws";
-    if open || !state.access.requires_token() {
+    if path == "/ws" {
         return next.run(request).await;
     }
-    match state
-        .access
-        .check_token(request.headers(), request.uri().query())
-    {
+    let open = OPEN_PATHS.contains(&path) || OPEN_PREFIXES.iter().any(|p| path.starts_with(p));
+    let access = &state.access;
+    if !open && let Err(denied) = access.check_origin(request.headers()) {
+        return refusal(StatusCode::FORBIDDEN, &denied);
+    }
+    let cors = access.cors_origin(request.headers());
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        return with_cors(StatusCode::NO_CONTENT.into_response(), cors, true);
+    }
+    let checked = if open {
+        Ok(())
+    } else {
+        access.check_request(path, request.headers(), request.uri().query())
+    };
+    let response = match checked {
         Ok(()) => next.run(request).await,
         Err(denied) => {
-            let mut response =
-                AppError::new(StatusCode::UNAUTHORIZED, denied.code(), denied.to_string())
-                    .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            let mut response = refusal(StatusCode::UNAUTHORIZED, &denied);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
-    }
+    };
+    with_cors(response, cors, false)
 }
 
-/// The client's address, from the plain or the TLS listener.
+fn refusal(status: StatusCode, denied: &Denied) -> Response {
+    AppError::new(status, denied.code(), denied.to_string()).into_response()
+}
+
+/// Adds CORS headers for a listed `origin` (none otherwise: a browser then keeps the answer
+/// from a cross-origin page). A preflight also learns what it may send.
+fn with_cors(mut response: Response, origin: Option<HeaderValue>, preflight: bool) -> Response {
+    let Some(origin) = origin else {
+        return response;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if preflight {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    } else {
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after"),
+        );
+    }
+    response
+}
+
+/// The client's address, from the plain or the TLS listener: the accept loop puts it in
+/// every request's extensions, as `ConnectInfo<ClientAddr>` (`http::conn`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, super::tls::TlsListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, super::tls::TlsListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-/// Open `/ws` connections per client address.
+/// Places per client address: `/ws` sessions, SSE streams and uploads
+/// (`server.max_connections_per_client`) in `AppState::clients`, TCP connections
+/// (`server.max_connections_per_address`) in `AppState::connections`.
 #[derive(Debug, Clone, Default)]
 pub struct ClientConnections(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
 /// Holds one connection's place; gives it back when dropped.
+#[derive(Debug)]
 pub struct ConnectionSlot {
     owner: ClientConnections,
     ip: IpAddr,
@@ -270,6 +362,44 @@ mod tests {
         let bad = headers(&[(header::ORIGIN, "https://evil.example")]);
         assert!(matches!(a.check_origin(&bad), Err(Denied::Origin(_))));
         assert_eq!(access(&[], &[]).check_origin(&bad), Ok(()));
+    }
+
+    #[test]
+    fn url_tokens_count_only_where_headers_cannot_be_set() {
+        let a = access(&["s3cret"], &[]);
+        let none = HeaderMap::new();
+        assert_eq!(a.check_request("/ws", &none, Some("token=s3cret")), Ok(()));
+        assert_eq!(
+            a.check_request("/api/status/stream", &none, Some("token=s3cret")),
+            Ok(())
+        );
+        assert_eq!(
+            a.check_request("/api/status", &none, Some("token=s3cret")),
+            Err(Denied::TokenInUrl)
+        );
+        let h = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
+        assert_eq!(a.check_request("/index", &h, Some("token=x")), Ok(()));
+        assert!(a.presents_valid_token(&h));
+        assert!(!a.presents_valid_token(&none));
+        assert!(!access(&[], &[]).presents_valid_token(&h));
+        assert_eq!(
+            access(&[], &[]).check_request("/index", &none, Some("token=x")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn cors_answers_only_for_listed_origins() {
+        let a = access(&[], &["https://ops.example.kr"]);
+        let ok = headers(&[(header::ORIGIN, "https://ops.example.kr")]);
+        assert_eq!(a.cors_origin(&ok).unwrap(), "https://ops.example.kr");
+        let bad = headers(&[(header::ORIGIN, "https://evil.example")]);
+        assert!(a.cors_origin(&bad).is_none());
+        assert!(
+            access(&[], &[]).cors_origin(&ok).is_none(),
+            "empty list: no CORS"
+        );
+        assert!(access(&[], &["*"]).cors_origin(&bad).is_some());
     }
 
     #[test]

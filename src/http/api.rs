@@ -1,8 +1,7 @@
 //! REST handlers: thin wrappers over the shared engine.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -10,11 +9,12 @@ use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::access::ClientAddr;
+use super::upload::{self, Upload};
 use super::{AppError, AppState};
-use crate::audio::decode::decode_bytes;
 use crate::outputs::{Cue, to_srt, to_text, to_vtt};
 use crate::protocol::Language;
-use crate::transcribe::{FileRequest, FileTranscript};
+use crate::transcribe::FileTranscript;
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -37,25 +37,62 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// The same state pushed as server-sent events (`data:` one JSON object per event) every
-/// `server.monitor_interval_ms`, for the page's monitor.
+/// `server.monitor_interval_ms`, for the page's monitor. Each stream holds a place of its
+/// client address (`server.max_connections_per_client`, shared with `/ws`: 429 beyond it),
+/// and ends when the server stops, so a monitor never holds up a shutdown.
 pub async fn status_stream(
     State(state): State<AppState>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let limit = state.transcriber.config.server.max_connections_per_client;
+    let place = state.clients.admit(peer.ip(), limit).ok_or_else(|| {
+        tracing::info!(%peer, limit, "status stream refused: too many from this address");
+        super::limits::too_many_from_address(limit)
+    })?;
     let every = Duration::from_millis(state.transcriber.config.server.monitor_interval_ms.max(100));
-    let stream = futures_util::stream::unfold((state, true), move |(state, first)| async move {
-        if !first {
-            tokio::time::sleep(every).await;
-        }
-        let event = Event::default().data(status_snapshot(&state).await.to_string());
-        Some((Ok(event), (state, false)))
+    let mut stopping = state.stopping.subscribe();
+    let ticks = futures_util::stream::unfold(
+        (state, place, true),
+        move |(state, place, first)| async move {
+            if !first {
+                tokio::time::sleep(every).await;
+            }
+            let event = Event::default().data(status_snapshot(&state).await.to_string());
+            Some((Ok(event), (state, place, false)))
+        },
+    );
+    let stream = futures_util::StreamExt::take_until(ticks, async move {
+        super::conn::stopped(&mut stopping).await;
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// The monitor's state: local figures read now, the backends (LLM, cache, RAG) as their
+/// background probes last found them (`super::probes`), so no request probes a backend.
 pub async fn status_snapshot(state: &AppState) -> serde_json::Value {
-    let llm = match &state.keywords {
-        Some(k) => serde_json::to_value(k.status().await).unwrap_or_default(),
+    use super::probes::Probed;
+    let probes = &state.probes;
+    let (llm, cache, rag) = tokio::join!(probes.llm(), probes.cache(), probes.rag());
+    let llm = match llm {
         None => serde_json::json!({ "enabled": false }),
+        Some(Probed::Answered(status)) => serde_json::to_value(status).unwrap_or_default(),
+        Some(missing) => serde_json::json!({
+            "enabled": true,
+            "reachable": false,
+            "error": missing.missing(),
+        }),
+    };
+    let cache = match cache {
+        Probed::Answered(status) => serde_json::to_value(status).unwrap_or_default(),
+        missing => serde_json::json!({ "connected": false, "error": missing.missing() }),
+    };
+    let rag = match rag {
+        Probed::Answered(status) => status,
+        missing => serde_json::json!({
+            "enabled": state.rag.enabled(),
+            "connected": false,
+            "error": missing.missing(),
+        }),
     };
     serde_json::json!({
         "uptime_s": state.started.elapsed().as_secs(),
@@ -63,10 +100,23 @@ pub async fn status_snapshot(state: &AppState) -> serde_json::Value {
         "max_sessions": state.transcriber.config.server.max_sessions,
         "max_lag_ms": state.lags.max(),
         "decoder": state.transcriber.pool.snapshot(),
+        "headroom": headroom(state),
         "gpu": crate::gpu::gpu_status(),
         "llm": llm,
-        "cache": state.cache.status().await,
-        "rag": state.rag.status().await,
+        "cache": cache,
+        "rag": rag,
+    })
+}
+
+/// What a load balancer needs to decide whether to send this server another stream: free
+/// session places, how busy the decoders were and how late finals came over the last minute.
+fn headroom(state: &AppState) -> serde_json::Value {
+    let sessions = state.sessions.load(std::sync::atomic::Ordering::Relaxed);
+    let max_sessions = state.transcriber.config.server.max_sessions;
+    serde_json::json!({
+        "sessions_free": max_sessions.saturating_sub(sessions),
+        "decoder_utilisation": state.transcriber.pool.snapshot().utilisation,
+        "final_latency_p95_s": crate::metrics::global().recent_final_latency_p95(),
     })
 }
 
@@ -135,9 +185,27 @@ fn flag(name: &'static str, value: Option<&str>) -> Result<bool, AppError> {
 
 /// `POST /api/transcribe`: a multipart form with a `file` field (and optional `language`,
 /// `format`, `prompt` fields), or the raw audio file as the body with the options in the query.
+/// Refused with 503 and `Retry-After` while `server.max_file_jobs` files are being transcribed;
+/// the upload is spooled to a temporary file, never held in memory.
 pub async fn transcribe(
     State(state): State<AppState>,
     Query(query): Query<TranscribeParams>,
+    request: Request,
+) -> Response {
+    let _job = match upload::admit(&state) {
+        Ok(job) => job,
+        Err(busy) => return busy.into_response(),
+    };
+    match transcribe_request(&state, query, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Options checked, upload spooled, transcribed, rendered.
+async fn transcribe_request(
+    state: &AppState,
+    query: TranscribeParams,
     request: Request,
 ) -> Result<Response, AppError> {
     let is_multipart = request
@@ -145,114 +213,76 @@ pub async fn transcribe(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (bytes, file_name, params) = if is_multipart {
-        read_multipart(request, &state, query).await?
+    let (file, file_name, params) = if is_multipart {
+        read_multipart(request, state, query).await?
     } else {
-        let bytes = Bytes::from_request(request, &state).await.map_err(|e| {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "upload_too_large",
-                e.to_string(),
-            )
-        })?;
-        (bytes, None, query)
+        // The options are all in the query: check them before reading the upload.
+        FileOptions::parse(state, &query)?;
+        let limit = state.transcriber.config.server.max_upload_bytes;
+        (upload::spool_body(request, limit).await?, None, query)
     };
-    if bytes.is_empty() {
+    if file.is_empty() {
         return Err(AppError::bad_request(
             "empty_upload",
             "no audio received; send a wav, mp3, flac or ogg file as the body or as the multipart field \"file\"",
         ));
     }
-    let language = match params.language.as_deref() {
-        Some(l) => l
-            .parse::<Language>()
-            .map_err(|m| AppError::bad_request("unsupported_language", m))?,
-        None => state.transcriber.config.stt.language,
-    };
-    let format = match params.format.as_deref() {
-        Some(f) => f
-            .parse::<Format>()
-            .map_err(|m| AppError::bad_request("unsupported_format", m))?,
-        None => Format::Json,
-    };
-    let keywords = flag("keywords", params.keywords.as_deref())?;
-    if keywords && state.keywords.is_none() {
-        return Err(AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "keywords_disabled",
-            "keyword extraction is off on this server (llm.enabled = false, SORI_KEYWORDS=false); ask without keywords=true",
-        ));
-    }
-    let rag = flag("rag", params.rag.as_deref())?;
-    if rag && !state.transcriber.config.rag.enabled {
-        return Err(AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "rag_disabled",
-            "RAG is off on this server (rag.enabled = false, SORI_RAG=false); ask without rag=true",
-        ));
-    }
+    let options = FileOptions::parse(state, &params)?;
     let request = Upload {
-        language,
+        language: options.language,
         prompt: params.prompt,
-        keywords,
-        rag,
+        keywords: options.keywords,
+        rag: options.rag,
     };
-    let transcript = transcribe_upload(&state, bytes, file_name.as_deref(), request).await?;
-    Ok(render(format, &transcript))
+    let transcript = upload::transcribe_upload(state, &file, file_name.as_deref(), request).await?;
+    Ok(render(options.format, &transcript))
 }
 
-/// What to do with an uploaded file.
-pub(super) struct Upload {
-    pub language: Language,
-    pub prompt: Option<String>,
-    pub keywords: bool,
-    pub rag: bool,
+/// `/api/transcribe`'s options, checked.
+struct FileOptions {
+    language: Language,
+    format: Format,
+    keywords: bool,
+    rag: bool,
 }
 
-/// Checks an uploaded file's size, decodes it off the async runtime and transcribes it through
-/// the session driver (with the server's keyword and RAG enrichers): the part of file
-/// transcription that `/api/transcribe` and `/v1/audio/transcriptions` share. The extension of
-/// `file_name` only speeds up probing; the content decides.
-pub(super) async fn transcribe_upload(
-    state: &AppState,
-    bytes: Bytes,
-    file_name: Option<&str>,
-    upload: Upload,
-) -> Result<FileTranscript, AppError> {
-    let max_upload = state.transcriber.config.server.max_upload_bytes;
-    if bytes.len() > max_upload {
-        return Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "upload_too_large",
-            format!(
-                "upload of {} bytes exceeds the limit of {max_upload} bytes",
-                bytes.len()
-            ),
-        ));
+impl FileOptions {
+    fn parse(state: &AppState, params: &TranscribeParams) -> Result<Self, AppError> {
+        let language = match params.language.as_deref() {
+            Some(l) => l
+                .parse::<Language>()
+                .map_err(|m| AppError::bad_request("unsupported_language", m))?,
+            None => state.transcriber.config.stt.language,
+        };
+        let format = match params.format.as_deref() {
+            Some(f) => f
+                .parse::<Format>()
+                .map_err(|m| AppError::bad_request("unsupported_format", m))?,
+            None => Format::Json,
+        };
+        let keywords = flag("keywords", params.keywords.as_deref())?;
+        if keywords && state.keywords.is_none() {
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keywords_disabled",
+                "keyword extraction is off on this server (llm.enabled = false, SORI_KEYWORDS=false); ask without keywords=true",
+            ));
+        }
+        let rag = flag("rag", params.rag.as_deref())?;
+        if rag && !state.transcriber.config.rag.enabled {
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rag_disabled",
+                "RAG is off on this server (rag.enabled = false, SORI_RAG=false); ask without rag=true",
+            ));
+        }
+        Ok(FileOptions {
+            language,
+            format,
+            keywords,
+            rag,
+        })
     }
-    let prompt = match upload.prompt.as_deref() {
-        Some(p) => crate::session::check_prompt(p, state.transcriber.config.stt.max_prompt_chars)
-            .map_err(|e| AppError::bad_request(e.code, e.message))?,
-        None => None,
-    };
-    let extension =
-        file_name.and_then(|n| n.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()));
-    let decoded =
-        tokio::task::spawn_blocking(move || decode_bytes(bytes.to_vec(), extension.as_deref()))
-            .await
-            .map_err(|e| {
-                AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })??;
-    let request = FileRequest {
-        language: upload.language,
-        prompt,
-        keywords: upload.keywords,
-        rag: upload.rag,
-    };
-    Ok(state
-        .transcriber
-        .transcribe_with(decoded, &request, &state.enrichers)
-        .await?)
 }
 
 /// A transcript in one of `/api/transcribe`'s formats, with the matching content type.
@@ -278,8 +308,8 @@ async fn read_multipart(
     request: Request,
     state: &AppState,
     mut params: TranscribeParams,
-) -> Result<(Bytes, Option<String>, TranscribeParams), AppError> {
-    let form = read_form(request, state).await?;
+) -> Result<(upload::Spooled, Option<String>, TranscribeParams), AppError> {
+    let form = upload::read_form(request, state).await?;
     for (name, value) in form.fields {
         match name.as_str() {
             "language" => params.language = Some(value),
@@ -290,66 +320,11 @@ async fn read_multipart(
             _ => {}
         }
     }
-    let (bytes, file_name) = form.file.ok_or_else(|| {
+    let (file, file_name) = form.file.ok_or_else(|| {
         AppError::bad_request(
             "missing_file",
             "multipart form has no \"file\" field; attach the audio as \"file\"",
         )
     })?;
-    Ok((bytes, file_name, params))
-}
-
-/// A multipart upload: the `file` field and every other field as text, in the order sent.
-#[derive(Debug, Default)]
-pub(super) struct UploadForm {
-    /// The `file` field's bytes and file name (the last one when there are several).
-    pub file: Option<(Bytes, Option<String>)>,
-    /// Other fields; repeated names (`timestamp_granularities[]`) appear once per value.
-    pub fields: Vec<(String, String)>,
-}
-
-/// A multipart body that could not be read. `status` tells a malformed form (400) from one
-/// over the upload limit (413), as axum reports them.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct FormError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl From<FormError> for AppError {
-    fn from(e: FormError) -> Self {
-        let code = if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-            "upload_too_large"
-        } else {
-            "invalid_multipart"
-        };
-        AppError::new(e.status, code, e.message)
-    }
-}
-
-/// Reads a whole `multipart/form-data` body (within the route's body limit).
-pub(super) async fn read_form(request: Request, state: &AppState) -> Result<UploadForm, FormError> {
-    let mut multipart = Multipart::from_request(request, state)
-        .await
-        .map_err(|e| FormError {
-            status: e.status(),
-            message: e.body_text(),
-        })?;
-    let failed = |e: axum::extract::multipart::MultipartError| FormError {
-        status: e.status(),
-        message: e.body_text(),
-    };
-    let mut form = UploadForm::default();
-    while let Some(field) = multipart.next_field().await.map_err(failed)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == "file" {
-            let file_name = field.file_name().map(str::to_owned);
-            form.file = Some((field.bytes().await.map_err(failed)?, file_name));
-        } else {
-            form.fields
-                .push((name, field.text().await.map_err(failed)?));
-        }
-    }
-    Ok(form)
+    Ok((file, file_name, params))
 }

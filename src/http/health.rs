@@ -1,22 +1,20 @@
 //! `GET /ready` (can this server take sessions, and which optional parts are up) and
 //! `GET /metrics` (Prometheus). `GET /health` (the process answers) is in `api.rs`.
 
-use std::future::Future;
-use std::time::Duration;
-
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::access::ClientAddr;
+use super::probes::Probed;
+use crate::cache::CacheStatus;
+use crate::config::redact_url_password;
+use crate::keywords::LlmStatus;
 use crate::metrics::{CONTENT_TYPE, ServerGauges};
-
-/// How long `/ready` waits for each optional part's probe. Below the 1 s default timeout of
-/// Kubernetes probes, so a hanging LLM endpoint cannot make the whole probe time out.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// `GET /metrics`: every metric in the Prometheus text format (see docs/operations.md).
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -30,6 +28,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         workers: pool.workers,
         workers_busy: pool.busy,
         queue_depth: pool.queue_depth,
+        decode_utilisation: pool.utilisation,
     };
     let body = crate::metrics::global().render(&gauges);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
@@ -98,6 +97,17 @@ impl Readiness {
         }
     }
 
+    /// The same verdict with each part reduced to its state and whether it is required: what
+    /// a client that may not see details gets (no models, URLs or error texts).
+    pub fn without_details(mut self) -> Self {
+        for part in self.parts.values_mut() {
+            if let Value::Object(map) = part {
+                map.retain(|key, _| key == "state" || key == "required");
+            }
+        }
+        self
+    }
+
     pub fn status_code(&self) -> StatusCode {
         if self.status == "ready" {
             StatusCode::OK
@@ -108,17 +118,37 @@ impl Readiness {
 }
 
 /// `GET /ready`: 200 when the Whisper model is loaded and its workers run, 503 otherwise (or
-/// while shutting down); the body names the state of each part (whisper, llm, redis, rag).
-pub async fn ready(State(state): State<AppState>) -> Response {
-    let (llm, redis, rag) = tokio::join!(llm_part(&state), redis_part(&state), rag_part(&state));
+/// while shutting down); the body names the state of each part (whisper, llm, redis, rag),
+/// read from the background probes. Details (models, endpoints, errors) only for a request
+/// with a valid token, or, when no tokens are configured, from a loopback address: anyone
+/// else learns ready / not ready and each part's state, never a URL or an error text.
+pub async fn ready(State(state): State<AppState>, request: Request) -> Response {
+    let probes = &state.probes;
+    let (llm, redis, rag) = tokio::join!(probes.llm(), probes.cache(), probes.rag());
     let parts = vec![
         ("whisper", whisper_part(&state)),
-        ("llm", llm),
-        ("redis", redis),
-        ("rag", rag),
+        ("llm", llm_part(llm)),
+        ("redis", redis_part(&state, redis)),
+        ("rag", rag_part(&state, rag)),
     ];
     let readiness = Readiness::from_parts(parts, *state.stopping.borrow());
+    let readiness = if may_see_details(&state, &request) {
+        readiness
+    } else {
+        readiness.without_details()
+    };
     (readiness.status_code(), Json(readiness)).into_response()
+}
+
+/// A valid bearer token when tokens are configured; a loopback client when none are.
+fn may_see_details(state: &AppState, request: &Request) -> bool {
+    if state.access.requires_token() {
+        return state.access.presents_valid_token(request.headers());
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .is_some_and(|ConnectInfo(ClientAddr(addr))| addr.ip().is_loopback())
 }
 
 /// The core: the model was loaded when the state was built; the workers must still run.
@@ -143,39 +173,44 @@ fn whisper_part(state: &AppState) -> Part {
     Part::new(state, true, detail)
 }
 
-/// The keyword LLM endpoint, from the probe `/api/status` uses.
-async fn llm_part(state: &AppState) -> Part {
-    let Some(keywords) = &state.keywords else {
+/// The keyword LLM endpoint, as last probed (`None`: keywords are off).
+fn llm_part(probed: Option<Probed<LlmStatus>>) -> Part {
+    let Some(probed) = probed else {
         return Part::new(
             PartState::Disabled,
             false,
             json!({ "detail": "llm.enabled is off: no keywords" }),
         );
     };
-    match probe(keywords.status()).await {
-        Err(timeout) => Part::new(PartState::Unavailable, false, json!({ "error": timeout })),
-        Ok(status) => {
-            let state = if status.reachable {
-                PartState::Ready
-            } else {
-                PartState::Unavailable
-            };
-            let mut detail = json!({
-                "base_url": status.base_url,
-                "model": status.model,
-                "circuit": status.circuit,
-            });
-            if !status.reachable {
-                let error = format!("GET {}/models gave no model list", status.base_url);
-                detail["error"] = json!(error);
-            }
-            Part::new(state, false, detail)
-        }
+    let Probed::Answered(status) = probed else {
+        return Part::new(
+            PartState::Unavailable,
+            false,
+            json!({ "error": probed.missing() }),
+        );
+    };
+    let state = if status.reachable {
+        PartState::Ready
+    } else {
+        PartState::Unavailable
+    };
+    let mut detail = json!({
+        "base_url": redact_url_password(&status.base_url),
+        "model": status.model,
+        "circuit": status.circuit,
+    });
+    if !status.reachable {
+        let error = format!(
+            "GET {}/models gave no model list",
+            redact_url_password(&status.base_url)
+        );
+        detail["error"] = json!(error);
     }
+    Part::new(state, false, detail)
 }
 
 /// Redis, when `cache.redis_url` is set; without it the in-memory cache needs nothing.
-async fn redis_part(state: &AppState) -> Part {
+fn redis_part(state: &AppState, probed: Probed<CacheStatus>) -> Part {
     if state.transcriber.config.cache.redis_url.is_none() {
         return Part::new(
             PartState::Disabled,
@@ -183,23 +218,27 @@ async fn redis_part(state: &AppState) -> Part {
             json!({ "detail": "cache.redis_url is unset: the in-memory cache is used" }),
         );
     }
-    match probe(state.cache.status()).await {
-        Err(timeout) => Part::new(PartState::Unavailable, false, json!({ "error": timeout })),
-        Ok(status) if status.connected => Part::new(
+    match probed {
+        Probed::Answered(status) if status.connected => Part::new(
             PartState::Ready,
             false,
             json!({ "entries": status.current_size }),
         ),
-        Ok(_) => Part::new(
+        Probed::Answered(_) => Part::new(
             PartState::Unavailable,
             false,
             json!({ "error": "Redis does not answer; lookups miss until it is back" }),
         ),
+        missing => Part::new(
+            PartState::Unavailable,
+            false,
+            json!({ "error": missing.missing() }),
+        ),
     }
 }
 
-/// Retrieval (embedder and vector store), from the status `/api/status` reports.
-async fn rag_part(state: &AppState) -> Part {
+/// Retrieval (embedder and vector store), as last probed.
+fn rag_part(state: &AppState, probed: Probed<Value>) -> Part {
     if !state.rag.enabled() {
         return Part::new(
             PartState::Disabled,
@@ -207,32 +246,30 @@ async fn rag_part(state: &AppState) -> Part {
             json!({ "detail": "rag.enabled is off" }),
         );
     }
-    match probe(state.rag.status()).await {
-        Err(timeout) => Part::new(PartState::Unavailable, false, json!({ "error": timeout })),
-        Ok(mut status) => {
-            let connected = status["connected"].as_bool().unwrap_or(false);
-            if let Some(map) = status.as_object_mut() {
-                map.remove("enabled");
-                map.remove("connected");
-                if !connected && map.get("error").is_none_or(Value::is_null) {
-                    map.insert("error".to_owned(), json!("not connected yet"));
-                }
-            }
-            let state = if connected {
-                PartState::Ready
-            } else {
-                PartState::Unavailable
-            };
-            Part::new(state, false, status)
+    let Probed::Answered(mut status) = probed else {
+        return Part::new(
+            PartState::Unavailable,
+            false,
+            json!({ "error": probed.missing() }),
+        );
+    };
+    let connected = status["connected"].as_bool().unwrap_or(false);
+    if let Some(map) = status.as_object_mut() {
+        map.remove("enabled");
+        map.remove("connected");
+        if let Some(Value::String(url)) = map.get_mut("embedder") {
+            *url = redact_url_password(url);
+        }
+        if !connected && map.get("error").is_none_or(Value::is_null) {
+            map.insert("error".to_owned(), json!("not connected yet"));
         }
     }
-}
-
-/// Runs a status probe under [`PROBE_TIMEOUT`]; the error says it did not answer in time.
-async fn probe<T>(status: impl Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(PROBE_TIMEOUT, status)
-        .await
-        .map_err(|_| format!("no answer within {} ms", PROBE_TIMEOUT.as_millis()))
+    let state = if connected {
+        PartState::Ready
+    } else {
+        PartState::Unavailable
+    };
+    Part::new(state, false, status)
 }
 
 #[cfg(test)]
@@ -273,6 +310,26 @@ mod tests {
         let stopping = Readiness::from_parts(vec![("whisper", part(PartState::Ready, true))], true);
         assert_eq!(stopping.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(stopping.stopping);
+    }
+
+    #[test]
+    fn without_details_only_states_remain() {
+        let r = Readiness::from_parts(
+            vec![(
+                "llm",
+                Part::new(
+                    PartState::Unavailable,
+                    false,
+                    json!({ "base_url": "http://10.0.0.5:8000/v1", "error": "refused" }),
+                ),
+            )],
+            false,
+        )
+        .without_details();
+        assert_eq!(
+            json!(r.parts),
+            json!({ "llm": { "state": "unavailable", "required": false } })
+        );
     }
 
     #[test]

@@ -2,11 +2,17 @@
 
 pub mod access;
 pub mod api;
+pub mod conn;
 pub mod health;
+pub mod limits;
+pub mod listen;
 pub mod openai;
 pub mod pages;
+pub mod probes;
 pub mod rag;
 pub mod tls;
+pub mod unread_body;
+pub mod upload;
 pub mod ws;
 
 use std::future::Future;
@@ -48,10 +54,16 @@ pub struct AppState {
     pub started: Instant,
     /// Tokens and the Origin allow-list.
     pub access: Arc<access::Access>,
-    /// Open `/ws` connections per client address.
+    /// Open `/ws` sessions, SSE streams and uploads per client address
+    /// (`server.max_connections_per_client`).
     pub clients: access::ClientConnections,
+    /// Open TCP connections, in all and per address (`server.max_connections*`).
+    pub connections: conn::OpenConnections,
     /// Set once on SIGTERM / ctrl-c: sessions finish their last finals and close with 1001.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The backends' latest state (LLM, cache, RAG), probed in the background: what
+    /// `/api/status`, its stream, `/ready` and `/metrics` show, however many ask.
+    pub probes: probes::Probes,
 }
 
 impl AppState {
@@ -71,7 +83,12 @@ impl AppState {
                 let _ = slot.get().await;
             });
         }
+        start_pruning(&config.server);
+        let every = Duration::from_millis(config.server.monitor_interval_ms);
+        let probes =
+            probes::Probes::start(every, enrichment.keywords.as_ref(), &cache, &enrichment.rag);
         Self {
+            probes,
             keywords: enrichment.keywords,
             rag: enrichment.rag,
             enrichers: enrichment.enrichers,
@@ -82,6 +99,7 @@ impl AppState {
             started: Instant::now(),
             access: Arc::new(access::Access::new(&config.server)),
             clients: access::ClientConnections::default(),
+            connections: conn::OpenConnections::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
@@ -104,8 +122,25 @@ impl AppState {
     }
 }
 
+/// Deletes transcripts older than `server.outputs_max_age_days` (0 keeps them), now and hourly.
+fn start_pruning(server: &crate::config::ServerConfig) {
+    let days = server.outputs_max_age_days;
+    if days == 0 {
+        return;
+    }
+    let max_age = Duration::from_secs(days.saturating_mul(86_400));
+    let dir = server.outputs_dir.clone();
+    tokio::spawn(crate::outputs::prune::run(
+        dir,
+        max_age,
+        crate::outputs::prune::EVERY,
+    ));
+}
+
 pub fn app(state: AppState) -> Router {
     let max_upload = state.transcriber.config.server.max_upload_bytes;
+    // Uploads count against their address's place limit and end on shutdown.
+    let long = || axum::middleware::from_fn_with_state(state.clone(), limits::long_request);
     Router::new()
         .route("/", get(pages::index))
         .route("/static/{file}", get(pages::static_file))
@@ -120,6 +155,7 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/index",
             post(rag::index)
+                .route_layer(long())
                 .get(rag::list_sources)
                 .delete(rag::delete_source)
                 .layer(DefaultBodyLimit::max(max_upload)),
@@ -130,45 +166,34 @@ pub fn app(state: AppState) -> Router {
         .route("/embed/batch", post(rag::embed_batch))
         .route(
             "/api/transcribe",
-            post(api::transcribe).layer(DefaultBodyLimit::max(max_upload)),
+            post(api::transcribe)
+                .route_layer(long())
+                .layer(DefaultBodyLimit::max(max_upload)),
         )
         .route(
             "/v1/audio/transcriptions",
-            post(openai::transcriptions).layer(DefaultBodyLimit::max(max_upload)),
+            post(openai::transcriptions)
+                .route_layer(long())
+                .layer(DefaultBodyLimit::max(max_upload)),
         )
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::require_token,
         ))
+        .layer(axum::middleware::from_fn(unread_body::close_if_unread))
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves.
+pub use listen::serve_on;
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves (see [`serve_on`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_on(listener, state, shutdown).await
-}
-
-/// Serves `app(state)` on any listener (plain TCP, or [`tls::TlsListener`]).
-pub async fn serve_on<L>(
-    listener: L,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    access::ClientAddr:
-        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    // Client addresses for the per-client connection limit.
-    let service = app(state).into_make_service_with_connect_info::<access::ClientAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// An API error: an HTTP status and a JSON body `{"error":{"code","message"}}`.

@@ -15,7 +15,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::api::{FormError, Format, Upload, plain, read_form, render, transcribe_upload};
+use super::api::{Format, plain, render};
+use super::upload::{self, Busy, FormError, Upload, read_form, transcribe_upload};
 use super::{AppError, AppState};
 use crate::protocol::{Language, ServerMessage};
 use crate::stt::filter::compression_ratio;
@@ -45,6 +46,9 @@ pub enum OpenAiError {
     Granularity(String),
     #[error("temperature {0:?} is not a number from 0 to 1")]
     Temperature(String),
+    /// Every file job place is taken (`server.max_file_jobs`): 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(Busy),
     /// Size, decoding or transcription failed (the shared path's error).
     #[error("{}", .0.message)]
     Transcription(AppError),
@@ -61,6 +65,7 @@ impl OpenAiError {
         match self {
             OpenAiError::Form(e) => e.status,
             OpenAiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            OpenAiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             // OpenAI answers 400 for a file it cannot decode, where `/api/transcribe` says 422.
             OpenAiError::Transcription(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
                 StatusCode::BAD_REQUEST
@@ -73,7 +78,7 @@ impl OpenAiError {
     /// The form field at fault, as OpenAI names it.
     fn param(&self) -> Option<&'static str> {
         match self {
-            OpenAiError::Form(_) | OpenAiError::TooLarge { .. } => None,
+            OpenAiError::Form(_) | OpenAiError::TooLarge { .. } | OpenAiError::Busy(_) => None,
             OpenAiError::MissingFile | OpenAiError::EmptyFile => Some("file"),
             OpenAiError::ResponseFormat(_) => Some("response_format"),
             OpenAiError::Language(_) => Some("language"),
@@ -93,6 +98,7 @@ impl OpenAiError {
             OpenAiError::Language(_) => "unsupported_language",
             OpenAiError::Granularity(_) => "unsupported_timestamp_granularity",
             OpenAiError::Temperature(_) => "invalid_temperature",
+            OpenAiError::Busy(_) => "server_busy",
             OpenAiError::Transcription(e) => e.code,
         }
     }
@@ -101,6 +107,7 @@ impl OpenAiError {
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = matches!(self, OpenAiError::Busy(_)).then(Busy::retry_after);
         let kind = if status.is_server_error() {
             "server_error"
         } else {
@@ -112,7 +119,11 @@ impl IntoResponse for OpenAiError {
             "param": self.param(),
             "code": self.code(),
         }});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some((name, value)) = retry_after {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -194,27 +205,32 @@ impl Options {
     }
 }
 
-/// `POST /v1/audio/transcriptions`.
+/// `POST /v1/audio/transcriptions`. Refused with 503 and `Retry-After` while
+/// `server.max_file_jobs` files are being transcribed; the upload is spooled to a temporary
+/// file, never held in memory.
 pub async fn transcriptions(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, OpenAiError> {
+    let _job = upload::admit(&state).map_err(OpenAiError::Busy)?;
     let limit = state.transcriber.config.server.max_upload_bytes;
     let form = read_form(request, &state).await.map_err(|e| {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
             OpenAiError::TooLarge { limit }
+        } else if e.status.is_server_error() {
+            OpenAiError::Transcription(e.into())
         } else {
             OpenAiError::Form(e)
         }
     })?;
     let options = Options::parse(form.fields, state.transcriber.config.stt.language)?;
-    let (bytes, file_name) = form.file.ok_or(OpenAiError::MissingFile)?;
-    if bytes.is_empty() {
+    let (file, file_name) = form.file.ok_or(OpenAiError::MissingFile)?;
+    if file.is_empty() {
         return Err(OpenAiError::EmptyFile);
     }
     let transcript = transcribe_upload(
         &state,
-        bytes,
+        &file,
         file_name.as_deref(),
         Upload {
             language: options.language,

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -21,6 +21,7 @@ impl From<RagError> for AppError {
             RagError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             RagError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "rag_disabled"),
             RagError::NotConnected(_) => (StatusCode::SERVICE_UNAVAILABLE, "rag_unavailable"),
+            RagError::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
             RagError::Embed(EmbedError::Unavailable { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "embedder_unavailable")
             }
@@ -40,8 +41,42 @@ impl From<RagError> for AppError {
     }
 }
 
-/// Parses a JSON body, answering 400 with what was wrong and the accepted shape.
-fn parse<T: DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, AppError> {
+/// Whether a `Content-Type` names JSON: `application/json` or `application/<x>+json`, with any
+/// parameters (`; charset=utf-8`).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// Parses a JSON body, answering 415 when it is not declared as JSON (so a cross-site
+/// `text/plain` or form POST, which browsers send without asking, cannot reach a state-changing
+/// endpoint) and 400 with what was wrong and the accepted shape.
+fn parse<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    shape: &str,
+) -> Result<T, AppError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !content_type.as_deref().is_some_and(is_json) {
+        let got = content_type.map_or_else(|| "none".to_owned(), |c| format!("{c:?}"));
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "this endpoint accepts only JSON: send the body with \"Content-Type: application/json\" (got {got}); expected {shape}"
+            ),
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         AppError::bad_request("invalid_json", format!("{e}; expected a JSON body {shape}"))
     })
@@ -56,8 +91,12 @@ struct IndexBody {
 
 const INDEX_SHAPE: &str = r#"{"text": "...", "metadata": {"source": "name", "page": 1, "date": "2026-01-31"}} (page and date optional)"#;
 
-pub async fn index(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, AppError> {
-    let body: IndexBody = parse(&body, INDEX_SHAPE)?;
+pub async fn index(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let body: IndexBody = parse(&headers, &body, INDEX_SHAPE)?;
     let rag = state.rag.get().await.map_err(AppError::from)?;
     let report = rag
         .index(&body.metadata, &[(body.metadata.page, body.text)])
@@ -105,8 +144,12 @@ struct SearchBody {
 
 const SEARCH_SHAPE: &str = r#"{"query": "...", "top_k": 5} (top_k 1-50, optional)"#;
 
-pub async fn search(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, AppError> {
-    let body: SearchBody = parse(&body, SEARCH_SHAPE)?;
+pub async fn search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let body: SearchBody = parse(&headers, &body, SEARCH_SHAPE)?;
     let top_k = body.top_k.unwrap_or(5);
     if !(1..=50).contains(&top_k) {
         return Err(AppError::bad_request(
@@ -139,10 +182,14 @@ struct QueryBody {
     session_id: Option<String>,
 }
 
-const QUERY_SHAPE: &str = r#"{"query": "...", "keywords": ["..."], "session_id": "..."} (keywords and session_id optional)"#;
+const QUERY_SHAPE: &str = r#"{"query": "...", "keywords": ["..."], "session_id": "..."} (keywords optional; session_id only to follow up, as a previous answer gave it)"#;
 
-pub async fn query(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, AppError> {
-    let body: QueryBody = parse(&body, QUERY_SHAPE)?;
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let body: QueryBody = parse(&headers, &body, QUERY_SHAPE)?;
     let rag = state.rag.get().await.map_err(AppError::from)?;
     let answer = rag
         .query(&body.query, &body.keywords, body.session_id.as_deref())
@@ -178,8 +225,16 @@ fn purpose(kind: Option<&str>) -> Result<Purpose, AppError> {
     }
 }
 
-pub async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, AppError> {
-    let body: EmbedBody = parse(&body, r#"{"text": "...", "kind": "passage"|"query"}"#)?;
+pub async fn embed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let body: EmbedBody = parse(
+        &headers,
+        &body,
+        r#"{"text": "...", "kind": "passage"|"query"}"#,
+    )?;
     let purpose = purpose(body.kind.as_deref())?;
     let rag = state.rag.get().await.map_err(AppError::from)?;
     let mut vectors = rag
@@ -199,9 +254,11 @@ const MAX_BATCH: usize = 256;
 
 pub async fn embed_batch(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     let body: EmbedBatchBody = parse(
+        &headers,
         &body,
         r#"{"texts": ["...", "..."], "kind": "passage"|"query"}"#,
     )?;
@@ -226,4 +283,29 @@ pub async fn embed_batch(
         "dim": rag.embedder().dim(),
         "model": rag.embedder().model(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_content_types_pass() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for refused in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "",
+        ] {
+            assert!(!is_json(refused), "{refused}");
+        }
+    }
 }

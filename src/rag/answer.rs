@@ -11,8 +11,9 @@ use async_openai::types::chat::{
 use tokio::sync::RwLock;
 
 use super::RagError;
+use super::guard::{Guard, RESTING};
 use super::pipeline::{Source, Turn};
-use crate::config::LlmConfig;
+use crate::config::{LlmConfig, RagConfig};
 use crate::llm::{ChatClient, error_kind, first_model};
 use crate::metrics::{LlmErrorKind, LlmPurpose};
 
@@ -26,25 +27,62 @@ pub struct Answerer {
     client: ChatClient,
     cfg: LlmConfig,
     model: RwLock<Option<String>>,
+    /// `rag.max_concurrent` answers at once, and a breaker that rests a failing endpoint.
+    guard: Guard,
+}
+
+/// Whether an answer failed because the endpoint is down (not because it answered badly).
+#[derive(Debug)]
+struct Failed {
+    error: RagError,
+    outage: bool,
 }
 
 impl Answerer {
-    pub fn new(cfg: &LlmConfig) -> Self {
+    pub fn new(cfg: &LlmConfig, rag: &RagConfig) -> Self {
         Self {
             client: ChatClient::new(cfg),
             cfg: cfg.clone(),
             model: RwLock::new(cfg.model.clone()),
+            guard: Guard::new(rag),
         }
     }
 
+    /// "closed", "open" or "trial", for `/api/status`.
+    pub fn circuit(&self) -> &'static str {
+        self.guard.circuit()
+    }
+
     /// The answer to `question` from `sources`, after the conversation so far; with the model.
+    /// Under the concurrency bound and the breaker: while the endpoint rests after a failure,
+    /// questions are refused at once instead of each waiting for its timeout.
     pub async fn answer(
         &self,
         question: &str,
         sources: &[Source],
         history: &[Turn],
     ) -> Result<(String, String), RagError> {
-        let model = self.model().await?;
+        let call = self.answer_once(question, sources, history);
+        match self.guard.run(call, |f: &Failed| f.outage).await {
+            Ok(result) => result.map_err(|f| f.error),
+            Err(_resting) => {
+                crate::metrics::global().llm_error(LlmPurpose::Answer, LlmErrorKind::CircuitOpen);
+                Err(RagError::Llm(RESTING.to_owned()))
+            }
+        }
+    }
+
+    async fn answer_once(
+        &self,
+        question: &str,
+        sources: &[Source],
+        history: &[Turn],
+    ) -> Result<(String, String), Failed> {
+        let down = |error| Failed {
+            error,
+            outage: true,
+        };
+        let model = self.model().await.map_err(down)?;
         let mut messages: Vec<ChatCompletionRequestMessage> =
             vec![ChatCompletionRequestSystemMessage::from(SYSTEM_PROMPT).into()];
         for turn in history {
@@ -58,7 +96,10 @@ impl Answerer {
             .temperature(0.1)
             .max_completion_tokens(400u32)
             .build()
-            .map_err(|e| RagError::Llm(format!("request could not be built: {e}")))?;
+            .map_err(|e| Failed {
+                error: RagError::Llm(format!("request could not be built: {e}")),
+                outage: false,
+            })?;
         let timeout = Duration::from_millis(self.cfg.timeout_ms.saturating_mul(3));
         let started = Instant::now();
         let outcome = tokio::time::timeout(timeout, self.client.chat.chat().create(request)).await;
@@ -66,9 +107,19 @@ impl Answerer {
             r.as_ref().err().map(error_kind)
         });
         crate::metrics::global().llm_request(LlmPurpose::Answer, started.elapsed(), failed);
-        let response = outcome
-            .map_err(|_| RagError::Llm(format!("no answer within {} ms", timeout.as_millis())))?
-            .map_err(|e| RagError::Llm(e.to_string()))?;
+        let response = match outcome {
+            Err(_) => {
+                let waited = timeout.as_millis();
+                return Err(down(RagError::Llm(format!("no answer within {waited} ms"))));
+            }
+            Ok(Err(e)) => {
+                return Err(Failed {
+                    outage: error_kind(&e) != LlmErrorKind::Rejected,
+                    error: RagError::Llm(e.to_string()),
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
         let text = response
             .choices
             .into_iter()
@@ -78,7 +129,10 @@ impl Answerer {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 crate::metrics::global().llm_error(LlmPurpose::Answer, LlmErrorKind::Rejected);
-                RagError::Llm("the answer is empty".to_owned())
+                Failed {
+                    error: RagError::Llm("the answer is empty".to_owned()),
+                    outage: false,
+                }
             })?;
         Ok((text, model))
     }

@@ -6,6 +6,7 @@ pub mod answer;
 pub mod chunk;
 pub mod embed;
 pub mod files;
+pub mod guard;
 pub mod live;
 pub mod pipeline;
 pub mod rerank;
@@ -33,6 +34,11 @@ pub enum RagError {
     Disabled,
     #[error("RAG cannot start: {0}; it is retried on the next request")]
     NotConnected(String),
+    /// A `/query` named a conversation the server did not issue, or one that expired.
+    #[error(
+        "session_id is not a conversation this server started, or it expired (conversations end query_ttl_s after their last question); send the query without session_id to start a new one and use the session_id of its answer"
+    )]
+    UnknownSession,
 }
 
 /// Why an HTTP endpoint (embeddings, rerank) answered with an error status.

@@ -74,6 +74,8 @@ pub struct QueryAnswer {
     pub model: String,
     pub cached: bool,
     pub timings: Timings,
+    /// The conversation this answer belongs to: issued by the server on a question without
+    /// one, to be sent with follow-ups. `None` only in the shared answer cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
 }
@@ -100,6 +102,10 @@ pub struct Rag {
     /// outlive the documents they came from. Kept in the cache too, so replicas sharing one
     /// Redis see each other's changes.
     generation: AtomicU64,
+    /// Held while a document's new version replaces its old one, so two re-indexings of one
+    /// source do not delete each other's new version. In this process only: replicas sharing
+    /// a Qdrant server should not re-index the same source at the same moment.
+    index_writes: tokio::sync::Mutex<()>,
 }
 
 impl Rag {
@@ -131,8 +137,9 @@ impl Rag {
             reranker: Reranker::from_config(cfg),
             store,
             cache,
-            answerer: answer::Answerer::new(llm),
+            answerer: answer::Answerer::new(llm, cfg),
             generation: AtomicU64::new(0),
+            index_writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -144,8 +151,10 @@ impl Rag {
         &self.store
     }
 
-    /// Indexes one document: replaces any earlier version of the same source, then stores its
-    /// chunks with dense and sparse vectors. `pages` are (page number, text) in order.
+    /// Indexes one document: embeds its chunks (dense and sparse vectors), stores them as the
+    /// source's new version, and only then removes any earlier version of the same source — a
+    /// failure at any step leaves the earlier version searchable. `pages` are (page number,
+    /// text) in order.
     pub async fn index(
         &self,
         meta: &DocMeta,
@@ -188,8 +197,11 @@ impl Rag {
             })
             .collect();
         let count = chunks.len();
-        let replaced = self.store.delete_source(source).await?;
-        self.store.upsert(chunks).await?;
+        let replaced = {
+            // Two re-indexings of one source must not each delete the other's new version.
+            let _one_at_a_time = self.index_writes.lock().await;
+            self.store.replace_source(source, chunks).await?
+        };
         self.bump_generation().await;
         Ok(IndexReport {
             source: source.to_owned(),
@@ -253,7 +265,13 @@ impl Rag {
     }
 
     /// Retrieval with the query expanded by `keywords`, then an answer from the LLM that
-    /// cites its sources. Answers are cached per (question, keywords, index generation).
+    /// cites its sources. Answers are cached per (question, keywords, index generation,
+    /// conversation so far).
+    ///
+    /// Conversations are the server's: without `session_id` a new one is started under a fresh
+    /// random id (UUID v4, returned in the answer); a `session_id` the server did not issue, or
+    /// whose conversation expired, is refused ([`RagError::UnknownSession`]), so nobody reads or
+    /// extends a conversation by guessing or choosing its name.
     pub async fn query(
         &self,
         question: &str,
@@ -261,9 +279,12 @@ impl Rag {
         session_id: Option<&str>,
     ) -> Result<QueryAnswer, RagError> {
         let started = Instant::now();
-        let history = match session_id {
-            Some(id) => self.history(id).await,
-            None => Vec::new(),
+        let (session_id, history) = match session_id {
+            Some(id) => match self.history(id).await {
+                Some(history) => (id.to_owned(), history),
+                None => return Err(RagError::UnknownSession),
+            },
+            None => (uuid::Uuid::new_v4().to_string(), Vec::new()),
         };
         let generation = self.generation().await.to_string();
         let cache_key = key_hash(&[
@@ -280,10 +301,9 @@ impl Rag {
                 total_ms: started.elapsed().as_secs_f64() * 1000.0,
                 ..Timings::default()
             };
-            cached.session_id = session_id.map(str::to_owned);
-            if let Some(id) = session_id {
-                self.remember(id, history, question, &cached.answer).await;
-            }
+            self.remember(&session_id, history, question, &cached.answer)
+                .await;
+            cached.session_id = Some(session_id);
             crate::metrics::global().rag_request(RagOperation::Query, started.elapsed());
             return Ok(cached);
         }
@@ -295,13 +315,13 @@ impl Rag {
         let (answer, model) = self.answerer.answer(question, &sources, &history).await?;
         timings.llm_ms = llm_started.elapsed().as_secs_f64() * 1000.0;
         timings.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let result = QueryAnswer {
+        let mut result = QueryAnswer {
             answer,
             sources,
             model,
             cached: false,
             timings,
-            session_id: session_id.map(str::to_owned),
+            session_id: None,
         };
         if let Ok(json) = serde_json::to_string(&result) {
             let ttl = Duration::from_secs(self.cfg.query_ttl_s);
@@ -309,19 +329,19 @@ impl Rag {
                 .set(QUERY_NAMESPACE, &cache_key, &json, ttl)
                 .await;
         }
-        if let Some(id) = session_id {
-            self.remember(id, history, question, &result.answer).await;
-        }
+        self.remember(&session_id, history, question, &result.answer)
+            .await;
+        result.session_id = Some(session_id);
         crate::metrics::global().rag_request(RagOperation::Query, started.elapsed());
         Ok(result)
     }
 
-    async fn history(&self, session_id: &str) -> Vec<Turn> {
+    /// The turns of a conversation the server issued; `None` for an id it does not know (never
+    /// issued, or expired `query_ttl_s` after its last question).
+    async fn history(&self, session_id: &str) -> Option<Vec<Turn>> {
         let key = key_hash(&[session_id]);
-        match self.cache.get(SESSION_NAMESPACE, &key).await {
-            Some(json) => serde_json::from_str(&json).unwrap_or_default(),
-            None => Vec::new(),
-        }
+        let json = self.cache.get(SESSION_NAMESPACE, &key).await?;
+        Some(serde_json::from_str(&json).unwrap_or_default())
     }
 
     async fn remember(&self, session_id: &str, mut turns: Vec<Turn>, question: &str, answer: &str) {

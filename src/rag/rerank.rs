@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::guard::{Guard, RESTING};
 use crate::config::RagConfig;
 use crate::llm::{connect_timeout, http_client};
 
@@ -23,6 +24,8 @@ pub struct Reranker {
     url: String,
     model: Option<String>,
     api_key: Option<String>,
+    /// `rag.max_concurrent` calls at once, and a breaker that rests a failing endpoint.
+    guard: Guard,
 }
 
 /// Scores come back in either shape: `{"results":[{"index","relevance_score"}]}` (Jina,
@@ -54,6 +57,7 @@ impl Reranker {
             url,
             model: cfg.rerank_model.clone(),
             api_key: cfg.rerank_api_key.clone(),
+            guard: Guard::new(cfg),
         })
     }
 
@@ -61,8 +65,22 @@ impl Reranker {
         &self.url
     }
 
-    /// A relevance score per document, in the documents' order.
+    /// A relevance score per document, in the documents' order; under the concurrency bound
+    /// and the breaker (a resting endpoint is not called: the fused order stands).
     pub async fn scores(&self, query: &str, documents: &[&str]) -> Result<Vec<f32>, RerankError> {
+        let outage = |e: &RerankError| matches!(e, RerankError::Unavailable { .. });
+        match self.guard.run(self.request(query, documents), outage).await {
+            Ok(result) => result,
+            Err(_resting) => Err(self.unavailable(RESTING)),
+        }
+    }
+
+    /// "closed", "open" or "trial", for `/api/status`.
+    pub fn circuit(&self) -> &'static str {
+        self.guard.circuit()
+    }
+
+    async fn request(&self, query: &str, documents: &[&str]) -> Result<Vec<f32>, RerankError> {
         let mut body = serde_json::json!({
             "query": query,
             "documents": documents,

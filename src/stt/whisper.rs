@@ -176,6 +176,13 @@ impl Decoder for WhisperDecoder {
         if let Some(ctx) = opts.audio_ctx {
             params.set_audio_ctx(ctx as c_int);
         }
+        if opts.draft {
+            // A partial's text is replaced within a second: skip the timestamp tokens and the
+            // re-decodes at higher temperatures that a doubtful window triggers.
+            params.set_no_timestamps(true);
+            params.set_single_segment(true);
+            params.set_temperature_inc(0.0);
+        }
         if !prompt_tokens.is_empty() {
             params.set_tokens(prompt_tokens);
         }

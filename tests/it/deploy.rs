@@ -115,11 +115,21 @@ fn compose_rag_profile_adds_qdrant_redis_and_embeddings() {
             "{name}"
         );
     }
-    let ports = services["qdrant"]["ports"].to_string();
+    let exposed = services["qdrant"]["expose"].to_string();
     assert!(
-        ports.contains("6334"),
-        "sori speaks gRPC to Qdrant: {ports}"
+        exposed.contains("6334"),
+        "sori speaks gRPC to Qdrant: {exposed}"
     );
+    // Qdrant has no authentication here: never published beyond this host.
+    if let Some(ports) = services["qdrant"]["ports"].as_array() {
+        for port in ports {
+            let shown = port.to_string();
+            assert!(
+                shown.contains("127.0.0.1"),
+                "Qdrant published on every interface: {shown}"
+            );
+        }
+    }
     assert!(gpu_reserved(&services["embeddings"]));
     let command = services["embeddings"]["command"].to_string();
     assert!(command.contains("bge-m3"), "{command}");
@@ -132,6 +142,25 @@ fn compose_rag_profile_adds_qdrant_redis_and_embeddings() {
     ] {
         assert!(!env[key].is_null(), "sori passes {key} through: {env}");
     }
+}
+
+#[test]
+fn published_sori_needs_tokens_or_an_explicit_allow_open() {
+    let compose = resolved_compose();
+    for name in ["sori", "sori-cpu"] {
+        let service = &compose["services"][name];
+        let env = &service["environment"];
+        assert!(!service["ports"].is_null(), "{name} publishes its port");
+        assert!(!env["SORI_API_TOKENS"].is_null(), "{name}: {env}");
+        // Unset, the compose default: refuse an open start (docs/deployment.md).
+        assert_eq!(env["SORI_ALLOW_OPEN"], "false", "{name}: {env}");
+    }
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    assert_eq!(
+        dockerfile.matches("SORI_ALLOW_OPEN=false").count(),
+        2,
+        "both runtime images say it explicitly"
+    );
 }
 
 #[test]

@@ -239,3 +239,119 @@ async fn config_and_health_answer() {
         model_path().file_name().unwrap().to_string_lossy().as_ref()
     );
 }
+
+/// Segments of a `sori transcribe --format json` or `POST /api/transcribe` answer, as
+/// (segment id, start, end) and the whole text.
+fn segments_of(body: &Value) -> (Vec<(u64, f64, f64)>, String) {
+    let segments = body["segments"].as_array().expect("segments");
+    let spans = segments
+        .iter()
+        .map(|s| {
+            (
+                s["segment_id"].as_u64().unwrap(),
+                s["start"].as_f64().unwrap(),
+                s["end"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let text: Vec<&str> = segments
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    (spans, text.join(" "))
+}
+
+/// A file's short utterances decoded together in windows (`stt.file_merge_s`, on by default)
+/// keep what one decode per utterance gives: JFK three times with pauses (nine utterances)
+/// through the API, against the CLI with `SORI_FILE_MERGE_S=0`: the same segments at the same
+/// times, the same WER, every word inside its own segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_windows_keep_segments_words_and_accuracy() {
+    let wav = scratch_dir().join("jfk_x3_pauses.wav");
+    if !wav.is_file() {
+        let jfk = jfk_16k();
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            all.extend_from_slice(&jfk);
+            all.extend(std::iter::repeat_n(0.0, 16_000));
+        }
+        sori::audio::wav::write_wav_16k(&wav, &all).unwrap();
+    }
+    let reference = [JFK_REFERENCE; 3].join(" ");
+
+    let base = format!("http://{}", server());
+    let resp = http()
+        .post(format!("{base}/api/transcribe?language=en"))
+        .body(std::fs::read(&wav).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let merged: Value = resp.json().await.unwrap();
+
+    let transcribe = |merge_s: &str| {
+        let out = sori()
+            .env("SORI_FILE_MERGE_S", merge_s)
+            // One thread: ggml's threads spin while they wait for each other, which on a busy
+            // 2-core CI machine costs a 2-thread decode many times its work.
+            .env("SORI_WORKERS", "1")
+            .env("SORI_THREADS", "1")
+            .env("RUST_LOG", "warn,sori_core::session::merge=debug")
+            .args(["transcribe", "--language", "en", "--format", "json"])
+            .arg(&wav)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let windows = String::from_utf8_lossy(&out.stderr)
+            .matches("file window decoded")
+            .count();
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            windows,
+        )
+    };
+    let (alone, no_windows) = transcribe("0");
+    assert_eq!(no_windows, 0, "0 turns windows off");
+    // The same default as the server's, seen in the CLI's log: the utterances went in windows.
+    let (_, windows) = transcribe("10");
+    assert!(
+        (2..9).contains(&windows),
+        "{windows} windows for nine utterances"
+    );
+
+    let (merged_spans, merged_text) = segments_of(&merged);
+    let (alone_spans, alone_text) = segments_of(&alone);
+    assert_eq!(merged_spans.len(), 9, "{merged}");
+    assert_eq!(
+        merged_spans, alone_spans,
+        "the same utterances, ids and times"
+    );
+    let (wer_merged, wer_alone) = (
+        sori::eval::wer(&reference, &merged_text),
+        sori::eval::wer(&reference, &alone_text),
+    );
+    eprintln!("WER merged {wer_merged:.3}: {merged_text}\nWER alone {wer_alone:.3}: {alone_text}");
+    assert!(
+        wer_merged <= wer_alone + 0.01,
+        "merged {wer_merged:.3} vs one by one {wer_alone:.3}"
+    );
+    for segment in merged["segments"].as_array().unwrap() {
+        let (start, end) = (
+            segment["start"].as_f64().unwrap(),
+            segment["end"].as_f64().unwrap(),
+        );
+        let words = segment["words"].as_array().unwrap();
+        assert!(!words.is_empty(), "{segment}");
+        for word in words {
+            let (s, e) = (
+                word["start"].as_f64().unwrap(),
+                word["end"].as_f64().unwrap(),
+            );
+            assert!(start <= s && s <= e && e <= end, "{word} outside {segment}");
+        }
+    }
+}

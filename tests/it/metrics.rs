@@ -106,6 +106,28 @@ async fn a_streamed_session_shows_in_metrics_that_promtool_accepts() {
     assert!(delta("sori_decode_real_time_factor_count") >= 1.0);
     assert!(delta("sori_decodes_total{outcome=\"ok\"}") >= 1.0);
     assert!(delta("sori_segments_final_total") >= 1.0);
+    // Headroom for a load balancer: final latency from the last word, decoder busy time.
+    assert!(delta("sori_final_latency_seconds_count") >= 1.0);
+    assert!(required(&after, "sori_final_latency_p95_seconds") > 0.0);
+    assert!(delta("sori_decode_busy_seconds_total") > 0.0);
+    assert!(required(&after, "sori_decode_utilisation") > 0.0);
+    required(&after, "sori_decode_partials_preempted_total");
+    let status: Value = reqwest::get(format!("http://{addr}/api/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headroom = &status["headroom"];
+    assert!(headroom["sessions_free"].as_u64().is_some(), "{status}");
+    assert!(
+        headroom["decoder_utilisation"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
+    assert!(
+        headroom["final_latency_p95_s"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
     assert_eq!(
         required(&after, "sori_decode_seconds_bucket{le=\"+Inf\"}"),
         required(&after, "sori_decode_seconds_count"),

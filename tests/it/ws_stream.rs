@@ -160,6 +160,61 @@ async fn partials_arrive_while_speaking_and_never_after_their_final() {
             "partial of a segment that never got a final: {p}"
         );
     }
+    // Partials converge on the final: a segment's last partial is the start of its final
+    // (the words said until then), whatever shortcuts partials take (drafts, the queue).
+    let mut compared = 0;
+    for fin in finals(&messages) {
+        let Some(last) = partials
+            .iter()
+            .rfind(|p| p["segment_id"] == fin["segment_id"])
+        else {
+            continue;
+        };
+        let partial = last["text"].as_str().unwrap();
+        let final_text = fin["text"].as_str().unwrap();
+        let kept = in_order_share(partial, final_text);
+        eprintln!("last partial {partial:?} / final {final_text:?}: {kept:.2} of its words kept");
+        assert!(
+            kept >= 0.7,
+            "the last partial {partial:?} does not lead to the final {final_text:?}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "no segment had both partials and a final");
+}
+
+/// The share of `partial`'s words that appear, in the same order, in `final_text` (longest
+/// common subsequence of lowercased words without punctuation).
+fn in_order_share(partial: &str, final_text: &str) -> f64 {
+    let words = |text: &str| -> Vec<String> {
+        text.split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .collect::<String>()
+                    .to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let (p, f) = (words(partial), words(final_text));
+    if p.is_empty() {
+        return 0.0;
+    }
+    let mut row = vec![0usize; f.len() + 1];
+    for pw in &p {
+        let mut diagonal = 0;
+        for (j, fw) in f.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if pw == fw {
+                diagonal + 1
+            } else {
+                above.max(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[f.len()] as f64 / p.len() as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

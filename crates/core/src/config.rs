@@ -31,12 +31,15 @@ pub struct SttConfig {
     /// Shortest utterance, in seconds, whose detection may lock a session (short ones are the
     /// ones detection gets wrong).
     pub language_lock_min_s: f64,
-    /// Decoder threads, each with its own whisper state over the one shared model.
+    /// Decoder threads, each with its own whisper state over the one shared model; 0 = one per
+    /// CPU core on small machines (the server's `config::auto`).
     pub workers: usize,
-    /// CPU threads per decode call.
+    /// CPU threads per decode call; 0 = automatic (1 on up to 8 cores, 2 beyond).
     pub threads: usize,
     /// 0 or 1 = greedy; more = beam search with this width.
     pub beam_size: usize,
+    /// Decode partials as drafts: no timestamp tokens, one segment, no temperature fallback.
+    pub draft_partials: bool,
     /// Trim the encoder window to the utterance (plus a margin) instead of always 30 s.
     pub audio_ctx_trim: bool,
     /// Margin added to the trimmed encoder window, in seconds; too little makes the decoder loop.
@@ -45,6 +48,14 @@ pub struct SttConfig {
     pub audio_ctx_min_s: f64,
     /// Re-decode the open utterance this often (audio time) to send `partial` results.
     pub partial_interval_ms: u64,
+    /// Files only (`POST /api/transcribe`, `/v1/audio/transcriptions`, `sori transcribe`):
+    /// consecutive utterances are decoded together in one window of up to this many seconds
+    /// (at most the model's 30 s), each still its own segment; 0 = one decode per utterance.
+    /// Whisper's encoder pays for at least `audio_ctx_min_s` and every decode for the decoder's
+    /// start, so short utterances cost less joined; but on the CPU a window's cost per second
+    /// grows past ~16 s (a 28 s window costs twice as much per second as a 10 s one), hence
+    /// 10 (docs/benchmarks.md, "File windows"). Live sessions never wait to fill a window.
+    pub file_merge_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,
     /// Words to bias recognition towards (road names, facility names, …).
@@ -104,13 +115,15 @@ impl Default for SttConfig {
             language_lock: true,
             language_lock_probability: 0.9,
             language_lock_min_s: 2.0,
-            workers: 1,
-            threads: 2,
+            workers: 0,
+            threads: 0,
             beam_size: 0,
+            draft_partials: true,
             audio_ctx_trim: true,
             audio_ctx_margin_s: 1.0,
             audio_ctx_min_s: 6.0,
             partial_interval_ms: 1000,
+            file_merge_s: 10.0,
             condition_on_previous_text: false,
             initial_prompt: None,
             max_prompt_chars: 200,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use super::guard::{Guard, RESTING};
 use crate::cache::{Cache, key_hash};
 use crate::config::RagConfig;
 
@@ -61,6 +62,8 @@ pub struct Embedder {
     passage_prefix: String,
     cache: Cache,
     ttl: Duration,
+    /// `rag.max_concurrent` calls at once, and a breaker that rests a failing endpoint.
+    guard: Guard,
 }
 
 impl Embedder {
@@ -104,6 +107,7 @@ impl Embedder {
             passage_prefix: cfg.passage_prefix.clone(),
             cache,
             ttl: Duration::from_secs(cfg.embed_ttl_s),
+            guard: Guard::new(cfg),
         };
         let probe = embedder
             .compute(vec!["dimension probe".to_owned()], Purpose::Query)
@@ -188,9 +192,16 @@ impl Embedder {
         purpose: Purpose,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let count = inputs.len();
-        let raw = match &self.backend {
-            Backend::Remote(remote) => remote.request(&self.model, &inputs, purpose).await?,
-            Backend::Onnx(onnx) => onnx.embed(inputs).await?,
+        let call = async {
+            match &self.backend {
+                Backend::Remote(remote) => remote.request(&self.model, &inputs, purpose).await,
+                Backend::Onnx(onnx) => onnx.embed(inputs.clone()).await,
+            }
+        };
+        let outage = |e: &EmbedError| matches!(e, EmbedError::Unavailable { .. });
+        let raw = match self.guard.run(call, outage).await {
+            Ok(result) => result?,
+            Err(_resting) => return Err(self.resting()),
         };
         if raw.len() != count {
             return Err(self.bad(format!("{} vectors for {count} texts", raw.len())));
@@ -198,6 +209,22 @@ impl Embedder {
         raw.into_iter()
             .map(|v| normalize(v).ok_or_else(|| self.bad("a zero or non-finite vector".to_owned())))
             .collect()
+    }
+
+    /// "closed", "open" or "trial": the breaker in front of the backend, for `/api/status`.
+    pub fn circuit(&self) -> &'static str {
+        self.guard.circuit()
+    }
+
+    /// The breaker refused a call.
+    fn resting(&self) -> EmbedError {
+        match &self.backend {
+            Backend::Remote(remote) => remote.unavailable(RESTING),
+            Backend::Onnx(onnx) => EmbedError::Local {
+                dir: onnx.dir().display().to_string(),
+                reason: RESTING.to_owned(),
+            },
+        }
     }
 
     fn bad(&self, reason: String) -> EmbedError {

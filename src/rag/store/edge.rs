@@ -177,11 +177,30 @@ fn source_path() -> JsonPath {
     }
 }
 
-fn source_filter(source: &str) -> Filter {
-    Filter::new_must(qdrant_edge::Condition::Field(FieldCondition::new_match(
-        source_path(),
-        Match::from(source.to_owned()),
-    )))
+/// `key == value` on a top-level payload key.
+fn matches(key: &str, value: &str) -> qdrant_edge::Condition {
+    let path = JsonPath {
+        first_key: key.to_owned(),
+        rest: Vec::new(),
+    };
+    qdrant_edge::Condition::Field(FieldCondition::new_match(
+        path,
+        Match::from(value.to_owned()),
+    ))
+}
+
+/// The points of `source`, of the given versions.
+fn source_filter(source: &str, versions: Versions) -> Filter {
+    let mut filter = Filter::new_must(matches(SOURCE_KEY, source));
+    match versions {
+        Versions::All => {}
+        Versions::Only(version) => filter
+            .must
+            .get_or_insert_with(Vec::new)
+            .push(matches(VERSION_KEY, &version)),
+        Versions::AllBut(version) => filter.must_not = Some(vec![matches(VERSION_KEY, &version)]),
+    }
+    filter
 }
 
 impl EdgeStore {
@@ -220,7 +239,7 @@ impl EdgeStore {
     pub(super) async fn upsert(
         &self,
         chunks: Vec<StoredChunk>,
-        indexed_at: u64,
+        stamp: Stamp,
     ) -> Result<(), StoreError> {
         let mut points = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
@@ -239,9 +258,9 @@ impl EdgeStore {
                 (SPARSE.to_owned(), VectorPersisted::Sparse(sparse)),
             ]);
             points.push(PointStructPersisted {
-                id: PointId::Uuid(point_id(&chunk.source, chunk.chunk_index)),
+                id: PointId::Uuid(stamped_point_id(chunk, &stamp)),
                 vector: VectorStructPersisted::Named(vectors),
-                payload: Some(Payload(payload_of(chunk, indexed_at).into_iter().collect())),
+                payload: Some(Payload(payload_of(chunk, &stamp).into_iter().collect())),
             });
         }
         drop(chunks);
@@ -258,8 +277,12 @@ impl EdgeStore {
         .await
     }
 
-    pub(super) async fn delete_source(&self, source: &str) -> Result<usize, StoreError> {
-        let filter = source_filter(source);
+    pub(super) async fn delete_points(
+        &self,
+        source: &str,
+        versions: Versions,
+    ) -> Result<usize, StoreError> {
+        let filter = source_filter(source, versions);
         self.write(move |shard| {
             let matching = shard.count(CountRequest {
                 filter: Some(filter.clone()),

@@ -14,9 +14,12 @@
 //! model when the store is created and checked on every open); a named sparse vector `sparse`
 //! (term id → weight, computed by sori; the engine's IDF modifier is switched on, so weights should
 //! be term frequencies, not TF-IDF); payload `text`, `source`, `page` (optional), `date` (optional),
-//! `chunk_index`, `indexed_at` (unix seconds); a keyword index on `source`.
-//! Point ids are UUID v5 of (source, chunk index), identical in both backends, so re-indexing a
-//! source overwrites its chunks instead of adding copies.
+//! `chunk_index`, `indexed_at` (unix seconds), `version` (set by [`VectorStore::replace_source`]);
+//! a keyword index on `source`.
+//! Point ids are UUID v5 of (source, chunk index) — and of the version where there is one —,
+//! identical in both backends. Re-indexing ([`VectorStore::replace_source`]) writes the new version
+//! under fresh ids beside the old one and only then deletes the old one, so a failure half-way
+//! never leaves a source with neither.
 //!
 //! The embedded engine is blocking: every call runs on tokio's blocking pool, never on the async
 //! runtime's workers. Writes are serialised by one async mutex and flushed to disk before they
@@ -57,6 +60,8 @@ const DENSE: &str = "dense";
 const SPARSE: &str = "sparse";
 /// Payload key that `delete_source` and `sources` work on (keyword-indexed).
 const SOURCE_KEY: &str = "source";
+/// Payload key naming which indexing of its source a point belongs to.
+const VERSION_KEY: &str = "version";
 /// File qdrant-edge writes its configuration to; its presence marks a directory as a store.
 const EDGE_CONFIG_FILE: &str = "edge_config.json";
 /// Namespace of the UUID v5 point ids. Never change it: ids of existing stores derive from it.
@@ -146,6 +151,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Which versions of a source's points an operation touches.
+#[derive(Debug, Clone)]
+enum Versions {
+    All,
+    Only(String),
+    AllBut(String),
 }
 
 /// The vector store: embedded engine or Qdrant server, same operations and layout.
@@ -238,6 +251,40 @@ impl VectorStore {
     ///
     /// Every chunk is checked before anything is written, so a bad chunk rejects the whole call.
     pub async fn upsert(&self, chunks: Vec<StoredChunk>) -> Result<(), StoreError> {
+        self.write(chunks, None).await
+    }
+
+    /// Stores `chunks` (each of `source`) as the new version of `source`, then deletes every
+    /// earlier version; returns how many chunks those had. The new version is complete before
+    /// the old one goes, so a failure leaves the old version searchable (and what was written
+    /// of the new one is removed again). Searches in between may see both versions.
+    pub async fn replace_source(
+        &self,
+        source: &str,
+        chunks: Vec<StoredChunk>,
+    ) -> Result<usize, StoreError> {
+        if let Some(other) = chunks.iter().find(|c| c.source != source) {
+            return Err(StoreError::Invalid(format!(
+                "chunk {} names source {:?}, not {source:?}; a source is replaced by its own chunks",
+                other.chunk_index, other.source
+            )));
+        }
+        let version = Uuid::new_v4().simple().to_string();
+        if let Err(e) = self.write(chunks, Some(&version)).await {
+            let partial = Versions::Only(version);
+            if let Err(cleanup) = self.delete_points(source, partial).await {
+                tracing::warn!(source, error = %cleanup, "a failed re-index left part of its chunks");
+            }
+            return Err(e);
+        }
+        self.delete_points(source, Versions::AllBut(version)).await
+    }
+
+    async fn write(
+        &self,
+        chunks: Vec<StoredChunk>,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
         for chunk in &chunks {
             let what = || format!("chunk {} of {:?}", chunk.chunk_index, chunk.source);
             check_dense(&chunk.dense, self.dim, &what)?;
@@ -246,18 +293,25 @@ impl VectorStore {
         if chunks.is_empty() {
             return Ok(());
         }
-        let indexed_at = unix_seconds();
+        let stamp = Stamp {
+            indexed_at: unix_seconds(),
+            version: version.map(str::to_owned),
+        };
         match &self.backend {
-            Backend::Edge(edge) => edge.upsert(chunks, indexed_at).await,
-            Backend::Server(server) => server.upsert(chunks, indexed_at).await,
+            Backend::Edge(edge) => edge.upsert(chunks, stamp).await,
+            Backend::Server(server) => server.upsert(chunks, stamp).await,
         }
     }
 
     /// Deletes every chunk whose payload `source` equals `source`; returns how many were deleted.
     pub async fn delete_source(&self, source: &str) -> Result<usize, StoreError> {
+        self.delete_points(source, Versions::All).await
+    }
+
+    async fn delete_points(&self, source: &str, versions: Versions) -> Result<usize, StoreError> {
         match &self.backend {
-            Backend::Edge(edge) => edge.delete_source(source).await,
-            Backend::Server(server) => server.delete_source(source).await,
+            Backend::Edge(edge) => edge.delete_points(source, versions).await,
+            Backend::Server(server) => server.delete_points(source, versions).await,
         }
     }
 
@@ -397,11 +451,30 @@ fn sorted_sparse(vector: &SparseVector) -> (Vec<u32>, Vec<f32>) {
     pairs.into_iter().unzip()
 }
 
-/// Deterministic point id of a chunk: re-indexing a source overwrites its chunks.
+/// Deterministic point id of a chunk: upserting a source again overwrites its chunks.
 fn point_id(source: &str, chunk_index: u32) -> Uuid {
     // The unit separator cannot end a sane source name, so ("a1", 2) and ("a", 12) differ.
     let key = format!("{source}\u{1f}{chunk_index}");
     Uuid::new_v5(&POINT_ID_NAMESPACE, key.as_bytes())
+}
+
+/// The point id of a chunk written with `stamp`: a new version gets ids of its own, so it
+/// is stored beside the old one instead of over it.
+fn stamped_point_id(chunk: &StoredChunk, stamp: &Stamp) -> Uuid {
+    match &stamp.version {
+        None => point_id(&chunk.source, chunk.chunk_index),
+        Some(version) => {
+            let key = format!("{}\u{1f}{}\u{1f}{version}", chunk.source, chunk.chunk_index);
+            Uuid::new_v5(&POINT_ID_NAMESPACE, key.as_bytes())
+        }
+    }
+}
+
+/// What every point of one write carries beside its chunk.
+#[derive(Debug, Clone)]
+struct Stamp {
+    indexed_at: u64,
+    version: Option<String>,
 }
 
 fn unix_seconds() -> u64 {
@@ -411,7 +484,7 @@ fn unix_seconds() -> u64 {
         .unwrap_or(0)
 }
 
-fn payload_of(chunk: &StoredChunk, indexed_at: u64) -> Map<String, Value> {
+fn payload_of(chunk: &StoredChunk, stamp: &Stamp) -> Map<String, Value> {
     let mut payload = Map::new();
     payload.insert("text".into(), chunk.text.clone().into());
     payload.insert(SOURCE_KEY.into(), chunk.source.clone().into());
@@ -422,7 +495,10 @@ fn payload_of(chunk: &StoredChunk, indexed_at: u64) -> Map<String, Value> {
         payload.insert("date".into(), date.clone().into());
     }
     payload.insert("chunk_index".into(), chunk.chunk_index.into());
-    payload.insert("indexed_at".into(), indexed_at.into());
+    payload.insert("indexed_at".into(), stamp.indexed_at.into());
+    if let Some(version) = &stamp.version {
+        payload.insert(VERSION_KEY.into(), version.clone().into());
+    }
     payload
 }
 

@@ -149,7 +149,7 @@ impl ServerStore {
     pub(super) async fn upsert(
         &self,
         chunks: Vec<StoredChunk>,
-        indexed_at: u64,
+        stamp: Stamp,
     ) -> Result<(), StoreError> {
         let points: Vec<q::PointStruct> = chunks
             .iter()
@@ -160,9 +160,9 @@ impl ServerStore {
                     (SPARSE.to_owned(), q::Vector::new_sparse(indices, values)),
                 ]);
                 q::PointStruct::new(
-                    point_id(&chunk.source, chunk.chunk_index).to_string(),
+                    stamped_point_id(chunk, &stamp).to_string(),
                     vectors,
-                    qdrant_client::Payload::from(payload_of(chunk, indexed_at)),
+                    qdrant_client::Payload::from(payload_of(chunk, &stamp)),
                 )
             })
             .collect();
@@ -176,8 +176,24 @@ impl ServerStore {
         Ok(())
     }
 
-    pub(super) async fn delete_source(&self, source: &str) -> Result<usize, StoreError> {
-        let filter = || q::Filter::must([q::Condition::matches(SOURCE_KEY, source.to_owned())]);
+    pub(super) async fn delete_points(
+        &self,
+        source: &str,
+        versions: Versions,
+    ) -> Result<usize, StoreError> {
+        let of_source = q::Condition::matches(SOURCE_KEY, source.to_owned());
+        let filter = || match &versions {
+            Versions::All => q::Filter::must([of_source.clone()]),
+            Versions::Only(version) => q::Filter::must([
+                of_source.clone(),
+                q::Condition::matches(VERSION_KEY, version.clone()),
+            ]),
+            Versions::AllBut(version) => q::Filter {
+                must: vec![of_source.clone()],
+                must_not: vec![q::Condition::matches(VERSION_KEY, version.clone())],
+                ..Default::default()
+            },
+        };
         let matching = self
             .client
             .count(

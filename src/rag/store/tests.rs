@@ -250,6 +250,53 @@ async fn reupsert_overwrites_and_delete_removes_one_source() {
 }
 
 #[tokio::test]
+async fn replacing_a_source_stores_the_new_version_before_the_old_one_goes() {
+    let dir = TempDir::new();
+    let store = filled(&dir.0).await;
+    let roads = |text: &str| vec![chunk("roads.pdf", 0, text, axis(0, 0.1), &[(TRAFFIC, 1.0)])];
+    // One chunk replaces the two written by `upsert` (points without a version).
+    let replaced = store
+        .replace_source("roads.pdf", roads("version two"))
+        .await
+        .expect("replace");
+    assert_eq!(replaced, 2);
+    assert_eq!(store.count().await.expect("count"), 3);
+    let replaced = store
+        .replace_source("roads.pdf", roads("version three"))
+        .await
+        .expect("replace again");
+    assert_eq!(replaced, 1, "only the earlier version is deleted");
+    let hits = store.search_dense(&axis(0, 0.1), 10).await.expect("search");
+    let roads_texts: Vec<&str> = hits
+        .iter()
+        .filter(|h| h.source == "roads.pdf")
+        .map(|h| h.text.as_str())
+        .collect();
+    assert_eq!(roads_texts, ["version three"]);
+    assert_eq!(store.count().await.expect("count"), 3, "other sources kept");
+
+    // A new version that cannot be stored (a vector of the wrong size) leaves the old one.
+    let mut bad = roads("version four");
+    bad[0].dense = vec![0.5; DIM + 1];
+    let err = store
+        .replace_source("roads.pdf", bad)
+        .await
+        .expect_err("wrong size");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let hits = store.search_dense(&axis(0, 0.1), 1).await.expect("search");
+    assert_eq!(hits[0].text, "version three");
+    assert_eq!(store.count().await.expect("count"), 3);
+
+    // Chunks of another source cannot replace this one.
+    let err = store
+        .replace_source("minutes.txt", roads("stray"))
+        .await
+        .expect_err("another source");
+    assert!(err.to_string().contains("minutes.txt"), "{err}");
+    assert_eq!(store.count().await.expect("count"), 3);
+}
+
+#[tokio::test]
 async fn reopening_keeps_data_and_refuses_another_dimension() {
     let dir = TempDir::new();
     {

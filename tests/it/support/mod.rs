@@ -156,6 +156,11 @@ pub fn test_config() -> Config {
     config.stt.threads = 2;
     config.server.outputs_dir = scratch_dir().join("outputs");
     config.server.status_interval_ms = 500;
+    // Tests of many modules share this server and post files at once; one file job per worker
+    // (the default) would refuse them with 503. tests/it/hostile_files.rs tests that limit.
+    config.server.max_file_jobs = 32;
+    // Many modules' sessions at once, more than the automatic limit of a 2-core machine.
+    config.server.max_sessions = 32;
     // Keyword tests start their own server with a real LLM (tests/keywords.rs).
     config.llm.enabled = false;
     config
@@ -274,3 +279,30 @@ pub fn errors(messages: &[Value]) -> Vec<&Value> {
 pub mod faulty_llm;
 pub mod servers;
 pub mod webdriver;
+
+/// Every JSON message up to the close frame, and the close frame's code and reason.
+pub async fn until_close(ws: &mut Ws) -> (Vec<Value>, Option<(u16, String)>) {
+    let mut messages = Vec::new();
+    loop {
+        let next =
+            tokio::time::timeout(Duration::from_secs(120), futures_util::StreamExt::next(ws))
+                .await
+                .expect("the server answers within 2 minutes");
+        match next {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] != "status" {
+                    messages.push(v);
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                return (
+                    messages,
+                    frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                );
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (messages, None),
+        }
+    }
+}

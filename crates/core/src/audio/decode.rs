@@ -1,7 +1,10 @@
 //! Audio files (WAV, MP3, FLAC, Ogg Vorbis) → mono `f32`, through symphonia.
 //!
-//! Used by file transcription (`POST /api/transcribe`, `/v1/audio/transcriptions`, the CLI) and
-//! the tests. Any failure is an [`AudioError`]: bad input never panics.
+//! [`FileDecoder`] decodes a file piece by piece, so a 3-hour recording never sits in memory
+//! whole: file transcription (`POST /api/transcribe`, `/v1/audio/transcriptions`, the CLI) reads
+//! it through [`crate::audio::file_stream::FileStream16k`]. [`decode_bytes`], [`decode_file`] and
+//! [`load_16k_mono`] decode a whole clip into memory, for tests and offline tools. Any failure is
+//! an [`AudioError`]: bad input never panics.
 
 use std::fs::File;
 use std::io::Cursor;
@@ -32,37 +35,23 @@ pub struct DecodedAudio {
 /// transcribing), but past this share of bad packets the file is called corrupt.
 const MAX_BAD_PACKET_SHARE: f64 = 0.05;
 
+/// The most frames a whole-file decode reserves up front from the length a header declares
+/// (about 20 s at 48 kHz). A header can claim anything; past this the buffer grows as audio
+/// actually arrives.
+const MAX_PREALLOCATED_FRAMES: usize = 1 << 20;
+
 /// Decodes a whole file held in memory. `extension_hint` ("mp3", ".wav", …) speeds up probing
 /// but is only a hint: the content decides.
 pub fn decode_bytes(
     bytes: Vec<u8>,
     extension_hint: Option<&str>,
 ) -> Result<DecodedAudio, AudioError> {
-    if bytes.is_empty() {
-        return Err(AudioError::EmptyAudio);
-    }
-    decode_source(Box::new(Cursor::new(bytes)), extension_hint)
+    FileDecoder::from_bytes(bytes, extension_hint)?.decode_all()
 }
 
-/// Decodes a file from disk, using its extension as the probing hint.
+/// Decodes a whole file from disk, using its extension as the probing hint.
 pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
-    let file = File::open(path).map_err(|source| AudioError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if let Ok(meta) = file.metadata() {
-        if meta.is_dir() {
-            return Err(AudioError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other("it is a directory, not a file"),
-            });
-        }
-        if meta.len() == 0 {
-            return Err(AudioError::EmptyAudio);
-        }
-    }
-    let ext = path.extension().and_then(|e| e.to_str());
-    decode_source(Box::new(file), ext)
+    FileDecoder::open(path, None)?.decode_all()
 }
 
 /// Decodes a file and resamples it to 16 kHz mono: what Whisper takes.
@@ -78,14 +67,127 @@ fn undecodable(context: &str, e: impl std::fmt::Display) -> AudioError {
     }
 }
 
-fn decode_source(
-    source: Box<dyn MediaSource>,
-    extension_hint: Option<&str>,
-) -> Result<DecodedAudio, AudioError> {
-    let mut format = probe(source, extension_hint)?;
-    let mut track = TrackDecoder::open(format.as_ref())?;
-    track.decode_all(format.as_mut())?;
-    track.finish()
+/// An audio file opened for decoding in pieces: [`read`](Self::read) appends the next packets'
+/// mono samples at the file's own rate, [`finish`](Self::finish) says whether the whole was
+/// sound. Memory stays at one packet plus what the caller keeps.
+pub struct FileDecoder {
+    format: Box<dyn FormatReader>,
+    track: TrackDecoder,
+    /// Frames the header declares, when the file's size can hold them (see
+    /// [`declared_frames`](Self::declared_frames)).
+    declared_frames: Option<u64>,
+    /// Set once the last packet was read.
+    ended: bool,
+}
+
+impl std::fmt::Debug for FileDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDecoder")
+            .field("sample_rate", &self.track.sample_rate)
+            .field("frames", &self.track.frames)
+            .field("declared_frames", &self.declared_frames)
+            .finish()
+    }
+}
+
+impl FileDecoder {
+    /// Opens a file on disk. `extension_hint` speeds up probing (the path's own extension when
+    /// `None`); the content decides.
+    pub fn open(path: &Path, extension_hint: Option<&str>) -> Result<Self, AudioError> {
+        let file = File::open(path).map_err(|source| AudioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Ok(meta) = file.metadata() {
+            if meta.is_dir() {
+                return Err(AudioError::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other("it is a directory, not a file"),
+                });
+            }
+            if meta.len() == 0 {
+                return Err(AudioError::EmptyAudio);
+            }
+        }
+        let hint = extension_hint.or_else(|| path.extension().and_then(|e| e.to_str()));
+        Self::from_source(Box::new(file), hint)
+    }
+
+    /// Opens a file held in memory.
+    pub fn from_bytes(bytes: Vec<u8>, extension_hint: Option<&str>) -> Result<Self, AudioError> {
+        if bytes.is_empty() {
+            return Err(AudioError::EmptyAudio);
+        }
+        Self::from_source(Box::new(Cursor::new(bytes)), extension_hint)
+    }
+
+    fn from_source(
+        source: Box<dyn MediaSource>,
+        extension_hint: Option<&str>,
+    ) -> Result<Self, AudioError> {
+        let byte_len = source.byte_len();
+        let format = probe(source, extension_hint)?;
+        let (track, declared) = TrackDecoder::open(format.as_ref())?;
+        let declared_frames = declared.filter(|d| d.plausible(byte_len)).map(|d| d.frames);
+        Ok(FileDecoder {
+            format,
+            track,
+            declared_frames,
+            ended: false,
+        })
+    }
+
+    /// The file's sample rate in Hz; `None` until known (from the header, or else the first
+    /// decoded packet).
+    pub fn sample_rate(&self) -> Option<u32> {
+        (self.track.sample_rate > 0).then_some(self.track.sample_rate)
+    }
+
+    /// The length the header declares, in frames, when it has one and the file is big enough
+    /// to hold it. Only a hint: a header can lie either way; [`frames`](Self::frames) counts
+    /// what was actually decoded. Never allocate from it.
+    pub fn declared_frames(&self) -> Option<u64> {
+        self.declared_frames
+    }
+
+    /// Frames decoded so far.
+    pub fn frames(&self) -> u64 {
+        self.track.frames
+    }
+
+    /// Decodes packets until at least `min_frames` mono samples were appended to `out`, or the
+    /// file ends; false once it has ended (with nothing, or the last samples, appended).
+    pub fn read(&mut self, out: &mut Vec<f32>, min_frames: usize) -> Result<bool, AudioError> {
+        let start = out.len();
+        while !self.ended && out.len() - start < min_frames.max(1) {
+            if !self.track.next(self.format.as_mut(), out)? {
+                self.ended = true;
+            }
+        }
+        Ok(!self.ended)
+    }
+
+    /// Checks the whole decode once [`read`](Self::read) said the file ended: an error when
+    /// too many packets were damaged, nothing usable came out, or the rate was never stated.
+    pub fn finish(&self) -> Result<(), AudioError> {
+        self.track.check()
+    }
+
+    /// Decodes the rest of the file into memory.
+    pub fn decode_all(mut self) -> Result<DecodedAudio, AudioError> {
+        let reserve = self
+            .declared_frames
+            .map_or(0, |n| (n as usize).min(MAX_PREALLOCATED_FRAMES));
+        let mut samples = Vec::with_capacity(reserve);
+        while self.read(&mut samples, usize::MAX)? {}
+        self.finish()?;
+        let sample_rate = self.track.sample_rate;
+        Ok(DecodedAudio {
+            duration_s: seconds(samples.len() as u64, sample_rate),
+            samples,
+            sample_rate,
+        })
+    }
 }
 
 /// Finds the container format (the content decides; the extension is a hint).
@@ -116,13 +218,36 @@ fn probe(
         })
 }
 
+/// The length a track's header declares.
+#[derive(Debug, Clone, Copy)]
+struct Declared {
+    frames: u64,
+    /// Bytes one frame takes when the codec is uncompressed PCM (WAV), else `None`.
+    pcm_frame_bytes: Option<u64>,
+}
+
+impl Declared {
+    /// False when the claim cannot be true: uncompressed audio longer than the file's bytes
+    /// hold. (A WAV written by a recorder that never fixed up its header claims ~2³² bytes.)
+    fn plausible(&self, byte_len: Option<u64>) -> bool {
+        match (self.pcm_frame_bytes, byte_len) {
+            (Some(per_frame), Some(len)) => self.frames.saturating_mul(per_frame) <= len,
+            _ => true,
+        }
+    }
+}
+
 /// The default audio track's decoder and what it has decoded so far.
 struct TrackDecoder {
     track_id: u32,
     decoder: Box<dyn AudioDecoder>,
     /// The track's rate; 0 until known (from the codec parameters or the first buffer).
     sample_rate: u32,
-    samples: Vec<f32>,
+    /// Mono frames decoded so far.
+    frames: u64,
+    /// The header states a length. Without one (a WAV whose recorder never wrote its size) the
+    /// file's end is the audio's end, not a sign of truncation.
+    length_known: bool,
     /// Scratch buffer for one decoded packet, interleaved.
     interleaved: Vec<f32>,
     packets: usize,
@@ -131,8 +256,9 @@ struct TrackDecoder {
 }
 
 impl TrackDecoder {
-    /// Picks the default audio track and makes its decoder.
-    fn open(format: &dyn FormatReader) -> Result<Self, AudioError> {
+    /// Picks the default audio track and makes its decoder; also returns the length its
+    /// header declares, if any.
+    fn open(format: &dyn FormatReader) -> Result<(Self, Option<Declared>), AudioError> {
         let track =
             format
                 .default_track(TrackType::Audio)
@@ -146,36 +272,57 @@ impl TrackDecoder {
             .ok_or_else(|| AudioError::Undecodable {
                 reason: "the audio track has no codec parameters".into(),
             })?;
-        let capacity = track.num_frames.filter(|&n| n < 400_000_000).unwrap_or(0) as usize;
+        let declared = track.num_frames.map(|frames| Declared {
+            frames,
+            pcm_frame_bytes: params.bits_per_coded_sample.map(|bits| {
+                let channels = params.channels.as_ref().map_or(1, |c| c.count().max(1));
+                (u64::from(bits).div_ceil(8) * channels as u64).max(1)
+            }),
+        });
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| undecodable("unsupported audio codec", e))?;
-        Ok(TrackDecoder {
+        let track = TrackDecoder {
             track_id: track.id,
             decoder,
             sample_rate: params.sample_rate.unwrap_or(0),
-            samples: Vec::with_capacity(capacity),
+            frames: 0,
+            length_known: declared.is_some(),
             interleaved: Vec::new(),
             packets: 0,
             bad_packets: 0,
             last_bad: None,
-        })
+        };
+        Ok((track, declared))
     }
 
-    /// Decodes every packet of the track, to the end of the file (or of its first chained
-    /// stream).
-    fn decode_all(&mut self, format: &mut dyn FormatReader) -> Result<(), AudioError> {
+    /// Decodes the track's next packet into `out`; false at the end of the file (or of its
+    /// first chained stream).
+    fn next(
+        &mut self,
+        format: &mut dyn FormatReader,
+        out: &mut Vec<f32>,
+    ) -> Result<bool, AudioError> {
         loop {
             let packet = match format.next_packet() {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => return Ok(false),
                 // A chained Ogg stream changed its track list: what we have is the first stream.
-                Err(SymError::ResetRequired) => break,
+                Err(SymError::ResetRequired) => return Ok(false),
+                Err(SymError::IoError(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof && !self.length_known =>
+                {
+                    tracing::debug!(
+                        frames = self.frames,
+                        "no declared length: the file's end ends the audio"
+                    );
+                    return Ok(false);
+                }
                 Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Err(undecodable(
                         &format!(
                             "the file ends early (truncated?) after {:.2} s of audio",
-                            seconds(self.samples.len(), self.sample_rate)
+                            seconds(self.frames, self.sample_rate)
                         ),
                         e,
                     ));
@@ -184,22 +331,21 @@ impl TrackDecoder {
                     return Err(undecodable(
                         &format!(
                             "the file is damaged after {:.2} s of audio",
-                            seconds(self.samples.len(), self.sample_rate)
+                            seconds(self.frames, self.sample_rate)
                         ),
                         e,
                     ));
                 }
             };
-            if packet.track_id != self.track_id {
-                continue;
+            if packet.track_id == self.track_id {
+                self.decode_packet(&packet, out)?;
+                return Ok(true);
             }
-            self.decode_packet(&packet)?;
         }
-        Ok(())
     }
 
-    /// Decodes one packet into `samples`; a damaged packet is counted and skipped.
-    fn decode_packet(&mut self, packet: &Packet) -> Result<(), AudioError> {
+    /// Decodes one packet into `out`; a damaged packet is counted and skipped.
+    fn decode_packet(&mut self, packet: &Packet, out: &mut Vec<f32>) -> Result<(), AudioError> {
         self.packets += 1;
         match self.decoder.decode(packet) {
             Ok(buf) => {
@@ -217,7 +363,9 @@ impl TrackDecoder {
                     });
                 }
                 buf.copy_to_vec_interleaved(&mut self.interleaved);
-                push_mono(&self.interleaved, channels, &mut self.samples);
+                let before = out.len();
+                push_mono(&self.interleaved, channels, out);
+                self.frames += (out.len() - before) as u64;
             }
             Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
                 self.bad_packets += 1;
@@ -229,50 +377,40 @@ impl TrackDecoder {
         Ok(())
     }
 
-    /// The decoded audio, unless too many packets were damaged or nothing usable came out.
-    fn finish(self) -> Result<DecodedAudio, AudioError> {
-        let TrackDecoder {
-            sample_rate,
-            samples,
-            packets,
-            bad_packets,
-            last_bad,
-            ..
-        } = self;
+    /// An error unless the decode as a whole is usable: too many damaged packets, nothing
+    /// usable, or no sample rate.
+    fn check(&self) -> Result<(), AudioError> {
+        let (packets, bad_packets) = (self.packets, self.bad_packets);
         if bad_packets > 0 {
             let share = bad_packets as f64 / packets as f64;
             if bad_packets == packets || (share > MAX_BAD_PACKET_SHARE && bad_packets > 2) {
                 return Err(AudioError::Undecodable {
                     reason: format!(
                         "{bad_packets} of {packets} audio packets are damaged (last error: {})",
-                        last_bad.unwrap_or_default()
+                        self.last_bad.as_deref().unwrap_or_default()
                     ),
                 });
             }
             tracing::warn!(bad_packets, packets, "skipped damaged audio packets");
         }
-        if samples.is_empty() {
+        if self.frames == 0 {
             return Err(AudioError::EmptyAudio);
         }
-        if sample_rate == 0 {
+        if self.sample_rate == 0 {
             return Err(AudioError::Undecodable {
                 reason: "the file does not state its sample rate".into(),
             });
         }
-        let duration_s = seconds(samples.len(), sample_rate);
-        Ok(DecodedAudio {
-            samples,
-            sample_rate,
-            duration_s,
-        })
+        Ok(())
     }
 }
 
-fn seconds(samples: usize, rate: u32) -> f64 {
+/// `frames` at `rate` in seconds (0 while the rate is unknown).
+pub fn seconds(frames: u64, rate: u32) -> f64 {
     if rate == 0 {
         0.0
     } else {
-        samples as f64 / f64::from(rate)
+        frames as f64 / f64::from(rate)
     }
 }
 
@@ -332,24 +470,7 @@ mod tests {
 
     /// A minimal RIFF/WAVE writer: 16-bit PCM, interleaved.
     fn wav_s16(rate: u32, channels: u16, interleaved: &[i16]) -> Vec<u8> {
-        let data_len = (interleaved.len() * 2) as u32;
-        let mut b = Vec::with_capacity(44 + data_len as usize);
-        b.extend_from_slice(b"RIFF");
-        b.extend_from_slice(&(36 + data_len).to_le_bytes());
-        b.extend_from_slice(b"WAVEfmt ");
-        b.extend_from_slice(&16u32.to_le_bytes());
-        b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-        b.extend_from_slice(&channels.to_le_bytes());
-        b.extend_from_slice(&rate.to_le_bytes());
-        b.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
-        b.extend_from_slice(&(channels * 2).to_le_bytes());
-        b.extend_from_slice(&16u16.to_le_bytes());
-        b.extend_from_slice(b"data");
-        b.extend_from_slice(&data_len.to_le_bytes());
-        for s in interleaved {
-            b.extend_from_slice(&s.to_le_bytes());
-        }
-        b
+        crate::audio::wav::wav_s16le(rate, channels, interleaved, None)
     }
 
     fn tone_s16(rate: u32, freq: f32, seconds: f32, amp: f32) -> Vec<i16> {

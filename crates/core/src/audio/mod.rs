@@ -3,6 +3,7 @@
 //! - [`pcm`] parses live PCM frames (the WebSocket's binary or base64 audio) into mono `f32`.
 //! - [`resample`] converts a stream or a whole clip to [`TARGET_SAMPLE_RATE`].
 //! - [`decode`] opens audio files (WAV, MP3, FLAC, Ogg Vorbis) with symphonia.
+//! - [`file_stream`] reads a file as 16 kHz chunks in bounded memory, within a length limit.
 //!
 //! Every failure is an [`AudioError`] whose message says what was wrong and what is accepted, and
 //! whose [`AudioError::code`] is a stable label for the protocol's `error` event.
@@ -10,6 +11,7 @@
 use std::path::PathBuf;
 
 pub mod decode;
+pub mod file_stream;
 pub mod pcm;
 pub mod resample;
 pub mod wav;
@@ -114,6 +116,26 @@ pub enum AudioError {
         source: std::io::Error,
     },
 
+    /// A file longer than the length limit (`server.max_file_s`): refused as soon as its
+    /// header declares more, or once that much was decoded; the rest is not decoded.
+    #[error(
+        "the audio is longer than this server's limit of {limit_s} s ({}): {found}; send a shorter file or split the recording (the limit is server.max_file_s, SORI_MAX_FILE_S)",
+        hours_minutes(*limit_s)
+    )]
+    TooLong {
+        /// The limit, in seconds.
+        limit_s: u64,
+        /// What showed it: "its header declares 5 h 00 min" or "more than … was decoded".
+        found: String,
+    },
+
+    /// The server failed while reading the audio (a bug, not the client's fault).
+    #[error("the audio could not be read because of an internal error: {reason}")]
+    Internal {
+        /// What failed.
+        reason: String,
+    },
+
     /// The resampler refused its parameters (should not happen for validated rates).
     #[error(
         "could not resample audio from {rate} Hz to 16000 Hz: {reason}; use a sample rate of 8000–48000 Hz"
@@ -139,12 +161,28 @@ impl AudioError {
             AudioError::EmptyAudio => "empty_audio",
             AudioError::Io { .. } => "unreadable_file",
             AudioError::Resample { .. } => "resample_failed",
+            AudioError::TooLong { .. } => "file_too_long",
+            AudioError::Internal { .. } => "internal",
         }
     }
 
     /// True when the client (not the server) is at fault: map to a 4xx / non-fatal error event.
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, AudioError::Resample { .. })
+        !matches!(
+            self,
+            AudioError::Resample { .. } | AudioError::Internal { .. }
+        )
+    }
+}
+
+/// `seconds` as "4 h 00 min", "1 min 30 s" or "45 s", for messages about lengths.
+pub fn hours_minutes(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s} s"),
+        (0, _) if s > 0 => format!("{m} min {s:02} s"),
+        (0, _) => format!("{m} min"),
+        _ => format!("{h} h {m:02} min"),
     }
 }
 
@@ -173,6 +211,23 @@ mod tests {
         assert!(e.to_string().contains("MP3"), "{e}");
         assert_eq!(e.code(), "undecodable_audio");
         assert_eq!(AudioError::EmptyAudio.code(), "empty_audio");
+    }
+
+    #[test]
+    fn too_long_says_the_limit() {
+        let e = AudioError::TooLong {
+            limit_s: 4 * 3600,
+            found: "its header declares 5 h 00 min".into(),
+        };
+        let m = e.to_string();
+        assert!(m.contains("14400 s (4 h 00 min)"), "{m}");
+        assert!(m.contains("server.max_file_s"), "{m}");
+        assert_eq!(e.code(), "file_too_long");
+        assert!(e.is_client_error());
+        assert_eq!(hours_minutes(90), "1 min 30 s");
+        assert_eq!(hours_minutes(60), "1 min");
+        assert_eq!(hours_minutes(45), "45 s");
+        assert_eq!(hours_minutes(3 * 3600 + 60), "3 h 01 min");
     }
 
     #[test]
@@ -205,6 +260,13 @@ mod tests {
             },
             AudioError::Resample {
                 rate: 1,
+                reason: String::new(),
+            },
+            AudioError::TooLong {
+                limit_s: 60,
+                found: String::new(),
+            },
+            AudioError::Internal {
                 reason: String::new(),
             },
         ];

@@ -17,6 +17,9 @@ use crate::audio::{
 /// usual client frame). Small enough to add little latency, large enough for a sharp filter.
 const CHUNKS_PER_SECOND: usize = 50;
 
+/// Input frames per FFT block for files (at least; a whole number of exact ratio periods).
+const FILE_BLOCK_FRAMES: usize = 2048;
+
 /// Which rubato engine a [`StreamResampler`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -87,13 +90,37 @@ impl fmt::Debug for StreamResampler {
 impl StreamResampler {
     /// A resampler for a stream at `input_rate` (8000–48000 Hz).
     pub fn new(input_rate: u32) -> Result<Self, AudioError> {
-        if !(MIN_STREAM_SAMPLE_RATE..=MAX_STREAM_SAMPLE_RATE).contains(&input_rate) {
-            return Err(AudioError::UnsupportedSampleRate {
-                rate: input_rate,
-                min: MIN_STREAM_SAMPLE_RATE,
-                max: MAX_STREAM_SAMPLE_RATE,
-            });
-        }
+        check_rate(input_rate, MIN_STREAM_SAMPLE_RATE, MAX_STREAM_SAMPLE_RATE)?;
+        let rate_in = input_rate as usize;
+        Self::build(
+            input_rate,
+            fft_block(
+                rate_in,
+                TARGET_SAMPLE_RATE as usize,
+                rate_in / CHUNKS_PER_SECOND,
+                rate_in / 25,
+            ),
+        )
+    }
+
+    /// A resampler for a decoded file at `input_rate` (4–384 kHz), fed piece by piece: the
+    /// streaming twin of [`resample_all`]. Latency does not matter for files, so every rate
+    /// gets the exact-ratio FFT engine with [`resample_all`]'s blocks (at most one second of
+    /// input, for rates whose ratio to 16 kHz has no shorter period).
+    pub fn for_file(input_rate: u32) -> Result<Self, AudioError> {
+        check_rate(input_rate, MIN_FILE_SAMPLE_RATE, MAX_FILE_SAMPLE_RATE)?;
+        let block = fft_block(
+            input_rate as usize,
+            TARGET_SAMPLE_RATE as usize,
+            FILE_BLOCK_FRAMES,
+            usize::MAX,
+        );
+        Self::build(input_rate, block)
+    }
+
+    /// A passthrough at 16 kHz, else the FFT engine over `block` input frames, or the sinc
+    /// engine when no block fits.
+    fn build(input_rate: u32, block: Option<usize>) -> Result<Self, AudioError> {
         if input_rate == TARGET_SAMPLE_RATE {
             return Ok(StreamResampler {
                 input_rate,
@@ -106,25 +133,22 @@ impl StreamResampler {
             rate: input_rate,
             reason: e.to_string(),
         };
-        let (engine, resampler): (Engine, Box<dyn Resampler<f32>>) =
-            match fft_block(rate_in, rate_out, rate_in / CHUNKS_PER_SECOND, rate_in / 25) {
-                Some(block) => {
-                    let r = Fft::<f32>::new(rate_in, rate_out, block, 1, FixedSync::Both)
-                        .map_err(construction)?;
-                    (Engine::Fft, Box::new(r))
-                }
-                None => {
-                    let params =
-                        SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2)
-                            .interpolation(SincInterpolationType::Cubic);
-                    let ratio = TARGET_SAMPLE_RATE as f64 / input_rate as f64;
-                    let chunk = rate_in / CHUNKS_PER_SECOND;
-                    let r =
-                        Async::<f32>::new_sinc(ratio, 1.0, &params, chunk, 1, FixedAsync::Input)
-                            .map_err(construction)?;
-                    (Engine::Sinc, Box::new(r))
-                }
-            };
+        let (engine, resampler): (Engine, Box<dyn Resampler<f32>>) = match block {
+            Some(block) => {
+                let r = Fft::<f32>::new(rate_in, rate_out, block, 1, FixedSync::Both)
+                    .map_err(construction)?;
+                (Engine::Fft, Box::new(r))
+            }
+            None => {
+                let params = SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2)
+                    .interpolation(SincInterpolationType::Cubic);
+                let ratio = TARGET_SAMPLE_RATE as f64 / input_rate as f64;
+                let chunk = rate_in / CHUNKS_PER_SECOND;
+                let r = Async::<f32>::new_sinc(ratio, 1.0, &params, chunk, 1, FixedAsync::Input)
+                    .map_err(construction)?;
+                (Engine::Sinc, Box::new(r))
+            }
+        };
         let inner = Inner {
             engine,
             pending: Vec::with_capacity(resampler.input_frames_max()),
@@ -290,6 +314,15 @@ fn fft_block(rate_in: usize, rate_out: usize, target: usize, max: usize) -> Opti
     Some(periods * period_in)
 }
 
+/// An error unless `rate` is within `min..=max` Hz.
+fn check_rate(rate: u32, min: u32, max: u32) -> Result<(), AudioError> {
+    if (min..=max).contains(&rate) {
+        Ok(())
+    } else {
+        Err(AudioError::UnsupportedSampleRate { rate, min, max })
+    }
+}
+
 /// Greatest common divisor.
 fn gcd(mut a: usize, mut b: usize) -> usize {
     while b != 0 {
@@ -302,13 +335,7 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 /// `ceil(len × 16000 / input_rate)` output samples. Uses rubato's [`Fft`] resampler (exact ratio,
 /// high quality; for files latency does not matter, so larger blocks are fine).
 pub fn resample_all(samples: &[f32], input_rate: u32) -> Result<Vec<f32>, AudioError> {
-    if !(MIN_FILE_SAMPLE_RATE..=MAX_FILE_SAMPLE_RATE).contains(&input_rate) {
-        return Err(AudioError::UnsupportedSampleRate {
-            rate: input_rate,
-            min: MIN_FILE_SAMPLE_RATE,
-            max: MAX_FILE_SAMPLE_RATE,
-        });
-    }
+    check_rate(input_rate, MIN_FILE_SAMPLE_RATE, MAX_FILE_SAMPLE_RATE)?;
     if input_rate == TARGET_SAMPLE_RATE || samples.is_empty() {
         return Ok(samples.to_vec());
     }
@@ -317,7 +344,7 @@ pub fn resample_all(samples: &[f32], input_rate: u32) -> Result<Vec<f32>, AudioE
         reason,
     };
     let (rate_in, rate_out) = (input_rate as usize, TARGET_SAMPLE_RATE as usize);
-    let block = fft_block(rate_in, rate_out, 2048, usize::MAX).unwrap_or(2048);
+    let block = fft_block(rate_in, rate_out, FILE_BLOCK_FRAMES, usize::MAX).unwrap_or(2048);
     let mut resampler = Fft::<f32>::new(rate_in, rate_out, block, 1, FixedSync::Both)
         .map_err(|e| err(e.to_string()))?;
     let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.to_string()))?;

@@ -3,8 +3,12 @@
 //! event saying what was wrong and what is accepted; the session goes on.
 
 use super::{Driver, Ending};
-use crate::protocol::{ClientMessage, ServerMessage, decode_base64_audio};
+use crate::protocol::{ClientMessage, ServerMessage, close_code, decode_base64_audio};
 use crate::session::resolve_options;
+
+/// Messages a session may send that cannot be understood before it is ended: a client
+/// that speaks the protocol sends none, one with a bug a few.
+pub const MAX_INVALID_MESSAGES: u32 = 100;
 
 /// The driver's answer to one client message.
 #[derive(Debug, PartialEq)]
@@ -16,8 +20,15 @@ pub enum Reply {
 }
 
 impl Driver {
-    /// Applies one of sori's client messages.
+    /// Applies one of sori's client messages. Once the session is closing, only `stop` means
+    /// anything (it already stopped); the rest is ignored, without an error for each.
     pub fn apply(&mut self, message: ClientMessage) -> Reply {
+        if !self.is_live() {
+            return match message {
+                ClientMessage::Stop => Reply::Stop,
+                _ => Reply::Send(Vec::new()),
+            };
+        }
         let events = match message {
             ClientMessage::Audio { audio } => self.push_base64(&audio),
             ClientMessage::Start(requested) => {
@@ -50,7 +61,11 @@ impl Driver {
 
     /// Feeds raw PCM in the session's format. Too big, empty or malformed frames, and frames
     /// arriving while too much audio waits for a decoder, are refused with an `error` event.
+    /// Audio after `stop` (a client still sending while the last finals drain) is ignored.
     pub fn push_audio(&mut self, bytes: &[u8]) -> Vec<ServerMessage> {
+        if !self.is_live() {
+            return Vec::new();
+        }
         let refusal = self.check_frame(bytes.len()).err().or_else(|| {
             self.stream
                 .session
@@ -61,9 +76,30 @@ impl Driver {
         self.errors_counted(refusal.into_iter().collect())
     }
 
-    /// A client message that could not be parsed: its `error` event, counted.
+    /// A client message that could not be parsed: its `error` event, counted. Past
+    /// [`MAX_INVALID_MESSAGES`] in one session the client is not speaking the protocol (or is
+    /// flooding the server with replies it may never read): the session ends with a fatal
+    /// `too_many_invalid_messages` and close 1008.
     pub fn refuse(&mut self, error: ServerMessage) -> Vec<ServerMessage> {
-        self.errors_counted(vec![error])
+        self.invalid_messages = self.invalid_messages.saturating_add(1);
+        if self.invalid_messages <= MAX_INVALID_MESSAGES {
+            return self.errors_counted(vec![error]);
+        }
+        if !self.is_live() {
+            return Vec::new();
+        }
+        self.close(Ending::Graceful {
+            code: close_code::POLICY,
+            reason: "too many invalid messages",
+        });
+        self.errors_counted(vec![ServerMessage::error(
+            "too_many_invalid_messages",
+            format!(
+                "more than {MAX_INVALID_MESSAGES} messages of this session could not be understood; \
+                 the session ends (see docs/protocol.md for the messages accepted)"
+            ),
+            true,
+        )])
     }
 
     fn push_base64(&mut self, audio: &str) -> Vec<ServerMessage> {

@@ -20,13 +20,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval};
 
-pub use client::Reply;
+pub use client::{MAX_INVALID_MESSAGES, Reply};
 use enrich::{Enricher, FanOut};
 pub use lags::SessionLags;
 
 use crate::audio::AudioError;
 use crate::engine::Engine;
-use crate::outputs::TranscriptWriter;
+use crate::outputs::{TranscriptError, TranscriptWriter};
 use crate::protocol::{EffectiveOptions, ServerMessage, SessionSummary, close_code};
 use crate::session::Stream;
 
@@ -87,7 +87,8 @@ impl Ending {
 /// What the transport should do next.
 #[derive(Debug)]
 pub enum Step {
-    /// Send these events (finals are already in the transcript file).
+    /// Send these events (finals are already in the transcript file, or one
+    /// `transcript_not_saved` error among them says they are not).
     Send(Vec<ServerMessage>),
     /// A limit or the server ended the session: send `notice` if there is one; the driver is
     /// now closing and goes on yielding the last events.
@@ -123,6 +124,12 @@ pub struct Driver {
     stream: Stream,
     config: DriverConfig,
     writer: Option<TranscriptWriter>,
+    /// The client was told its transcript is not saved (once per session, not once per line).
+    transcript_error_sent: bool,
+    /// Client messages that could not be understood; past [`MAX_INVALID_MESSAGES`] the session ends.
+    invalid_messages: u32,
+    /// The transcript's files, once its subtitles are written.
+    outputs: Vec<PathBuf>,
     /// Keywords, then RAG: the order their late results are drained in.
     fanouts: Vec<FanOut>,
     status: Option<Interval>,
@@ -130,6 +137,10 @@ pub struct Driver {
     session_end: Option<Instant>,
     /// Set by the server on SIGTERM; `None` where nothing can stop the server under it.
     stopping: Option<watch::Receiver<bool>>,
+    /// How long the closing drain may take once the server stops (`None`: no bound of its own).
+    shutdown_drain: Option<Duration>,
+    /// When that drain must end, from the moment the driver saw the server stop.
+    shutdown_at: Option<Instant>,
     /// The server's table of lags, for the monitor.
     lags: Option<SessionLags>,
     phase: Phase,
@@ -159,13 +170,11 @@ impl Driver {
             early_errors,
         } = opening;
         let stream = engine.stream(id.clone(), options)?;
-        let writer = config.outputs_dir.as_ref().and_then(|dir| {
-            TranscriptWriter::create(dir, &id)
-                .inspect_err(|e| {
-                    tracing::error!(error = %e, dir = %dir.display(), "cannot write transcripts");
-                })
-                .ok()
-        });
+        // No file is created before the first final: a session with no speech leaves none.
+        let writer = config
+            .outputs_dir
+            .as_ref()
+            .map(|dir| TranscriptWriter::new(dir, &id));
         let now = Instant::now();
         let status = config.status_interval.map(|every| {
             let mut interval = tokio::time::interval_at(now + every, every);
@@ -174,15 +183,21 @@ impl Driver {
         });
         let mut driver = Self {
             model_name: engine.model_name.clone(),
-            session_end: config.max_session.map(|d| now + d),
+            // A limit too far to express as an instant is no limit.
+            session_end: config.max_session.and_then(|d| now.checked_add(d)),
             fanouts: enrichers.iter().cloned().map(FanOut::new).collect(),
             id,
             stream,
             config,
             writer,
+            transcript_error_sent: false,
+            invalid_messages: 0,
+            outputs: Vec::new(),
             status,
             last_heard: now,
             stopping: None,
+            shutdown_drain: None,
+            shutdown_at: None,
             lags: None,
             phase: Phase::Live,
             ending: None,
@@ -197,6 +212,27 @@ impl Driver {
     /// Ends the session gracefully (close 1001) when `stopping` turns true.
     pub fn stop_on(mut self, stopping: watch::Receiver<bool>) -> Self {
         self.stopping = Some(stopping);
+        self
+    }
+
+    /// Once the server stops, the last finals and the enrichers' results get at most `drain`;
+    /// then the session closes with what it has, so the server exits within its grace.
+    pub fn drain_within(mut self, drain: Duration) -> Self {
+        self.shutdown_drain = Some(drain);
+        self
+    }
+
+    /// Measures each final's latency for `/metrics` and `/api/status` (live sessions).
+    pub fn measure_latency(mut self) -> Self {
+        self.stream.session.measure_latency();
+        self
+    }
+
+    /// Marks a file session: its utterances are decoded together in windows of up to
+    /// `max_s` seconds (`stt.file_merge_s`; 0 = one decode each), each still its own final.
+    /// Throughput over latency, so never for live sessions.
+    pub fn merge_file_windows(mut self, max_s: f64) -> Self {
+        self.stream.session.merge_file_windows(max_s);
         self
     }
 
@@ -233,6 +269,19 @@ impl Driver {
     /// before it feeds more audio, so a long file is never queued whole.
     pub fn final_waiting(&self) -> bool {
         self.stream.session.has_job(false)
+    }
+
+    /// Files: hands the decoders every final they have room for, without waiting, so that a
+    /// file keeps every worker busy (one worker each is `stt.workers` single-threaded ones).
+    pub fn submit_ready(&mut self) {
+        self.stream.submit_ready();
+    }
+
+    /// Files: whether a final is still waiting for room (this file's decodes in flight are
+    /// as many as the workers, or the queue is full): call [`next`](Self::next) before
+    /// feeding more, so a long file is never queued whole.
+    pub fn final_held_back(&self) -> bool {
+        self.stream.session.has_waiting_final()
     }
 
     /// Feeds mono samples at the session's sample rate (files; no frame or backlog limit).
@@ -278,7 +327,10 @@ impl Driver {
     }
 
     async fn next_live(&mut self) -> Step {
-        let idle_at = self.config.idle_timeout.map(|d| self.last_heard + d);
+        let idle_at = self
+            .config
+            .idle_timeout
+            .and_then(|d| self.last_heard.checked_add(d));
         tokio::select! {
             events = self.stream.progress() => Step::Send(self.released(events)),
             events = next_of_any(&mut self.fanouts) => Step::Send(self.recorded(events)),
@@ -291,15 +343,22 @@ impl Driver {
 
     async fn next_final(&mut self) -> Step {
         if !self.stream.session.is_drained() {
-            let events = self.stream.progress().await;
-            return Step::Send(self.released(events));
+            let drain = self.shutdown_drain;
+            tokio::select! {
+                events = self.stream.progress() => return Step::Send(self.released(events)),
+                () = drain_deadline(&mut self.stopping, &mut self.shutdown_at, drain) => {
+                    tracing::warn!("the server is stopping: closing before the last finals");
+                }
+            }
         }
-        let until = Instant::now()
-            + self
-                .fanouts
-                .first()
-                .map_or(Duration::ZERO, FanOut::drain_limit);
+        let subtitles_failed = self.finish_transcript();
+        // The enrichers run side by side: one deadline for all, the longest limit of theirs.
+        let longest = self.fanouts.iter().map(FanOut::drain_limit).max();
+        let until = Instant::now() + longest.unwrap_or(Duration::ZERO);
         self.phase = Phase::Enrich { index: 0, until };
+        if let Some(error) = subtitles_failed {
+            return Step::Send(vec![error]);
+        }
         Box::pin(self.next()).await
     }
 
@@ -308,18 +367,25 @@ impl Driver {
             return self.closed();
         }
         let fanout = &mut self.fanouts[index];
-        if fanout.pending() > 0
-            && let Ok(events) = tokio::time::timeout_at(until, fanout.next()).await
-        {
-            return Step::Send(self.recorded(events));
+        if fanout.pending() > 0 {
+            let drain = self.shutdown_drain;
+            tokio::select! {
+                result = tokio::time::timeout_at(until, fanout.next()) => {
+                    if let Ok(events) = result {
+                        return Step::Send(self.recorded(events));
+                    }
+                }
+                () = drain_deadline(&mut self.stopping, &mut self.shutdown_at, drain) => {
+                    // The server is stopping: no enricher is waited for any longer.
+                    self.phase = Phase::Enrich { index: self.fanouts.len(), until };
+                    return Box::pin(self.next()).await;
+                }
+            }
         }
-        let next = index + 1;
-        let until = Instant::now()
-            + self
-                .fanouts
-                .get(next)
-                .map_or(Duration::ZERO, FanOut::drain_limit);
-        self.phase = Phase::Enrich { index: next, until };
+        self.phase = Phase::Enrich {
+            index: index + 1,
+            until,
+        };
         Box::pin(self.next()).await
     }
 
@@ -340,19 +406,57 @@ impl Driver {
     }
 
     /// Writes what belongs in the transcript file (finals, keywords); passes everything on.
-    fn recorded(&mut self, events: Vec<ServerMessage>) -> Vec<ServerMessage> {
+    /// A failed write adds one `transcript_not_saved` error (the first time only).
+    fn recorded(&mut self, mut events: Vec<ServerMessage>) -> Vec<ServerMessage> {
+        let mut failure = None;
         if let Some(writer) = self.writer.as_mut() {
             for event in &events {
                 if let Err(e) = writer.record(event) {
-                    tracing::error!(error = %e, "a final could not be written to the transcript file");
+                    failure.get_or_insert(e);
                 }
             }
         }
+        let notice = failure.and_then(|e| self.transcript_failed(&e));
         if self.client_gone() {
-            Vec::new()
-        } else {
-            events
+            return Vec::new();
         }
+        events.extend(notice);
+        events
+    }
+
+    /// The subtitle files, once every final is out; the error to send if they failed.
+    fn finish_transcript(&mut self) -> Option<ServerMessage> {
+        let result = self.writer.as_mut().map(TranscriptWriter::finish)?;
+        match result {
+            Ok(files) => {
+                self.outputs = files;
+                None
+            }
+            Err(e) => self.transcript_failed(&e),
+        }
+    }
+
+    /// Logs a transcript write that failed; the first time, the `error` event telling the
+    /// client (not fatal: the session goes on, its events are still sent).
+    fn transcript_failed(&mut self, error: &TranscriptError) -> Option<ServerMessage> {
+        if self.transcript_error_sent {
+            tracing::debug!(error = %error, "the transcript could not be saved (again)");
+            return None;
+        }
+        tracing::error!(error = %error, "the transcript could not be saved");
+        self.transcript_error_sent = true;
+        if self.client_gone() {
+            return None;
+        }
+        self.stream.session.summary_mut().errors += 1;
+        Some(ServerMessage::error(
+            "transcript_not_saved",
+            format!(
+                "the server could not save this session's transcript ({}); the session goes on and its events are still sent, but keep your own copy of them",
+                error.reason()
+            ),
+            false,
+        ))
     }
 
     fn status_event(&self) -> ServerMessage {
@@ -381,13 +485,7 @@ impl Driver {
         if let Some(lags) = &self.lags {
             lags.remove(&self.id);
         }
-        let files = match self.writer.take().map(TranscriptWriter::close).transpose() {
-            Ok(files) => files.unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write subtitle files");
-                Vec::new()
-            }
-        };
+        let files = std::mem::take(&mut self.outputs);
         let summary = {
             let s = self.stream.session.summary_mut();
             s.outputs = files.iter().map(|p| p.display().to_string()).collect();
@@ -495,6 +593,24 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Resolves when a stopping server's drain time is up: `drain` after the driver first sees
+/// `stopping` (remembered in `at`, so the deadline holds across calls); never without a drain
+/// limit or while the server runs.
+async fn drain_deadline(
+    stopping: &mut Option<watch::Receiver<bool>>,
+    at: &mut Option<Instant>,
+    drain: Option<Duration>,
+) {
+    let Some(drain) = drain else {
+        return std::future::pending().await;
+    };
+    if at.is_none() {
+        shutdown(stopping).await;
+        *at = Some(Instant::now() + drain);
+    }
+    sleep_until(*at).await
 }
 
 async fn shutdown(stopping: &mut Option<watch::Receiver<bool>>) {

@@ -191,6 +191,52 @@ async fn shutdown_finishes_the_finals_and_closes_with_going_away() {
 }
 
 #[tokio::test]
+async fn what_a_client_sends_while_the_session_drains_is_ignored_without_errors() {
+    let engine = engine();
+    let (mut driver, _) = start(&engine, live_config(), &[]);
+    speak_two_utterances(&mut driver);
+    let audio_before = driver.stream.session.summary_mut().audio_seconds;
+    assert_eq!(driver.apply(ClientMessage::Stop), Reply::Stop);
+    // A client that goes on streaming after `stop`: speech, oversized and empty frames, commands.
+    for frame in [tone(1.5), silence(1.2)].concat().chunks(1600) {
+        assert!(driver.push_audio(&pcm_s16le(frame)).is_empty());
+    }
+    assert!(driver.push_audio(&vec![0u8; 1 << 20]).is_empty());
+    assert!(driver.push_audio(&[]).is_empty());
+    let restart = ClientMessage::Start(Default::default());
+    assert_eq!(driver.apply(restart), Reply::Send(Vec::new()));
+    assert_eq!(driver.apply(ClientMessage::Stop), Reply::Stop);
+    let (sent, closed) = run_to_close(&mut driver).await;
+    assert_eq!(
+        final_ids(&sent),
+        [0, 1],
+        "only what came before stop: {sent:?}"
+    );
+    assert_eq!(closed.summary.errors, 0, "no error flood");
+    assert_eq!(
+        closed.summary.audio_seconds,
+        (audio_before * 1000.0).round() / 1000.0
+    );
+}
+
+#[tokio::test]
+async fn limits_too_far_to_express_are_no_limits() {
+    let engine = engine();
+    let config = DriverConfig {
+        idle_timeout: Some(Duration::MAX),
+        max_session: Some(Duration::MAX),
+        ..live_config()
+    };
+    let (mut driver, _) = start(&engine, config, &[]);
+    let step = tokio::time::timeout(Duration::from_millis(200), driver.next()).await;
+    assert!(step.is_err(), "no limit fires: {step:?}");
+    speak_two_utterances(&mut driver);
+    driver.close(Ending::stopped());
+    let (sent, _) = run_to_close(&mut driver).await;
+    assert_eq!(final_ids(&sent), [0, 1]);
+}
+
+#[tokio::test]
 async fn status_ticks_report_the_lag_to_the_monitor() {
     let engine = engine();
     let lags = SessionLags::default();
@@ -232,6 +278,30 @@ async fn bad_frames_get_errors_and_the_session_goes_on() {
     let (sent, closed) = run_to_close(&mut driver).await;
     assert_eq!(final_ids(&sent), [0, 1]);
     assert_eq!(closed.summary.errors, 3);
+}
+
+#[tokio::test]
+async fn a_flood_of_invalid_messages_ends_the_session_with_1008() {
+    let engine = engine();
+    let (mut driver, _) = start(&engine, live_config(), &[]);
+    let invalid = || ServerMessage::error("invalid_message", "not understood", false);
+    for _ in 0..super::MAX_INVALID_MESSAGES {
+        assert_eq!(driver.refuse(invalid()).len(), 1, "each earns its error");
+    }
+    assert!(driver.is_live(), "up to the limit the session goes on");
+    let last = driver.refuse(invalid());
+    assert!(
+        matches!(last.as_slice(), [ServerMessage::Error { code, fatal: true, .. }] if code == "too_many_invalid_messages"),
+        "{last:?}"
+    );
+    assert!(!driver.is_live());
+    assert!(
+        driver.refuse(invalid()).is_empty(),
+        "nothing more once closing"
+    );
+    let (_, closed) = run_to_close(&mut driver).await;
+    let (_, code, _) = closed.farewell.expect("a graceful close");
+    assert_eq!(code, close_code::POLICY);
 }
 
 #[tokio::test]
@@ -381,4 +451,105 @@ async fn sessions_that_do_not_want_an_enricher_do_not_get_it() {
     let (sent, _) = run_to_close(&mut driver).await;
     assert_eq!(final_ids(&sent), [0, 1]);
     assert!(keywords_of(&sent).is_empty());
+}
+
+#[tokio::test]
+async fn a_transcript_that_cannot_be_saved_is_reported_once_and_the_finals_still_come() {
+    // The outputs folder under a regular file: every write fails, for root too.
+    let blocker = std::env::temp_dir().join(format!("sori-driver-blocker-{}", std::process::id()));
+    std::fs::write(&blocker, "a file, not a folder").unwrap();
+    let engine = engine();
+    let config = DriverConfig {
+        outputs_dir: Some(blocker.join("outputs")),
+        ..live_config()
+    };
+    let (mut driver, _) = start(&engine, config, &[]);
+    speak_two_utterances(&mut driver);
+    driver.close(Ending::stopped());
+    let (sent, closed) = run_to_close(&mut driver).await;
+    assert_eq!(final_ids(&sent), [0, 1], "{sent:?}");
+    let errors: Vec<_> = sent
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Error { code, fatal, .. } => Some((code.as_str(), *fatal)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, [("transcript_not_saved", false)], "{sent:?}");
+    assert_eq!(closed.summary.errors, 1);
+    assert!(closed.summary.outputs.is_empty(), "{:?}", closed.summary);
+    std::fs::remove_file(blocker).ok();
+}
+
+#[tokio::test]
+async fn a_session_without_speech_leaves_no_files() {
+    let dir = std::env::temp_dir().join(format!("sori-driver-silent-{}", std::process::id()));
+    let engine = engine();
+    let config = DriverConfig {
+        outputs_dir: Some(dir.clone()),
+        ..live_config()
+    };
+    let (mut driver, _) = start(&engine, config, &[]);
+    for frame in silence(3.0).chunks(1600) {
+        assert!(driver.push_audio(&pcm_s16le(frame)).is_empty());
+    }
+    driver.close(Ending::stopped());
+    let (sent, closed) = run_to_close(&mut driver).await;
+    assert!(final_ids(&sent).is_empty(), "{sent:?}");
+    assert!(closed.summary.outputs.is_empty());
+    assert!(!dir.exists(), "{} was created", dir.display());
+}
+
+/// An enricher whose backend never answers (a hung LLM), with the given drain limit.
+struct Hung(Duration);
+
+impl Enricher for Hung {
+    fn wanted(&self, _: &EffectiveOptions) -> bool {
+        true
+    }
+
+    fn drain_limit(&self) -> Duration {
+        self.0
+    }
+
+    fn enrich(&self, _: FinalText, _: EarlyEvents) -> EnrichFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn enrichers_drain_side_by_side_within_one_deadline() {
+    let engine = engine();
+    let limit = Duration::from_secs(2);
+    let hung: [Arc<dyn Enricher>; 2] = [Arc::new(Hung(limit)), Arc::new(Hung(limit))];
+    let (mut driver, _) = start(&engine, live_config(), &hung);
+    speak_two_utterances(&mut driver);
+    driver.apply(ClientMessage::Stop);
+    let started = std::time::Instant::now();
+    let (sent, closed) = run_to_close(&mut driver).await;
+    let took = started.elapsed();
+    assert_eq!(final_ids(&sent), [0, 1]);
+    assert!(closed.farewell.is_some());
+    // One after the other they would take 4 s.
+    assert!(took < limit + limit / 2, "the drain took {took:?}");
+}
+
+#[tokio::test]
+async fn a_stopping_server_bounds_the_drain_whatever_the_enrichers_limits() {
+    let engine = engine();
+    let (stop, stopping) = watch::channel(false);
+    let limit = Duration::from_secs(30);
+    let hung: [Arc<dyn Enricher>; 2] = [Arc::new(Hung(limit)), Arc::new(Hung(limit))];
+    let (driver, _) = start(&engine, live_config(), &hung);
+    let mut driver = driver
+        .stop_on(stopping)
+        .drain_within(Duration::from_millis(500));
+    speak_two_utterances(&mut driver);
+    let started = std::time::Instant::now();
+    stop.send_replace(true);
+    let (sent, closed) = run_to_close(&mut driver).await;
+    let took = started.elapsed();
+    assert_eq!(final_ids(&sent), [0, 1], "the finals still come");
+    assert_eq!(closed.farewell.unwrap().1, close_code::GOING_AWAY);
+    assert!(took < Duration::from_secs(5), "the drain took {took:?}");
 }

@@ -10,8 +10,9 @@
 //!
 //! Every metric is listed, with its meaning, in docs/operations.md.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 mod prometheus;
 
@@ -30,6 +31,10 @@ const RTF_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0
 const QUEUE_WAIT_BUCKETS: &[f64] = &[0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// One chat completion: a few hundred milliseconds (vLLM) to the timeout (a CPU llama.cpp).
 const LLM_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
+/// Final latency (last word's audio in → final out), in seconds.
+const FINAL_LATENCY_BUCKETS: &[f64] = &[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
+/// The window of the recent final-latency percentile shown to load balancers.
+const RECENT_WINDOW: Duration = Duration::from_secs(60);
 /// Retrieval is milliseconds in process, more with a remote embedder and reranker; a `/query`
 /// answer adds an LLM call.
 const RAG_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -133,8 +138,13 @@ pub struct Metrics {
     decode_audio_seconds: Counter,
     real_time_factor: Histogram,
     queue_wait_seconds: Histogram,
+    decode_busy_seconds: Counter,
+    partials_preempted: Counter,
     segments_final: Counter,
     segments_filtered: Family<Counter>,
+    final_latency_seconds: Histogram,
+    /// (when, latency in seconds) of the finals of the last minute.
+    recent_final_latency: Mutex<VecDeque<(Instant, f64)>>,
     llm_request_seconds: Family<Histogram>,
     llm_errors: Family<Counter>,
     cache_hits: Family<Counter>,
@@ -155,6 +165,8 @@ pub struct ServerGauges {
     pub workers: usize,
     pub workers_busy: usize,
     pub queue_depth: usize,
+    /// Share of the decoders' time spent decoding over the last minute (0–1).
+    pub decode_utilisation: f64,
 }
 
 impl Default for Metrics {
@@ -176,8 +188,12 @@ impl Metrics {
             decode_audio_seconds: Counter::default(),
             real_time_factor: Histogram::new(RTF_BUCKETS),
             queue_wait_seconds: Histogram::new(QUEUE_WAIT_BUCKETS),
+            decode_busy_seconds: Counter::default(),
+            partials_preempted: Counter::default(),
             segments_final: Counter::default(),
             segments_filtered: Family::new(&["reason"], Counter::default),
+            final_latency_seconds: Histogram::new(FINAL_LATENCY_BUCKETS),
+            recent_final_latency: Mutex::new(VecDeque::new()),
             llm_request_seconds: Family::new(&["purpose"], || Histogram::new(LLM_BUCKETS)),
             llm_errors: Family::new(&["purpose", "kind"], Counter::default),
             cache_hits: Family::new(&["namespace"], Counter::default),
@@ -237,6 +253,7 @@ impl Metrics {
         audio_seconds: f64,
     ) {
         self.decodes.with(&[outcome], Counter::inc);
+        self.decode_busy_seconds.add(decode.as_secs_f64());
         self.queue_wait_seconds.observe(queued.as_secs_f64());
         if outcome == "ok" {
             self.decode_seconds.observe(decode.as_secs_f64());
@@ -246,6 +263,49 @@ impl Metrics {
                     .observe(decode.as_secs_f64() / audio_seconds);
             }
         }
+    }
+
+    /// A waiting final cancelled a running partial.
+    pub fn partial_preempted(&self) {
+        self.partials_preempted.inc();
+    }
+
+    /// A live session released a final `latency` after its last word's audio arrived.
+    pub fn final_released(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        self.final_latency_seconds.observe(seconds);
+        let now = Instant::now();
+        let mut recent = self
+            .recent_final_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recent.push_back((now, seconds));
+        while recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RECENT_WINDOW)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// The 95th percentile of the last minute's final latencies; `None` without finals.
+    pub fn recent_final_latency_p95(&self) -> Option<f64> {
+        let now = Instant::now();
+        let recent = self
+            .recent_final_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut latencies: Vec<f64> = recent
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= RECENT_WINDOW)
+            .map(|(_, s)| *s)
+            .collect();
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_by(f64::total_cmp);
+        let rank = ((latencies.len() as f64 * 0.95).ceil() as usize).clamp(1, latencies.len());
+        Some(latencies[rank - 1])
     }
 
     /// A final segment was sent.
@@ -394,6 +454,21 @@ impl Metrics {
             "Decode time divided by the utterance's audio time, per decode (below 1 keeps up).",
             &self.real_time_factor,
         );
+        out.gauge(
+            "sori_decode_utilisation",
+            "Share of the decoder workers' time spent decoding over the last minute (0-1).",
+            gauges.decode_utilisation,
+        );
+        out.counter(
+            "sori_decode_busy_seconds_total",
+            "Time the decoder workers spent decoding, every outcome included.",
+            &self.decode_busy_seconds,
+        );
+        out.counter(
+            "sori_decode_partials_preempted_total",
+            "Partial decodes cancelled so that a waiting final could start.",
+            &self.partials_preempted,
+        );
         out.histogram(
             "sori_decode_queue_wait_seconds",
             "Time a decode request waited in the queue for a worker.",
@@ -412,6 +487,16 @@ impl Metrics {
             "sori_segments_filtered_total",
             "Final segments the hallucination filter dropped, by reason.",
             &self.segments_filtered,
+        );
+        out.histogram(
+            "sori_final_latency_seconds",
+            "Live finals: from the arrival of the last word's audio to the final being sent.",
+            &self.final_latency_seconds,
+        );
+        out.gauge(
+            "sori_final_latency_p95_seconds",
+            "95th percentile of the last minute's live final latencies (0 when there were none).",
+            self.recent_final_latency_p95().unwrap_or(0.0),
         );
     }
 

@@ -6,6 +6,8 @@
 //! - [`scheduler`]: which decode jobs to run (finals first, then speculation and partials when
 //!   a worker is free), cancelling stale partials, releasing finals in segment order;
 //! - `language`: with `auto`, the languages a decode may choose from and the session lock;
+//! - `merge`: file sessions only, consecutive utterances decoded together in one window and
+//!   split back into their own finals;
 //! - `events`: decode outcomes into `partial` / `final` / `filtered` events through the
 //!   hallucination filter;
 //! - [`options`]: what a client may ask for, validated;
@@ -15,6 +17,8 @@
 
 mod events;
 mod language;
+mod latency;
+mod merge;
 pub mod options;
 pub mod scheduler;
 pub mod stream;
@@ -24,6 +28,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use crate::audio::pcm::{PcmFormat, decode_frame};
 use crate::audio::resample::StreamResampler;
@@ -57,6 +62,8 @@ pub struct Session {
     filter: Arc<HallucinationFilter>,
     decode_defaults: DecodeOptions,
     ctx_trim: Option<(f64, f64)>,
+    /// Partials decoded as drafts (`stt.draft_partials`).
+    draft_partials: bool,
     partial_interval: usize,
     max_finals_in_flight: usize,
 
@@ -78,6 +85,9 @@ pub struct Session {
     waiting: VecDeque<Job>,
     in_flight: usize,
     partial_in_flight: bool,
+    /// When the last partial decode came back: partials of the session that waited longest go
+    /// first in the pool's queue.
+    last_partial_at: Instant,
     /// Cancels the partial in flight once the utterance ended: its result would be stale,
     /// and the worker is better spent on the final.
     partial_cancel: Option<Arc<AtomicBool>>,
@@ -88,6 +98,10 @@ pub struct Session {
     /// Events released and not yet collected by the driver.
     outbox: Vec<ServerMessage>,
     summary: SessionSummary,
+    /// Live sessions only: when their audio arrived, for the final-latency metric.
+    arrivals: Option<latency::ArrivalClock>,
+    /// File sessions only: utterances gathered into decode windows (`merge_file_windows`).
+    windows: Option<merge::Windows>,
 }
 
 impl Session {
@@ -110,8 +124,10 @@ impl Session {
                 audio_ctx: None,
                 initial_prompt: options.prompt.as_deref().map(Arc::from),
                 word_timestamps: true,
+                draft: false,
                 cancel: None,
             },
+            draft_partials: stt.draft_partials,
             ctx_trim: stt
                 .audio_ctx_trim
                 .then_some((stt.audio_ctx_margin_s, stt.audio_ctx_min_s)),
@@ -142,12 +158,15 @@ impl Session {
             waiting: VecDeque::new(),
             in_flight: 0,
             partial_in_flight: false,
+            last_partial_at: Instant::now(),
             partial_cancel: None,
             speculation: None,
             final_order: VecDeque::new(),
             finished: BTreeMap::new(),
             outbox: Vec::new(),
             summary: SessionSummary::default(),
+            arrivals: None,
+            windows: None,
         })
     }
 
@@ -211,6 +230,12 @@ impl Session {
         self.options.prompt = prompt.map(str::to_owned);
     }
 
+    /// Measures each final's latency from the arrival of its last word's audio (live sessions;
+    /// a file's audio arrives all at once and would only measure the queue).
+    pub fn measure_latency(&mut self) {
+        self.arrivals.get_or_insert_with(Default::default);
+    }
+
     /// Feeds raw PCM bytes in the session's format. A bad frame is rejected whole.
     pub fn push_pcm(&mut self, bytes: &[u8]) -> Result<(), AudioError> {
         self.mono.clear();
@@ -228,6 +253,9 @@ impl Session {
         self.resampled.clear();
         self.resampler.process(samples, &mut self.resampled);
         let resampled = std::mem::take(&mut self.resampled);
+        if let Some(clock) = self.arrivals.as_mut() {
+            clock.arrived(resampled.len());
+        }
         self.feed_vad(&resampled);
         self.resampled = resampled;
     }
@@ -239,6 +267,7 @@ impl Session {
         self.vad.flush(&mut events);
         self.handle_vad_events(&mut events);
         self.vad_events = events;
+        self.seal_window();
         self.cancel_stale_partial();
     }
 

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use super::Session;
 use crate::audio::TARGET_SAMPLE_RATE;
+use crate::protocol::ServerMessage;
 use crate::stt::engine::DecodeOutcome;
+use crate::stt::queue::Priority;
 use crate::stt::{DecodeOptions, trimmed_audio_ctx};
 use crate::vad::Utterance;
 
@@ -21,6 +23,8 @@ pub struct Job {
     pub job_id: u64,
     pub audio: Arc<[f32]>,
     pub opts: DecodeOptions,
+    /// Its place in the pool's queue.
+    pub priority: Priority,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,11 +91,17 @@ impl Session {
             },
         );
         self.final_order.push_back(job_id);
+        // A file session's utterance may join a decode window instead (merge.rs).
+        let Some(utterance) = self.gather(job_id, utterance) else {
+            return;
+        };
         let opts = self.decode_options(seconds, true, None);
         self.waiting.push_back(Job {
             job_id,
             audio: Arc::from(utterance.samples),
             opts,
+            // Due from the moment the speech ended.
+            priority: Priority::final_due(Instant::now()),
         });
     }
 
@@ -172,6 +182,11 @@ impl Session {
         None
     }
 
+    /// Whether a final is queued in the session but not yet handed to the pool.
+    pub fn has_waiting_final(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Whether `next_job` would return something (without taking it).
     pub fn has_job(&self, worker_idle: bool) -> bool {
         if !self.waiting.is_empty() {
@@ -238,6 +253,11 @@ impl Session {
         let start_s = start_sample as f64 / TARGET_SAMPLE_RATE as f64;
         let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
         let job_id = self.new_job_id();
+        let priority = if speculate {
+            Priority::final_due(Instant::now())
+        } else {
+            Priority::partial_due(self.last_partial_at)
+        };
         let kind = if speculate {
             self.drop_speculation();
             self.speculation = Some(Speculation {
@@ -255,6 +275,7 @@ impl Session {
         };
         let mut opts = self.decode_options(seconds, speculate, (!speculate).then_some(segment_id));
         if kind == JobKind::Partial {
+            opts.draft = self.draft_partials;
             let flag = Arc::new(AtomicBool::new(false));
             opts.cancel = Some(Arc::clone(&flag));
             self.partial_cancel = Some(flag);
@@ -276,12 +297,16 @@ impl Session {
             job_id,
             opts,
             audio,
+            priority,
         })
     }
 
     /// Takes in a decode outcome; the events it releases are collected with `take_events`.
     pub fn on_outcome(&mut self, outcome: DecodeOutcome) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(outcome) = self.window_outcome(outcome) else {
+            return; // a file window's, split into its utterances' finals (merge.rs)
+        };
         let Some(kind) = self.jobs.get(&outcome.job_id).map(|m| m.kind) else {
             tracing::debug!(job_id = outcome.job_id, "outcome of a forgotten job");
             return;
@@ -296,6 +321,7 @@ impl Session {
         match kind {
             JobKind::Partial => {
                 self.partial_in_flight = false;
+                self.last_partial_at = Instant::now();
                 self.partial_cancel = None;
                 if let Some(meta) = self.jobs.get(&outcome.job_id)
                     && let Ok(t) = &outcome.result
@@ -342,9 +368,25 @@ impl Session {
             match self.finished.remove(&next) {
                 Some(events) => {
                     self.final_order.pop_front();
+                    self.record_latency(&events);
                     self.outbox.extend(events);
                 }
                 None => break,
+            }
+        }
+    }
+
+    /// A released final's latency, from the arrival of its last word's audio.
+    fn record_latency(&self, events: &[ServerMessage]) {
+        let Some(clock) = self.arrivals.as_ref() else {
+            return;
+        };
+        for event in events {
+            if let ServerMessage::Final { words, end, .. } = event {
+                let last_word = words.last().map_or(*end, |w| w.end);
+                if let Some(arrived) = clock.arrival_of(last_word) {
+                    crate::metrics::global().final_released(arrived.elapsed());
+                }
             }
         }
     }

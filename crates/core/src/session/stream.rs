@@ -43,12 +43,7 @@ impl Stream {
                             return vec![ServerMessage::error("decoder_unavailable", "the decoder pool has shut down", true)];
                         };
                         if let Some(job) = self.session.next_job(true) {
-                            permit.send(DecodeRequest {
-                                job_id: job.job_id,
-                                audio: job.audio,
-                                opts: job.opts,
-                                reply: self.reply_tx.clone(),
-                            });
+                            permit.send(self.request(job));
                         }
                         continue;
                     }
@@ -65,6 +60,30 @@ impl Stream {
                 self.session.on_outcome(outcome);
                 return self.session.take_events();
             }
+        }
+    }
+
+    /// Hands the pool every job the session has ready while the queue has room, without
+    /// waiting (a file keeps every worker busy; outcomes are taken in by `progress`).
+    pub fn submit_ready(&mut self) {
+        while self.session.has_job(self.pool.has_idle_worker()) {
+            let Some(permit) = self.pool.try_reserve() else {
+                return;
+            };
+            let Some(job) = self.session.next_job(true) else {
+                return;
+            };
+            permit.send(self.request(job));
+        }
+    }
+
+    fn request(&self, job: super::Job) -> DecodeRequest {
+        DecodeRequest {
+            job_id: job.job_id,
+            audio: job.audio,
+            opts: job.opts,
+            priority: job.priority,
+            reply: self.reply_tx.clone(),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod filter;
 pub mod language;
+pub mod queue;
 pub mod scripted;
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub struct DecodeOptions {
     pub initial_prompt: Option<Arc<str>>,
     /// Word-level timestamps cost a little; partials skip them.
     pub word_timestamps: bool,
+    /// A partial: text that will be replaced, so decoded as cheaply as the engine can (no
+    /// timestamp tokens, one segment, no temperature fallback).
+    pub draft: bool,
     /// Set by the session when the result is no longer wanted (a partial overtaken by the
     /// utterance's end); the decoder then stops early with `SttError::Cancelled`.
     pub cancel: Option<Arc<AtomicBool>>,

@@ -10,6 +10,9 @@
 //! - **audio_ctx**: short utterances (VAD with a short silence) decoded with the full 30 s
 //!   encoder window and with the trimmed window: cost ratio and WER of each.
 
+pub mod capacity;
+pub mod child;
+pub mod hostile;
 pub mod load;
 pub mod peers;
 pub mod rag;
@@ -298,6 +301,7 @@ fn decode_options(
         }),
         initial_prompt: None,
         word_timestamps: words,
+        draft: false,
         cancel: None,
     }
 }

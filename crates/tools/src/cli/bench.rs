@@ -1,11 +1,12 @@
-//! `sori bench`: speed and latency of the decoder, keywords, RAG, a load soak, or peers side by
-//! side (see docs/benchmarks.md).
+//! `sori bench`: speed and latency of the decoder, keywords, RAG, a load soak, peers side by
+//! side, hostile clients, or the live streams one machine carries (see docs/benchmarks.md).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 use sori::config::Config;
+use sori::config::auto::available_cores;
 use sori_core::audio::decode::load_16k_mono;
 use sori_core::protocol::Language;
 use sori_score::JFK_REFERENCE;
@@ -14,6 +15,8 @@ use super::{EngineFlags, runtime};
 
 // No `///` here: the variant's doc in `Command` is the command's help.
 #[derive(clap::Args)]
+// `--clients` (in the load flags) is for the two benches that run streaming clients.
+#[command(group(clap::ArgGroup::new("streaming_clients").args(["load", "capacity"]).multiple(true)))]
 pub struct BenchArgs {
     /// Audio files; a same-named .txt beside a file is its reference transcript.
     /// Default: the JFK clip, and the JFK clip three times with pauses.
@@ -45,6 +48,10 @@ pub struct BenchArgs {
     soak: crate::bench::load::LoadArgs,
     #[command(flatten)]
     peers: crate::bench::peers::PeersArgs,
+    #[command(flatten)]
+    hostile: crate::bench::hostile::HostileArgs,
+    #[command(flatten)]
+    capacity: crate::bench::capacity::CapacityArgs,
 }
 
 pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -60,6 +67,8 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
         embed_url,
         soak,
         peers,
+        hostile,
+        capacity,
     } = args;
     let mut config = Config::load(config_path)?;
     if let Some(url) = llm_url {
@@ -67,6 +76,29 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     if let Some(url) = embed_url {
         config.rag.embed_url = url;
+    }
+    if hostile.hostile {
+        let report = runtime()?.block_on(crate::bench::hostile::run(&hostile))?;
+        report.print();
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
+    if capacity.capacity {
+        let setup = crate::bench::capacity::Setup {
+            levels: soak.clients,
+            files,
+            engine,
+            config: config_path.map(Path::to_owned),
+        };
+        let report = runtime()?.block_on(crate::bench::capacity::run(&capacity, setup))?;
+        println!("{}", report.to_markdown());
+        println!("{}", report.capacity_line());
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
     }
     if rag {
         config.validate()?;
@@ -82,6 +114,7 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let language = engine.language.unwrap_or(Language::En);
     engine.apply(&mut config);
+    let config = config.with_decoder_layout(available_cores());
     config.validate()?;
     if soak.load {
         let report = runtime()?.block_on(crate::bench::load::run(config, &soak, language))?;

@@ -53,6 +53,7 @@ pub fn run(args: EvalArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
         threads: args.threads,
     }
     .apply(&mut config);
+    let config = config.with_decoder_layout(sori::config::auto::available_cores());
     config.validate()?;
     let options = crate::eval::run::EvalOptions {
         language: args.language,

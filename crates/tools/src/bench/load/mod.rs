@@ -50,9 +50,10 @@ pub struct LoadArgs {
     /// (see docs/benchmarks.md). Takes --workers and --threads.
     #[arg(long)]
     pub load: bool,
-    /// Concurrent streaming clients for --load (default: twice --max-sessions).
-    #[arg(long, requires = "load")]
-    pub clients: Option<usize>,
+    /// Concurrent streaming clients: one number for --load (default: twice --max-sessions);
+    /// a comma-separated list of levels for --capacity (default 1,2,4,6,8,12).
+    #[arg(long, value_delimiter = ',', requires = "streaming_clients")]
+    pub clients: Vec<usize>,
     /// The server's session limit (server.max_sessions) for --load.
     #[arg(long, default_value_t = 3, requires = "load")]
     pub max_sessions: usize,
@@ -112,7 +113,14 @@ pub async fn run(
     if args.max_sessions == 0 {
         bail!("--max-sessions must be at least 1");
     }
-    let clients = args.clients.unwrap_or(2 * args.max_sessions);
+    let clients = match args.clients[..] {
+        [] => 2 * args.max_sessions,
+        [n] => n,
+        _ => bail!(
+            "--load takes one --clients number, not a list ({:?}); lists are for --capacity",
+            args.clients
+        ),
+    };
     if clients == 0 {
         bail!("--clients must be at least 1");
     }
@@ -485,7 +493,7 @@ impl Session {
 }
 
 /// The reference transcript: `<clip>.txt`, or the built-in one for a clip named `jfk.*`.
-fn reference_for(audio: &Path) -> anyhow::Result<String> {
+pub(crate) fn reference_for(audio: &Path) -> anyhow::Result<String> {
     if let Ok(text) = std::fs::read_to_string(audio.with_extension("txt")) {
         return Ok(text.trim().to_owned());
     }

@@ -1,0 +1,821 @@
+//! File sessions: consecutive utterances decoded together in one window.
+//!
+//! Whisper's encoder pays for at least `stt.audio_ctx_min_s` of audio and every decode pays the
+//! decoder's start, so a file's many short utterances cost more one by one than joined (JFK in
+//! ~0.7× the decode time; docs/benchmarks.md, "File windows"). Longer windows are not better:
+//! on the CPU a window's cost per second grows with its length, hence `stt.file_merge_s` = 10 s
+//! rather than the model's 30 s. A file session (never a live one: its finals would wait for
+//! the window to fill) gathers its utterances into a window of up to `stt.file_merge_s`
+//! seconds, joined by [`GAP_S`] of silence so Whisper hears a pause and the words of
+//! neighbours stay apart. The window is decoded once, with word timestamps; each word
+//! goes back to the utterance its midpoint lies in, and every utterance becomes its own final
+//! (segment id, start, end, words, text) through the usual filter and in-order release.
+//!
+//! A window is handed to the decoder when the next utterance would not fit, when it has no room
+//! left for any utterance, and when the stream ends or is flushed; so at most one window is
+//! held back, and the file feed (which stops while a final waits for a decoder) stays bounded.
+//! An utterance too long to share a window is decoded alone, as is a window of one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Session;
+use crate::audio::TARGET_SAMPLE_RATE;
+use crate::protocol::Word;
+use crate::stt::engine::DecodeOutcome;
+use crate::stt::queue::Priority;
+use crate::stt::{SttError, Transcript};
+use crate::vad::Utterance;
+
+/// Silence between two utterances of a window, in seconds.
+pub const GAP_S: f64 = 0.5;
+
+/// The model's window: no merged window is longer.
+const MAX_WINDOW_S: f64 = 30.0;
+
+/// A window with less room than this left (after the gap) takes no more utterances: it is sent
+/// at once instead of waiting for one that cannot fit. The VAD's shortest utterance (voiced
+/// audio, pre-roll and tail) is about this long.
+const MIN_ROOM_S: f64 = 1.0;
+
+fn samples(seconds: f64) -> usize {
+    (seconds * f64::from(TARGET_SAMPLE_RATE)).round() as usize
+}
+
+/// Where one utterance lies in a window's joined audio, in samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Placed {
+    /// The utterance's final job (its meta and place in the release order).
+    pub(super) job_id: u64,
+    pub(super) offset: usize,
+    pub(super) len: usize,
+}
+
+/// A window's joined audio and where each utterance lies in it.
+#[derive(Debug)]
+pub(super) struct Joined {
+    pub(super) audio: Vec<f32>,
+    pub(super) placed: Vec<Placed>,
+}
+
+/// What is ready for the decoder.
+#[derive(Debug)]
+pub(super) enum Ready {
+    /// Two or more utterances joined.
+    Window(Joined),
+    /// A window of one: decoded as it would be without merging.
+    Alone { job_id: u64, audio: Vec<f32> },
+}
+
+/// The gathering of one file session's utterances into windows.
+#[derive(Debug)]
+pub(super) struct Windows {
+    /// Most audio in a window, gaps included, in samples.
+    limit: usize,
+    gap: usize,
+    /// The window being gathered: final job ids and their audio, in segment order.
+    open: Vec<(u64, Vec<f32>)>,
+    /// Its joined length so far, gaps included.
+    open_len: usize,
+    /// Windows with the decoder, by their decode job id.
+    sent: HashMap<u64, Vec<Placed>>,
+}
+
+impl Windows {
+    /// Windows of up to `max_s` seconds (at most 30); `None` (one decode per utterance) for 0,
+    /// a negative or a non-finite value, or one too short to hold two utterances.
+    pub(super) fn new(max_s: f64) -> Option<Self> {
+        if !max_s.is_finite() || max_s < GAP_S + 2.0 * MIN_ROOM_S {
+            return None;
+        }
+        Some(Self {
+            limit: samples(max_s.min(MAX_WINDOW_S)),
+            gap: samples(GAP_S),
+            open: Vec::new(),
+            open_len: 0,
+            sent: HashMap::new(),
+        })
+    }
+
+    /// Takes an utterance (its final job id and audio): whatever it makes ready, in decode
+    /// order. An utterance too long to share a window is given back after the open window.
+    pub(super) fn add(&mut self, job_id: u64, audio: Vec<f32>) -> (Vec<Ready>, Option<Vec<f32>>) {
+        let mut ready = Vec::new();
+        if !self.open.is_empty() && self.open_len + self.gap + audio.len() > self.limit {
+            ready.extend(self.seal());
+        }
+        if audio.len() + self.gap + samples(MIN_ROOM_S) > self.limit {
+            return (ready, Some(audio));
+        }
+        if !self.open.is_empty() {
+            self.open_len += self.gap;
+        }
+        self.open_len += audio.len();
+        self.open.push((job_id, audio));
+        if self.open_len + self.gap + samples(MIN_ROOM_S) > self.limit {
+            ready.extend(self.seal());
+        }
+        (ready, None)
+    }
+
+    /// The open window, if it holds anything.
+    pub(super) fn seal(&mut self) -> Option<Ready> {
+        self.open_len = 0;
+        let mut open = std::mem::take(&mut self.open);
+        if open.len() <= 1 {
+            return open
+                .pop()
+                .map(|(job_id, audio)| Ready::Alone { job_id, audio });
+        }
+        Some(Ready::Window(join(&open, self.gap)))
+    }
+
+    /// Remembers where a window sent as decode job `job_id` put its utterances.
+    pub(super) fn sent(&mut self, job_id: u64, placed: Vec<Placed>) {
+        self.sent.insert(job_id, placed);
+    }
+}
+
+/// Utterances joined with `gap` samples of silence between them.
+pub(super) fn join(utterances: &[(u64, Vec<f32>)], gap: usize) -> Joined {
+    let total = utterances.iter().map(|(_, a)| a.len()).sum::<usize>()
+        + gap * utterances.len().saturating_sub(1);
+    let mut audio = Vec::with_capacity(total);
+    let mut placed = Vec::with_capacity(utterances.len());
+    for (i, (job_id, samples)) in utterances.iter().enumerate() {
+        if i > 0 {
+            audio.resize(audio.len() + gap, 0.0);
+        }
+        placed.push(Placed {
+            job_id: *job_id,
+            offset: audio.len(),
+            len: samples.len(),
+        });
+        audio.extend_from_slice(samples);
+    }
+    Joined { audio, placed }
+}
+
+/// A window's transcript split back into one per utterance: each word goes to the utterance
+/// its midpoint lies in (a gap is shared at its middle), its times made relative to that
+/// utterance's audio. Text is the words joined as Whisper's text joins them (words are split
+/// at the tokens that start with a space); language and scores are the window's, except the
+/// mean log-probability, moved by how much less (or more) sure the decoder was of this
+/// utterance's words than of the window's. An utterance with no words gets an empty text
+/// (which the filter drops as `empty`, as it would an utterance decoded alone to nothing).
+pub(super) fn split(window: &Transcript, placed: &[Placed]) -> Vec<(u64, Transcript)> {
+    let rate = f64::from(TARGET_SAMPLE_RATE);
+    // Where each utterance's share ends: the middle of the gap after it.
+    let bounds: Vec<f64> = placed
+        .windows(2)
+        .map(|pair| (pair[0].offset + pair[0].len + pair[1].offset) as f64 / 2.0 / rate)
+        .collect();
+    let mut words: Vec<Vec<Word>> = vec![Vec::new(); placed.len()];
+    for word in &window.words {
+        let mid = (word.start + word.end) / 2.0;
+        let index = bounds.iter().take_while(|&&b| mid >= b).count();
+        let p = placed[index];
+        let len_s = p.len as f64 / rate;
+        let offset_s = p.offset as f64 / rate;
+        let start = (word.start - offset_s).clamp(0.0, len_s);
+        words[index].push(Word {
+            word: word.word.clone(),
+            start,
+            end: (word.end - offset_s).clamp(start, len_s),
+            probability: word.probability,
+        });
+    }
+    let window_confidence = mean_log_probability(&window.words);
+    placed
+        .iter()
+        .zip(words)
+        .map(|(p, words)| {
+            let shift = match (mean_log_probability(&words), window_confidence) {
+                (Some(own), Some(all)) => own - all,
+                _ => 0.0,
+            };
+            let transcript = Transcript {
+                text: words
+                    .iter()
+                    .map(|w| w.word.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                language: window.language.clone(),
+                detection: window.detection,
+                words,
+                avg_logprob: window.avg_logprob + shift,
+                no_speech_prob: window.no_speech_prob,
+                audio_ctx: window.audio_ctx,
+            };
+            (p.job_id, transcript)
+        })
+        .collect()
+}
+
+/// The mean natural log of the words' probabilities; `None` without words.
+fn mean_log_probability(words: &[Word]) -> Option<f32> {
+    if words.is_empty() {
+        return None;
+    }
+    let sum: f32 = words.iter().map(|w| w.probability.max(1e-6).ln()).sum();
+    Some(sum / words.len() as f32)
+}
+
+/// The same failure for each utterance of a failed window.
+fn again(error: &SttError) -> SttError {
+    match error {
+        SttError::EmptyAudio => SttError::EmptyAudio,
+        SttError::PoolClosed => SttError::PoolClosed,
+        SttError::Cancelled => SttError::Cancelled,
+        SttError::Decode(reason) => SttError::Decode(reason.clone()),
+        other => SttError::Decode(other.to_string()),
+    }
+}
+
+impl Session {
+    /// Marks a file session: its utterances are decoded together in windows of up to `max_s`
+    /// seconds (`stt.file_merge_s`; 0 = one decode each). Never for live sessions, whose
+    /// finals would wait for the window to fill.
+    pub fn merge_file_windows(&mut self, max_s: f64) {
+        self.windows = Windows::new(max_s);
+    }
+
+    /// `queue_final`'s hook: a file session's utterance joins the open window (its final is
+    /// already in the release order) and `None` is returned; otherwise it is given back to be
+    /// queued alone.
+    pub(super) fn gather(&mut self, job_id: u64, utterance: Utterance) -> Option<Utterance> {
+        let Some(windows) = self.windows.as_mut() else {
+            return Some(utterance);
+        };
+        let Utterance {
+            start_sample,
+            samples,
+            speech_final,
+            rms,
+        } = utterance;
+        let (ready, alone) = windows.add(job_id, samples);
+        for r in ready {
+            self.queue_ready(r);
+        }
+        alone.map(|samples| Utterance {
+            start_sample,
+            samples,
+            speech_final,
+            rms,
+        })
+    }
+
+    /// Hands the window being gathered to the decoder (the stream ended or was flushed).
+    pub(super) fn seal_window(&mut self) {
+        if let Some(ready) = self.windows.as_mut().and_then(Windows::seal) {
+            self.queue_ready(ready);
+        }
+    }
+
+    fn queue_ready(&mut self, ready: Ready) {
+        let (job_id, audio) = match ready {
+            Ready::Alone { job_id, audio } => (job_id, audio),
+            Ready::Window(joined) => {
+                let job_id = self.new_job_id();
+                tracing::debug!(
+                    job_id,
+                    utterances = joined.placed.len(),
+                    seconds = joined.audio.len() as f64 / f64::from(TARGET_SAMPLE_RATE),
+                    "file window"
+                );
+                if let Some(windows) = self.windows.as_mut() {
+                    windows.sent(job_id, joined.placed);
+                }
+                (job_id, joined.audio)
+            }
+        };
+        let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
+        let opts = self.decode_options(seconds, true, None);
+        self.waiting.push_back(super::scheduler::Job {
+            job_id,
+            audio: Arc::from(audio),
+            opts,
+            priority: Priority::final_due(Instant::now()),
+        });
+    }
+
+    /// `on_outcome`'s hook: a window's outcome becomes its utterances' finals (`None`);
+    /// any other outcome is given back.
+    pub(super) fn window_outcome(&mut self, outcome: DecodeOutcome) -> Option<DecodeOutcome> {
+        let placed = self
+            .windows
+            .as_mut()
+            .and_then(|w| w.sent.remove(&outcome.job_id));
+        let Some(placed) = placed else {
+            return Some(outcome);
+        };
+        tracing::debug!(
+            job_id = outcome.job_id,
+            utterances = placed.len(),
+            ok = outcome.result.is_ok(),
+            decode_ms = outcome.decode.as_millis() as u64,
+            "file window decoded"
+        );
+        let DecodeOutcome {
+            result,
+            queued,
+            decode,
+            ..
+        } = outcome;
+        let results: Vec<(u64, Result<Transcript, SttError>)> = match &result {
+            Ok(window) => split(window, &placed)
+                .into_iter()
+                .map(|(job_id, t)| (job_id, Ok(t)))
+                .collect(),
+            Err(e) => placed.iter().map(|p| (p.job_id, Err(again(e)))).collect(),
+        };
+        for (job_id, result) in results {
+            if let Some(meta) = self.jobs.remove(&job_id) {
+                let outcome = DecodeOutcome {
+                    job_id,
+                    result,
+                    queued,
+                    decode,
+                };
+                self.complete_final(meta, outcome);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{SttConfig, VadConfig};
+    use crate::driver::{Driver, DriverConfig, Ending, Opening, Step};
+    use crate::protocol::ServerMessage;
+    use crate::session::scheduler::Job;
+    use crate::session::{Stream, default_options};
+    use crate::stt::scripted::{Script, ScriptedDecoder, describe};
+    use crate::stt::{DecodeOptions, Decoder};
+    use crate::testing::{scripted_engine, silence, tone};
+
+    const RATE: f64 = 16_000.0;
+
+    /// The scripted decoder hearing each burst of tone as one word named by its length
+    /// ("1.5s"), timed where it lies in the audio, as Whisper times the words of a window.
+    fn bursts(audio: &[f32], opts: &DecodeOptions) -> Transcript {
+        let mut words = Vec::new();
+        let mut start = None;
+        let mut quiet = 0usize;
+        for (i, s) in audio.iter().chain(&[0.0; 3200]).enumerate() {
+            if s.abs() > 1e-4 {
+                start.get_or_insert(i);
+                quiet = 0;
+            } else if let Some(first) = start {
+                quiet += 1;
+                // A fifth of a second of silence ends a burst.
+                if quiet == 3200 {
+                    let end = i + 1 - quiet;
+                    words.push(Word {
+                        word: format!("{:.1}s", (end - first) as f64 / RATE),
+                        start: first as f64 / RATE,
+                        end: end as f64 / RATE,
+                        probability: 0.9,
+                    });
+                    start = None;
+                }
+            }
+        }
+        let mut t = describe(audio, opts);
+        t.text = words
+            .iter()
+            .map(|w| w.word.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        t.words = words;
+        t
+    }
+
+    fn script() -> Arc<Script> {
+        Script::new().answer(|a, o| Ok(bursts(a, o))).shared()
+    }
+
+    /// A file session (merging up to `merge_s`) over `script`, one worker.
+    fn file_stream(script: &Arc<Script>, merge_s: f64) -> Stream {
+        let stt = SttConfig::default();
+        let engine = scripted_engine(script, stt.clone(), VadConfig::default());
+        let mut opts = default_options(&stt, false);
+        opts.partials = false;
+        let mut s = engine.stream("file".into(), opts).expect("valid options");
+        s.session.merge_file_windows(merge_s);
+        s
+    }
+
+    fn decode(script: &Arc<Script>, job: &Job) -> DecodeOutcome {
+        let mut decoder = ScriptedDecoder::new(Arc::clone(script));
+        DecodeOutcome {
+            job_id: job.job_id,
+            result: decoder.decode(&job.audio, &job.opts),
+            queued: Duration::ZERO,
+            decode: Duration::ZERO,
+        }
+    }
+
+    fn seconds(job: &Job) -> f64 {
+        job.audio.len() as f64 / RATE
+    }
+
+    /// Tone bursts of these lengths, each followed by 1.2 s of silence (which ends it).
+    fn speech(lengths: &[f64]) -> Vec<f32> {
+        lengths
+            .iter()
+            .flat_map(|&s| [tone(s), silence(1.2)].concat())
+            .collect()
+    }
+
+    /// (segment id, text, start, end, words as (text, start, end)) of each final.
+    type FinalView = (u64, String, f64, f64, Vec<(String, f64, f64)>);
+
+    fn finals(events: &[ServerMessage]) -> Vec<FinalView> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ServerMessage::Final {
+                    segment_id,
+                    text,
+                    start,
+                    end,
+                    words,
+                    ..
+                } => Some((
+                    *segment_id,
+                    text.clone(),
+                    *start,
+                    *end,
+                    words
+                        .iter()
+                        .map(|w| (w.word.clone(), w.start, w.end))
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs a whole file through a session by hand: every job decoded by `script` as soon as
+    /// it is there; the events and the seconds of audio of each decode.
+    fn transcribe(
+        script: &Arc<Script>,
+        merge_s: f64,
+        audio: &[f32],
+    ) -> (Vec<ServerMessage>, Vec<f64>) {
+        let mut s = file_stream(script, merge_s);
+        let session = &mut s.session;
+        let mut events = Vec::new();
+        let mut decodes = Vec::new();
+        let mut run = |session: &mut Session| {
+            while let Some(job) = session.next_job(false) {
+                decodes.push(seconds(&job));
+                session.on_outcome(decode(script, &job));
+                events.extend(session.take_events());
+            }
+        };
+        for chunk in audio.chunks(8000) {
+            session.push_samples(chunk);
+            run(session);
+        }
+        session.finish();
+        run(session);
+        assert!(session.is_drained());
+        (events, decodes)
+    }
+
+    fn placed(job_id: u64, offset_s: f64, len_s: f64) -> Placed {
+        Placed {
+            job_id,
+            offset: samples(offset_s),
+            len: samples(len_s),
+        }
+    }
+
+    #[test]
+    fn merge_gathers_utterances_up_to_the_limit() {
+        let mut w = Windows::new(28.0).unwrap();
+        let mut sent = Vec::new();
+        for id in 0..12 {
+            let (ready, alone) = w.add(id, silence(5.0));
+            assert!(alone.is_none());
+            sent.extend(ready);
+        }
+        sent.extend(w.seal());
+        let shapes: Vec<Vec<(u64, f64)>> = sent
+            .iter()
+            .map(|r| match r {
+                Ready::Window(j) => j
+                    .placed
+                    .iter()
+                    .map(|p| (p.job_id, p.offset as f64 / RATE))
+                    .collect(),
+                Ready::Alone { .. } => panic!("five of 5 s fit in 28 s"),
+            })
+            .collect();
+        // Five of 5 s with four gaps of 0.5 s make 27 s; a sixth would not fit, nor would
+        // anything in the last second, so the window goes at once.
+        let five: Vec<(u64, f64)> = (0..5).map(|i| (i, i as f64 * 5.5)).collect();
+        assert_eq!(shapes[0], five);
+        assert_eq!(
+            shapes[1].iter().map(|p| p.0).collect::<Vec<_>>(),
+            [5, 6, 7, 8, 9]
+        );
+        assert_eq!(shapes[2].iter().map(|p| p.0).collect::<Vec<_>>(), [10, 11]);
+        assert_eq!(shapes.len(), 3);
+        let Ready::Window(first) = &sent[0] else {
+            unreachable!()
+        };
+        assert_eq!(first.audio.len(), samples(27.0));
+    }
+
+    #[test]
+    fn merge_stops_adding_when_the_next_would_not_fit() {
+        let mut w = Windows::new(28.0).unwrap();
+        assert!(w.add(0, silence(20.0)).0.is_empty());
+        let (ready, alone) = w.add(1, silence(8.0));
+        assert!(alone.is_none());
+        assert!(
+            matches!(&ready[..], [Ready::Alone { job_id: 0, .. }]),
+            "20 + 0.5 + 8 > 28: the first goes, as a window of one"
+        );
+        assert!(w.add(2, silence(7.0)).0.is_empty(), "8 + 0.5 + 7 fits");
+        assert!(matches!(w.seal(), Some(Ready::Window(j)) if j.placed.len() == 2));
+        assert!(w.seal().is_none());
+    }
+
+    #[test]
+    fn merge_leaves_a_long_utterance_alone() {
+        let mut w = Windows::new(28.0).unwrap();
+        assert!(w.add(0, silence(3.0)).0.is_empty());
+        let (ready, alone) = w.add(1, silence(27.0));
+        assert!(
+            matches!(&ready[..], [Ready::Alone { job_id: 0, .. }]),
+            "the open window goes first"
+        );
+        assert_eq!(alone.map(|a| a.len()), Some(samples(27.0)));
+        assert!(w.seal().is_none(), "the long one was not kept");
+    }
+
+    #[test]
+    fn merge_is_off_for_zero_or_nonsense() {
+        assert!(Windows::new(0.0).is_none());
+        assert!(Windows::new(-3.0).is_none());
+        assert!(Windows::new(f64::NAN).is_none());
+        assert!(Windows::new(1.0).is_none(), "too short for two utterances");
+        let w = Windows::new(600.0).unwrap();
+        assert_eq!(w.limit, samples(30.0), "never beyond the model's window");
+    }
+
+    #[test]
+    fn merge_splits_words_by_their_midpoint_back_to_their_utterances() {
+        // Three utterances of 2 s, 3 s and 1 s joined with 0.5 s gaps: at 0, 2.5 and 6.0 s.
+        let places = [
+            placed(7, 0.0, 2.0),
+            placed(8, 2.5, 3.0),
+            placed(9, 6.0, 1.0),
+        ];
+        let word = |w: &str, start: f64, end: f64, probability: f32| Word {
+            word: w.into(),
+            start,
+            end,
+            probability,
+        };
+        let window = Transcript {
+            text: "And so, my fellow Americans".into(),
+            language: "en".into(),
+            words: vec![
+                word("And", 0.1, 0.4, 0.9),
+                word("so,", 0.5, 2.3, 0.9), // runs into the gap, midpoint 1.4: the first's
+                word("my", 2.1, 2.7, 0.9),  // midpoint 2.4, past the gap's middle: the second's
+                word("fellow", 4.0, 5.8, 0.9), // ends in the gap: clamped to the second's end
+                word("Americans", 6.2, 6.9, 0.2),
+            ],
+            avg_logprob: -0.3,
+            no_speech_prob: 0.01,
+            ..Transcript::default()
+        };
+        let parts = split(&window, &places);
+        type View<'a> = (u64, &'a str, Vec<(f64, f64)>);
+        let view: Vec<View> = parts
+            .iter()
+            .map(|(id, t)| {
+                let times = t
+                    .words
+                    .iter()
+                    .map(|w| {
+                        (
+                            (w.start * 100.0).round() / 100.0,
+                            (w.end * 100.0).round() / 100.0,
+                        )
+                    })
+                    .collect();
+                (*id, t.text.as_str(), times)
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [
+                (7, "And so,", vec![(0.1, 0.4), (0.5, 2.0)]),
+                (8, "my fellow", vec![(0.0, 0.2), (1.5, 3.0)]),
+                (9, "Americans", vec![(0.2, 0.9)]),
+            ]
+        );
+        assert!(
+            parts
+                .iter()
+                .all(|(_, t)| t.language == "en" && t.no_speech_prob == 0.01)
+        );
+        // The last utterance's word was much less sure than the window's: its score drops.
+        assert!(parts[0].1.avg_logprob > -0.3 && parts[2].1.avg_logprob < -1.3);
+    }
+
+    #[test]
+    fn merge_gives_an_utterance_without_words_an_empty_text() {
+        let places = [placed(1, 0.0, 2.0), placed(2, 2.5, 2.0)];
+        let window = Transcript {
+            text: "Hello".into(),
+            words: vec![Word {
+                word: "Hello".into(),
+                start: 2.6,
+                end: 3.0,
+                probability: 0.8,
+            }],
+            ..Transcript::default()
+        };
+        let parts = split(&window, &places);
+        assert_eq!(parts[0].1.text, "");
+        assert!(parts[0].1.words.is_empty());
+        assert_eq!(parts[1].1.text, "Hello");
+    }
+
+    #[test]
+    fn merge_decodes_a_files_utterances_once_with_a_final_each() {
+        let audio = speech(&[1.5, 2.0, 2.5]);
+        let script = script();
+        let (merged, decodes) = transcribe(&script, 28.0, &audio);
+        assert_eq!(
+            decodes.len(),
+            1,
+            "one decode for the three utterances: {decodes:?}"
+        );
+        assert!(
+            (8.0..9.5).contains(&decodes[0]),
+            "three utterances (with pre-roll and tail) and two gaps: {decodes:?}"
+        );
+        let (alone, decodes) = transcribe(&script, 0.0, &audio);
+        assert_eq!(decodes.len(), 3, "the setting off: one decode each");
+        let merged = finals(&merged);
+        assert_eq!(
+            merged,
+            finals(&alone),
+            "the same finals as when decoded one by one"
+        );
+        let texts: Vec<(u64, &str)> = merged.iter().map(|f| (f.0, f.1.as_str())).collect();
+        assert_eq!(texts, [(0, "1.5s"), (1, "2.0s"), (2, "2.5s")]);
+        for (_, _, start, end, words) in &merged {
+            assert!(
+                words
+                    .iter()
+                    .all(|w| *start <= w.1 && w.1 < w.2 && w.2 <= *end)
+            );
+        }
+        // The second tone starts 1.5 + 1.2 s into the file.
+        assert!((merged[1].4[0].1 - 2.7).abs() < 0.01, "{merged:?}");
+    }
+
+    #[test]
+    fn merge_holds_no_more_than_the_window_and_flushes_it_at_the_end() {
+        // Twelve utterances of ~4.5 s: windows of five go as they fill, the rest at the end.
+        let audio = speech(&[4.0; 12]);
+        let script = script();
+        let mut s = file_stream(&script, 28.0);
+        let session = &mut s.session;
+        let mut decodes = Vec::new();
+        let mut events = Vec::new();
+        for chunk in audio.chunks(8000) {
+            session.push_samples(chunk);
+            assert!(
+                session.backlog_seconds() <= 28.0,
+                "never more than a window waits"
+            );
+            while let Some(job) = session.next_job(false) {
+                decodes.push(seconds(&job));
+                session.on_outcome(decode(&script, &job));
+                events.extend(session.take_events());
+            }
+        }
+        assert_eq!(
+            decodes.len(),
+            2,
+            "two full windows went while the file was read"
+        );
+        assert!(
+            decodes.iter().all(|&s| (24.0..=28.0).contains(&s)),
+            "{decodes:?}"
+        );
+        assert_eq!(finals(&events).len(), 10);
+        assert!(!session.has_job(false), "the third is still gathering");
+        assert!(!session.is_drained(), "its finals are owed");
+        session.finish();
+        let last = session
+            .next_job(false)
+            .expect("the end sends the open window");
+        session.on_outcome(decode(&script, &last));
+        events.extend(session.take_events());
+        let ids: Vec<u64> = finals(&events).iter().map(|f| f.0).collect();
+        assert_eq!(ids, (0..12).collect::<Vec<_>>());
+        assert!(session.is_drained());
+    }
+
+    #[test]
+    fn merge_keeps_segment_numbers_when_an_utterance_gets_no_words() {
+        // The decoder hears nothing in the 1 s tone (a cough): that utterance is filtered
+        // as empty, the others keep their ids.
+        let script = Script::new()
+            .answer(|a, o| {
+                let mut t = bursts(a, o);
+                t.words.retain(|w| w.word != "1.0s");
+                t.text = t
+                    .words
+                    .iter()
+                    .map(|w| w.word.clone())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Ok(t)
+            })
+            .shared();
+        let (events, decodes) = transcribe(&script, 28.0, &speech(&[2.0, 1.0, 3.0]));
+        assert_eq!(decodes.len(), 1);
+        let ids: Vec<(u64, String)> = finals(&events).into_iter().map(|f| (f.0, f.1)).collect();
+        assert_eq!(ids, [(0, "2.0s".to_owned()), (2, "3.0s".to_owned())]);
+    }
+
+    #[test]
+    fn merge_a_failed_window_is_an_error_for_each_utterance() {
+        let script = Script::new()
+            .answer(|_, _| Err(SttError::Decode("boom".into())))
+            .shared();
+        let (events, decodes) = transcribe(&script, 28.0, &speech(&[1.5, 2.0]));
+        assert_eq!(decodes.len(), 1);
+        let errors = events
+            .iter()
+            .filter(|e| matches!(e, ServerMessage::Error { code, .. } if code == "decode_failed"))
+            .count();
+        assert_eq!(errors, 2, "{events:?}");
+    }
+
+    /// Through the driver and the decoder pool, fed as `transcribe_feed` feeds a file.
+    #[tokio::test]
+    async fn merge_file_sessions_of_the_driver_and_never_live_ones() {
+        async fn run(file: bool) -> (Vec<u64>, usize) {
+            let script = script();
+            let engine = scripted_engine(&script, SttConfig::default(), VadConfig::default());
+            let mut options = default_options(&engine.stt, false);
+            options.partials = false;
+            let opening = Opening {
+                id: "f".into(),
+                options,
+                early_errors: Vec::new(),
+            };
+            let (driver, _) =
+                Driver::start(&engine, DriverConfig::for_files(200), opening, &[]).unwrap();
+            let mut driver = if file {
+                driver.merge_file_windows(engine.stt.file_merge_s)
+            } else {
+                driver
+            };
+            let mut events = Vec::new();
+            for chunk in speech(&[1.5, 2.0, 1.0]).chunks(8000) {
+                driver.push_samples(chunk);
+                while driver.final_waiting() {
+                    if let Step::Send(sent) = driver.next().await {
+                        events.extend(sent);
+                    }
+                }
+            }
+            driver.close(Ending::stopped());
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), driver.next())
+                    .await
+                    .expect("the driver makes progress")
+                {
+                    Step::Send(sent) => events.extend(sent),
+                    Step::Ending(notice) => events.extend(notice),
+                    Step::Closed(_) => break,
+                }
+            }
+            let ids = finals(&events).iter().map(|f| f.0).collect();
+            (ids, script.calls().len())
+        }
+        assert_eq!(run(true).await, (vec![0, 1, 2], 1), "the default window");
+        assert_eq!(run(false).await, (vec![0, 1, 2], 3), "unmarked: one each");
+    }
+}
