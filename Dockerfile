@@ -5,7 +5,9 @@
 # so the runtime images need no network and no Python.
 
 ARG RUST_VERSION=1.95.0
-ARG CUDA_VERSION=12.4.1
+# CUDA 12.8 is the first release that compiles for Blackwell (sm_120: RTX 50 series, e.g.
+# the RTX 5090); its images need a host driver >= 570 (docs/deployment.md, "GPUs").
+ARG CUDA_VERSION=12.8.1
 
 # ---------------------------------------------------------------- CPU build
 FROM rust:${RUST_VERSION}-bookworm AS build-cpu
@@ -31,9 +33,12 @@ ENV PATH=/root/.cargo/bin:${PATH}
 WORKDIR /src
 COPY . .
 # GGML_* and CMAKE_* variables reach whisper.cpp's cmake through whisper-rs-sys.
-# Turing (75) to Hopper (90); trim the list to your GPUs for a faster build.
+# Turing (75), Ampere (80, 86), Ada (89), Hopper (90: H100/H200) and Blackwell (120: RTX 50).
+# Each architecture adds ~30 min of nvcc on 2 cores: build for yours only with
+#   docker build --target cuda --build-arg CUDA_ARCHS=90 -t sori:cuda .
+ARG CUDA_ARCHS="75;80;86;89;90;120"
 ENV GGML_NATIVE=OFF \
-    CMAKE_CUDA_ARCHITECTURES="75;80;86;89;90"
+    CMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS}
 RUN cargo build --release --locked --features cuda \
  && ./target/release/sori model fetch --no-verify
 

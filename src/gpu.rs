@@ -1,16 +1,16 @@
 //! GPU monitor for `/api/status` and the page: NVIDIA's NVML, loaded at run time, so the
 //! same binary runs where no driver is installed (then it reports "no GPU" with the reason).
-//! whisper.cpp itself only uses a GPU when sori was built with the `cuda` feature.
+//! Whether whisper.cpp decodes on a GPU is `stt::placement`'s: read from ggml once the model
+//! is loaded.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use nvml_wrapper::Nvml;
 use serde::Serialize;
 
-/// True when this build can use a GPU and the NVIDIA kernel driver is present.
+/// True once this process has loaded a model that decodes on a GPU.
 pub fn gpu_available() -> bool {
-    cfg!(feature = "cuda") && Path::new("/proc/driver/nvidia/version").exists()
+    crate::stt::placement::whisper_on_gpu()
 }
 
 /// What the monitor shows about GPUs.
@@ -18,7 +18,7 @@ pub fn gpu_available() -> bool {
 pub struct GpuStatus {
     /// At least one NVIDIA GPU answered through NVML.
     pub available: bool,
-    /// Whisper decodes on the GPU (a `cuda` build on a machine with the driver).
+    /// Whisper decodes on a GPU (a `cuda` build whose model found a CUDA device).
     pub used_by_whisper: bool,
     /// Why there is no GPU, when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,7 +92,7 @@ mod tests {
     fn no_driver_means_no_gpu_with_a_reason() {
         // These machines have no NVIDIA driver; a machine with one reports its devices.
         let status = gpu_status();
-        if Path::new("/proc/driver/nvidia/version").exists() {
+        if std::path::Path::new("/proc/driver/nvidia/version").exists() {
             assert!(status.available, "{status:?}");
         } else {
             assert!(!status.available);

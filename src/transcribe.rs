@@ -22,7 +22,7 @@ use crate::audio::file_stream::FileStream16k;
 use crate::audio::resample::resample_all;
 use crate::audio::{AudioError, pcm::Encoding};
 use crate::config::Config;
-use crate::config::auto::available_cores;
+use crate::config::auto::{Hardware, available_cores};
 use crate::driver::enrich::Enricher;
 use crate::driver::{Driver, DriverConfig, Ending, Opening, Step};
 use crate::engine::Engine;
@@ -31,6 +31,7 @@ use crate::session::default_options;
 use crate::stt::SttError;
 use crate::stt::engine::SttPool;
 use crate::stt::filter::FilterError;
+use crate::stt::placement::Placement;
 use crate::stt::scripted::{Script, ScriptedDecoder};
 use crate::stt::whisper::WhisperModel;
 use crate::vad::energy_detector;
@@ -52,6 +53,8 @@ pub struct Transcriber {
     /// Places for file transcriptions running at once (`server.max_file_jobs`, 0 = one per
     /// decoder worker): a file keeps a decoder busy, so more would only queue.
     file_jobs: Arc<Semaphore>,
+    /// Where the model decodes (GPU or CPU, and why).
+    pub placement: Placement,
 }
 
 impl std::ops::Deref for Transcriber {
@@ -72,7 +75,18 @@ impl Transcriber {
     pub fn with_model(config: Arc<Config>, model: Arc<WhisperModel>) -> Result<Self, EngineError> {
         tracing::info!(model = %model.path(), kind = %model.kind(), multilingual = model.is_multilingual(), "model loaded");
         // Settings left at 0 are chosen from the cores and the model (config::auto).
-        let config = Arc::new(Config::clone(&config).sized_for(available_cores(), &model.kind()));
+        let placement = model.placement().clone();
+        let hardware = if placement.on_gpu() {
+            Hardware::Gpu {
+                cores: available_cores(),
+                gpus: placement.gpus.len(),
+            }
+        } else {
+            Hardware::Cpu {
+                cores: available_cores(),
+            }
+        };
+        let config = Arc::new(Config::clone(&config).sized_for(hardware, &model.kind()));
         let decoder_model = Arc::clone(&model);
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
             decoder_model.new_decoder()
@@ -91,15 +105,16 @@ impl Transcriber {
             patterns = engine.filter.pattern_count(),
             "decoder pool ready"
         );
-        Ok(Self::assemble(config, engine))
+        Ok(Self::assemble(config, engine, placement))
     }
 
-    fn assemble(config: Arc<Config>, engine: Engine) -> Self {
+    fn assemble(config: Arc<Config>, engine: Engine, placement: Placement) -> Self {
         let file_jobs = Arc::new(Semaphore::new(file_jobs_limit(&config)));
         Self {
             config,
             engine,
             file_jobs,
+            placement,
         }
     }
 
@@ -107,7 +122,8 @@ impl Transcriber {
     /// the energy voice detector. For tests of what does not need Whisper (REST, RAG, caches);
     /// never used by the server itself.
     pub fn scripted(config: Arc<Config>) -> Result<Self, EngineError> {
-        let config = Arc::new(Config::clone(&config).sized_for(available_cores(), "base"));
+        let cores = available_cores();
+        let config = Arc::new(Config::clone(&config).sized_for(Hardware::Cpu { cores }, "base"));
         let script = Script::new().shared();
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
             Ok(ScriptedDecoder::new(Arc::clone(&script)))
@@ -120,7 +136,8 @@ impl Transcriber {
             "scripted test decoder".to_owned(),
         )?
         .with_voice_detector(energy_detector);
-        Ok(Self::assemble(config, engine))
+        let placement = Placement::cpu("the scripted test decoder runs no model");
+        Ok(Self::assemble(config, engine, placement))
     }
 
     pub fn engine(&self) -> &Engine {

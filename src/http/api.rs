@@ -24,7 +24,14 @@ pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
     let t = &state.transcriber;
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "gpu": crate::gpu_available(),
+        "gpu": t.placement.on_gpu(),
+        "decoder": {
+            "device": if t.placement.on_gpu() { "gpu" } else { "cpu" },
+            "gpus": t.placement.gpus,
+            "cpu_reason": t.placement.cpu_reason,
+            "workers": t.config.stt.workers,
+            "threads": t.config.stt.threads,
+        },
         "model": t.model_name,
         "filter_patterns": t.filter.pattern_count(),
         "config": t.config.redacted(),

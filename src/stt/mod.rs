@@ -2,6 +2,7 @@
 //! provisioning. The interface, the decoder pool, the filter and the language sets are the
 //! core's (`sori_core::stt`), re-exported here so the server reads `crate::stt::…`.
 
+pub mod placement;
 pub mod whisper;
 
 /// Offline model tooling lives in its own crate; re-exported so the CLI reads `sori::stt::…`.

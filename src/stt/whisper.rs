@@ -38,6 +38,7 @@ const FULL_WINDOW: u32 = 1500;
 pub struct WhisperModel {
     ctx: WhisperContext,
     path: String,
+    placement: super::placement::Placement,
 }
 
 impl WhisperModel {
@@ -54,11 +55,21 @@ impl WhisperModel {
                 path: shown.clone(),
                 reason: format!("{e:?} (is it a whisper.cpp ggml file?)"),
             })?;
-        Ok(Arc::new(Self { ctx, path: shown }))
+        let placement = super::placement::settle(use_gpu);
+        Ok(Arc::new(Self {
+            ctx,
+            path: shown,
+            placement,
+        }))
     }
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Where this model decodes (GPU or CPU, and why).
+    pub fn placement(&self) -> &super::placement::Placement {
+        &self.placement
     }
 
     pub fn is_multilingual(&self) -> bool {

@@ -223,13 +223,29 @@ async fn config_and_health_answer() {
         .json()
         .await
         .unwrap();
-    // Whisper is on the GPU exactly when this build can use one and the driver is there; it
-    // never is where NVML sees no GPU.
-    let whisper_on_gpu = sori::gpu_available();
+    // Whisper is on a GPU exactly when ggml registered one in this build (a `cuda` build on a
+    // machine whose driver CUDA can use); it never is where NVML sees no GPU. On the CPU the
+    // reason is given.
+    let ggml_gpus = sori::stt::placement::ggml_gpu_devices();
+    let whisper_on_gpu = !ggml_gpus.is_empty();
     assert_eq!(config["gpu"], whisper_on_gpu, "{config}");
+    assert_eq!(sori::gpu_available(), whisper_on_gpu);
+    let decoder = &config["decoder"];
     if whisper_on_gpu {
         assert!(sori::gpu::gpu_status().available, "{config}");
+        assert_eq!(decoder["device"], "gpu", "{config}");
+        assert_eq!(decoder["gpus"].as_array().unwrap().len(), ggml_gpus.len());
+    } else {
+        assert_eq!(decoder["device"], "cpu", "{config}");
+        let reason = decoder["cpu_reason"].as_str().expect("why the CPU");
+        let expected = if cfg!(feature = "cuda") {
+            "CUDA"
+        } else {
+            "--features cuda"
+        };
+        assert!(reason.contains(expected), "{config}");
     }
+    assert!(decoder["workers"].as_u64().unwrap() >= 1, "{config}");
     assert_eq!(config["config"]["vad"]["energy_threshold"], 0.02);
     assert_eq!(config["config"]["vad"]["silence_ms"], 1000);
     assert_eq!(config["config"]["stt"]["condition_on_previous_text"], false);
