@@ -17,11 +17,13 @@ cargo build --release --locked --all-targets
 step "models and test audio (sori model fetch)"
 ./target/release/sori model fetch
 
-step "LLM server, its model, the embedding server and the in-process embedding model for the keyword and RAG tests (tests start their own on free ports)"
+step "LLM server, its model, the embedding server and the in-process embedding model for the keyword and RAG tests (tests start their own on free ports); the STT client SDKs and the LibriVox clips for the compatibility tests"
 ./scripts/llm-server.sh fetch
 ./scripts/embed-server.sh fetch
 ./scripts/onnx-embedder.sh fetch
 ./scripts/openai-sdk.sh fetch
+./scripts/stt-sdks.sh fetch
+./scripts/peers.sh audio
 
 step "format and lints"
 cargo fmt --all -- --check

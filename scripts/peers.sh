@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The peers `sori bench --peers` measures sori against (docs/benchmarks.md), and its audio.
 #
-# Usage: scripts/peers.sh fetch | python [ARGS...] | bench [SORI BENCH ARGS...]
+# Usage: scripts/peers.sh fetch | audio | python [ARGS...] | bench [SORI BENCH ARGS...]
 #   fetch    install faster-whisper from PyPI into a venv under .tools/peers/, and assemble
 #            data/bench/peers/: the JFK clip, five LibriVox read-speech clips with their
 #            transcripts (from the pocketsphinx sdist's test data), and all six joined with
 #            pauses, each a 16 kHz mono wav with a same-named .txt reference; and
 #            data/bench/long/utterance-10s.wav, two clips joined without a pause
+#   audio    only the audio of `fetch` (the compatibility tests stream it)
 #   python   run the venv's python
 #   bench    the whole benchmark in one command: release build, `sori model fetch`, fetch,
 #            then `sori bench --peers --runs 5 ARGS...`
@@ -115,6 +116,10 @@ case "${1:-}" in
 fetch)
     [ $# -eq 1 ] || usage
     fetch_python
+    fetch_audio
+    ;;
+audio)
+    [ $# -eq 1 ] || usage
     fetch_audio
     ;;
 python)

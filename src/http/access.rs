@@ -24,6 +24,10 @@ const OPEN_PREFIXES: &[&str] = &["/static/"];
 /// URLs end up in logs, proxies and browser history.
 const QUERY_TOKEN_PATHS: &[&str] = &["/ws", "/api/status/stream"];
 
+/// The live WebSocket endpoints: each checks origin and key itself and refuses in its own
+/// protocol's shape.
+const LIVE_PATHS: &[&str] = &["/ws", "/v1/listen", "/v1/realtime"];
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
@@ -85,6 +89,19 @@ impl Access {
         match presented {
             None => Err(Denied::MissingToken),
             Some(token) if self.valid(&token) => Ok(()),
+            Some(_) => Err(Denied::WrongToken),
+        }
+    }
+
+    /// Checks a key a client presented its own protocol's way (Deepgram's `Token` scheme, a
+    /// WebSocket subprotocol), against the same tokens.
+    pub fn check_key(&self, key: Option<&str>) -> Result<(), Denied> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        match key {
+            None => Err(Denied::MissingToken),
+            Some(key) if self.valid(key) => Ok(()),
             Some(_) => Err(Denied::WrongToken),
         }
     }
@@ -153,11 +170,32 @@ impl Access {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
+    authorization(headers, &["bearer"])
+}
+
+/// The credential of an `Authorization: <scheme> <credential>` header whose scheme is one of
+/// `schemes` (compared without case).
+pub fn authorization(headers: &HeaderMap, schemes: &[&str]) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
+    schemes
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
         .then(|| token.trim().to_owned())
+}
+
+/// The WebSocket subprotocols a client offered (`Sec-WebSocket-Protocol`), in order: browsers
+/// cannot set headers on a WebSocket, so Deepgram's and OpenAI's browser clients put their key
+/// there.
+pub fn subprotocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn query_token(query: &str) -> Option<String> {
@@ -189,7 +227,9 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if path == "/ws" {
+    // The live protocols answer refusals their own way (a close code, Deepgram's or OpenAI's
+    // error body) and take keys their own way.
+    if LIVE_PATHS.contains(&path) {
         return next.run(request).await;
     }
     let open = OPEN_PATHS.contains(&path) || OPEN_PREFIXES.iter().any(|p| path.starts_with(p));

@@ -3,13 +3,16 @@
 pub mod access;
 pub mod api;
 pub mod conn;
+pub mod deepgram;
 pub mod health;
 pub mod limits;
 pub mod listen;
+pub mod live;
 pub mod openai;
 pub mod pages;
 pub mod probes;
 pub mod rag;
+pub mod realtime;
 pub mod tls;
 pub mod unread_body;
 pub mod upload;
@@ -145,6 +148,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(pages::index))
         .route("/static/{file}", get(pages::static_file))
         .route("/ws", get(ws::upgrade))
+        .route("/v1/listen", get(deepgram::upgrade))
+        .route("/v1/realtime", get(realtime::upgrade))
         .route("/health", get(api::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

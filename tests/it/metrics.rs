@@ -96,7 +96,10 @@ async fn a_streamed_session_shows_in_metrics_that_promtool_accepts() {
         "content type {content_type:?}"
     );
     let delta = |series: &str| required(&after, series) - value(&before, series).unwrap_or(0.0);
-    assert!(delta("sori_sessions_total") >= 1.0, "session not counted");
+    assert!(
+        delta("sori_sessions_total{protocol=\"sori\"}") >= 1.0,
+        "session not counted"
+    );
     let audio = delta("sori_audio_received_seconds_total");
     assert!(audio > 10.0, "JFK is 11 s of audio; counted {audio} s");
     assert!(

@@ -91,6 +91,18 @@ pub struct StreamOptions {
     pub prompt: Option<String>,
     /// Auth token for browsers, which cannot set headers on WebSockets.
     pub token: Option<String>,
+    /// Send `speech_started` / `speech_stopped` as the voice detector opens and ends an
+    /// utterance (default false).
+    pub vad_events: Option<bool>,
+    /// Silence that ends an utterance for this session, in milliseconds (default: the
+    /// server's `vad.silence_ms`).
+    pub silence_ms: Option<u64>,
+    /// Utterances end only on `flush` (or at the maximum length), never on silence
+    /// (default false): for clients that decide turns themselves.
+    pub manual_turns: Option<bool>,
+    /// Voice probability at or above which a frame is speech, 0–1 (default: the server's
+    /// `vad.speech_threshold`).
+    pub speech_threshold: Option<f64>,
 }
 
 /// A list of language codes as a client wrote it: `"ko,en"` in a query string, the same
@@ -246,6 +258,18 @@ pub struct EffectiveOptions {
     pub rag: bool,
     /// The initial prompt Whisper is given (domain words), if any.
     pub prompt: Option<String>,
+    /// `speech_started` / `speech_stopped` events are sent.
+    #[serde(default)]
+    pub vad_events: bool,
+    /// This session's end-of-utterance silence; `None`: the server's `vad.silence_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_ms: Option<u64>,
+    /// Utterances end only on `flush` or at the maximum length.
+    #[serde(default)]
+    pub manual_turns: bool,
+    /// This session's speech threshold; `None`: the server's `vad.speech_threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech_threshold: Option<f64>,
 }
 
 /// Totals sent in `closed`.
@@ -298,6 +322,19 @@ pub enum ServerMessage {
         /// Milliseconds from the request for keywords to this keyword.
         latency_ms: u64,
     },
+    /// The voice detector heard speech begin (only with `vad_events`): segment `segment_id`
+    /// is open from `start` seconds.
+    SpeechStarted { segment_id: u64, start: f64 },
+    /// The utterance of `segment_id` ended at `end` seconds (only with `vad_events`); `kept`
+    /// is false when it held too little voiced audio to be decoded (no final follows).
+    SpeechStopped {
+        segment_id: u64,
+        end: f64,
+        kept: bool,
+    },
+    /// A `flush` ended every utterance before `next_segment_id` (only with `vad_events`): the
+    /// finals of those segments are the flush's result.
+    Flushed { next_segment_id: u64 },
     /// Keywords of a final segment, sent after that final.
     Keywords {
         segment_id: u64,

@@ -35,7 +35,11 @@ impl Utterance {
         self.start_sample as f64 / TARGET_SAMPLE_RATE as f64
     }
     pub fn end_s(&self) -> f64 {
-        (self.start_sample + self.samples.len() as u64) as f64 / TARGET_SAMPLE_RATE as f64
+        self.end_sample() as f64 / TARGET_SAMPLE_RATE as f64
+    }
+    /// Sample index (16 kHz) just past the last sample.
+    pub fn end_sample(&self) -> u64 {
+        self.start_sample + self.samples.len() as u64
     }
 }
 
@@ -87,7 +91,11 @@ pub fn energy_detector() -> Box<dyn VoiceDetector> {
 }
 
 pub struct Segmenter {
+    /// The server's settings; `cfg` is them with the session's own choices ([`Segmenter::tune`]).
+    base: VadConfig,
     cfg: VadConfig,
+    /// Utterances end only on `flush` or at the maximum length, never on silence.
+    manual: bool,
     detector: Box<dyn VoiceDetector>,
     /// Samples waiting for a full frame.
     pending: Vec<f32>,
@@ -119,7 +127,9 @@ impl Segmenter {
         let pre_roll_cap =
             (cfg.pre_roll_ms * SAMPLES_PER_MS) as usize + ONSET_FRAMES * FRAME_SAMPLES;
         Self {
+            base: cfg.clone(),
             cfg: cfg.clone(),
+            manual: false,
             detector,
             pending: Vec::with_capacity(FRAME_SAMPLES),
             consumed: 0,
@@ -128,6 +138,21 @@ impl Segmenter {
             onset_run: 0,
             open: None,
         }
+    }
+
+    /// Forgets the open utterance and the audio waiting before one (nothing is emitted).
+    pub fn discard(&mut self) {
+        self.open = None;
+        self.pre_roll.clear();
+        self.onset_run = 0;
+    }
+
+    /// A session's own end-of-utterance silence and speech threshold (`None`: the server's),
+    /// and whether only `flush` ends an utterance. Applies from the next frame.
+    pub fn tune(&mut self, silence_ms: Option<u64>, speech_threshold: Option<f64>, manual: bool) {
+        self.cfg.silence_ms = silence_ms.unwrap_or(self.base.silence_ms);
+        self.cfg.speech_threshold = speech_threshold.unwrap_or(self.base.speech_threshold);
+        self.manual = manual;
     }
 
     /// Feeds 16 kHz mono samples of any count; appends the events they cause.
@@ -175,7 +200,9 @@ impl Segmenter {
     pub fn pending_final(&self) -> Option<(u64, &[f32])> {
         let open = self.open.as_ref()?;
         let tail = self.cfg.tail_ms * SAMPLES_PER_MS;
-        if open.silence_run < tail.max(1)
+        // With manual turns silence ends nothing: a decode started on it would be wasted.
+        if self.manual
+            || open.silence_run < tail.max(1)
             || open.voiced_samples < self.cfg.min_speech_ms * SAMPLES_PER_MS
         {
             return None;
@@ -206,7 +233,7 @@ impl Segmenter {
                 } else {
                     open.silence_run += FRAME_SAMPLES as u64;
                 }
-                if open.silence_run >= self.cfg.silence_ms * SAMPLES_PER_MS {
+                if !self.manual && open.silence_run >= self.cfg.silence_ms * SAMPLES_PER_MS {
                     self.close(true, events);
                 } else if open.samples.len() as f64
                     >= self.cfg.max_utterance_s * f64::from(TARGET_SAMPLE_RATE)

@@ -25,17 +25,30 @@ pub enum Encoding {
     /// 32-bit IEEE float, little-endian: what Web Audio's `Float32Array` holds.
     #[serde(alias = "f32le", alias = "float32")]
     PcmF32le,
+    /// G.711 μ-law, 8 bits: telephony (North America, Japan), usually at 8 kHz.
+    #[serde(alias = "mulaw", alias = "ulaw", alias = "g711_ulaw")]
+    PcmMulaw,
+    /// G.711 A-law, 8 bits: telephony (Europe, Korea), usually at 8 kHz.
+    #[serde(alias = "alaw", alias = "g711_alaw")]
+    PcmAlaw,
 }
 
 impl Encoding {
     /// Every encoding, for listings (e.g. `/api/config`).
-    pub const ALL: [Encoding; 2] = [Encoding::PcmS16le, Encoding::PcmF32le];
+    pub const ALL: [Encoding; 4] = [
+        Encoding::PcmS16le,
+        Encoding::PcmF32le,
+        Encoding::PcmMulaw,
+        Encoding::PcmAlaw,
+    ];
 
     /// The canonical protocol name (`pcm_s16le`, `pcm_f32le`).
     pub fn as_str(self) -> &'static str {
         match self {
             Encoding::PcmS16le => "pcm_s16le",
             Encoding::PcmF32le => "pcm_f32le",
+            Encoding::PcmMulaw => "pcm_mulaw",
+            Encoding::PcmAlaw => "pcm_alaw",
         }
     }
 
@@ -44,6 +57,7 @@ impl Encoding {
         match self {
             Encoding::PcmS16le => 2,
             Encoding::PcmF32le => 4,
+            Encoding::PcmMulaw | Encoding::PcmAlaw => 1,
         }
     }
 }
@@ -58,11 +72,14 @@ impl FromStr for Encoding {
     type Err = AudioError;
 
     /// Accepts the canonical names and common aliases, case-insensitively:
-    /// `pcm_s16le`/`s16le`/`pcm16`/`linear16` and `pcm_f32le`/`f32le`/`float32`.
+    /// `pcm_s16le`/`s16le`/`pcm16`/`linear16`, `pcm_f32le`/`f32le`/`float32`,
+    /// `pcm_mulaw`/`mulaw`/`ulaw`/`g711_ulaw` and `pcm_alaw`/`alaw`/`g711_alaw`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "pcm_s16le" | "s16le" | "pcm16" | "linear16" => Ok(Encoding::PcmS16le),
             "pcm_f32le" | "f32le" | "float32" => Ok(Encoding::PcmF32le),
+            "pcm_mulaw" | "mulaw" | "ulaw" | "g711_ulaw" => Ok(Encoding::PcmMulaw),
+            "pcm_alaw" | "alaw" | "g711_alaw" => Ok(Encoding::PcmAlaw),
             _ => Err(AudioError::UnsupportedEncoding { got: s.to_string() }),
         }
     }
@@ -155,6 +172,24 @@ pub fn decode_frame(fmt: &PcmFormat, bytes: &[u8], out: &mut Vec<f32>) -> Result
                 out.extend(bytes.chunks_exact(2).map(s16));
             }
         }
+        Encoding::PcmMulaw | Encoding::PcmAlaw => {
+            const SCALE: f32 = 1.0 / 32768.0;
+            let expand = if fmt.encoding == Encoding::PcmMulaw {
+                mulaw_to_linear
+            } else {
+                alaw_to_linear
+            };
+            let sample = |b: u8| f32::from(expand(b)) * SCALE;
+            if stereo {
+                out.extend(
+                    bytes
+                        .chunks_exact(2)
+                        .map(|fr| (sample(fr[0]) + sample(fr[1])) * 0.5),
+                );
+            } else {
+                out.extend(bytes.iter().map(|&b| sample(b)));
+            }
+        }
         Encoding::PcmF32le => {
             let start = out.len();
             let f32le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -181,9 +216,46 @@ pub fn decode_frame(fmt: &PcmFormat, bytes: &[u8], out: &mut Vec<f32>) -> Result
     Ok(())
 }
 
+/// G.711 μ-law byte → 16-bit linear sample (ITU-T G.711; 0xFF and 0x7F are silence).
+pub fn mulaw_to_linear(byte: u8) -> i16 {
+    let u = !byte;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = i32::from(u & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// G.711 A-law byte → 16-bit linear sample (ITU-T G.711; 0xD5 and 0x55 are the quietest).
+pub fn alaw_to_linear(byte: u8) -> i16 {
+    let a = byte ^ 0x55;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i32::from(a & 0x0F);
+    let magnitude = if exponent == 0 {
+        (mantissa << 4) + 8
+    } else {
+        ((mantissa << 4) + 0x108) << (exponent - 1)
+    };
+    (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn g711_bytes_expand_to_the_standard_values() {
+        assert_eq!(mulaw_to_linear(0xFF), 0);
+        assert_eq!(mulaw_to_linear(0x7F), 0);
+        assert_eq!(mulaw_to_linear(0x00), -32124);
+        assert_eq!(mulaw_to_linear(0x80), 32124);
+        assert_eq!(alaw_to_linear(0xD5), 8);
+        assert_eq!(alaw_to_linear(0x55), -8);
+        assert_eq!(alaw_to_linear(0xAA), 32256);
+        assert_eq!(alaw_to_linear(0x2A), -32256);
+        let mut out = Vec::new();
+        decode_frame(&fmt(Encoding::PcmMulaw, 1), &[0xFF, 0x80], &mut out).unwrap();
+        assert_eq!(out, vec![0.0, 32124.0 / 32768.0]);
+    }
 
     fn fmt(encoding: Encoding, channels: u16) -> PcmFormat {
         PcmFormat {

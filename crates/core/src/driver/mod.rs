@@ -298,6 +298,13 @@ impl Driver {
         }
     }
 
+    /// Drops the open utterance's audio undecoded (OpenAI's `input_audio_buffer.clear`).
+    pub fn clear(&mut self) {
+        if self.is_live() {
+            self.stream.session.clear();
+        }
+    }
+
     /// Starts closing: no more audio; [`next`](Self::next) yields the last events, then
     /// [`Step::Closed`]. A later `Gone` (the client vanished while closing) stops sending.
     pub fn close(&mut self, ending: Ending) {

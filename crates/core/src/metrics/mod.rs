@@ -128,9 +128,13 @@ impl RagOperation {
 /// How a decode ended, as the `outcome` label of `sori_decodes_total`.
 pub const DECODE_OUTCOMES: [&str; 3] = ["ok", "cancelled", "error"];
 
+/// The live protocols sessions are labelled with: sori's `/ws`, Deepgram's `/v1/listen`,
+/// OpenAI's `/v1/realtime`.
+pub const LIVE_PROTOCOLS: [&str; 3] = ["sori", "deepgram", "openai_realtime"];
+
 /// Counters and histograms of the whole process; see the module comment.
 pub struct Metrics {
-    sessions_opened: Counter,
+    sessions_opened: Family<Counter>,
     sessions_refused: Family<Counter>,
     audio_received_seconds: Counter,
     decodes: Family<Counter>,
@@ -180,8 +184,8 @@ impl Metrics {
     /// dashboards and `rate()` see the series before the first event.
     pub fn new() -> Self {
         let metrics = Self {
-            sessions_opened: Counter::default(),
-            sessions_refused: Family::new(&["reason"], Counter::default),
+            sessions_opened: Family::new(&["protocol"], Counter::default),
+            sessions_refused: Family::new(&["protocol", "reason"], Counter::default),
             audio_received_seconds: Counter::default(),
             decodes: Family::new(&["outcome"], Counter::default),
             decode_seconds: Histogram::new(DECODE_BUCKETS),
@@ -200,7 +204,10 @@ impl Metrics {
             cache_misses: Family::new(&["namespace"], Counter::default),
             rag_request_seconds: Family::new(&["operation"], || Histogram::new(RAG_BUCKETS)),
         };
-        metrics.sessions_refused.touch(&["server_full"]);
+        for protocol in LIVE_PROTOCOLS {
+            metrics.sessions_opened.touch(&[protocol]);
+            metrics.sessions_refused.touch(&[protocol, "server_full"]);
+        }
         for outcome in DECODE_OUTCOMES {
             metrics.decodes.touch(&[outcome]);
         }
@@ -224,13 +231,16 @@ impl Metrics {
     }
 
     /// A `/ws` session was admitted.
-    pub fn session_opened(&self) {
-        self.sessions_opened.inc();
+    /// A live session of `protocol` (one of [`LIVE_PROTOCOLS`]) was admitted.
+    pub fn session_opened(&self, protocol: &str) {
+        self.sessions_opened.with(&[protocol], Counter::inc);
     }
 
-    /// A `/ws` connection was refused; `reason` is the `error` event's code (`server_full`, …).
-    pub fn session_refused(&self, reason: &str) {
-        self.sessions_refused.with(&[reason], Counter::inc);
+    /// A live connection of `protocol` was refused; `reason` is sori's error code for it
+    /// (`server_full`, `too_many_connections`, `token_required`, …).
+    pub fn session_refused(&self, protocol: &str, reason: &str) {
+        self.sessions_refused
+            .with(&[protocol, reason], Counter::inc);
     }
 
     /// `samples` of audio at `sample_rate` Hz reached a session (stream or file).
@@ -395,14 +405,14 @@ impl Metrics {
             "The limit of open /ws sessions (server.max_sessions).",
             gauges.sessions_max as f64,
         );
-        out.counter(
+        out.counter_family(
             "sori_sessions_total",
-            "/ws sessions admitted since start.",
+            "Live sessions admitted since start, by protocol (sori, deepgram, openai_realtime).",
             &self.sessions_opened,
         );
         out.counter_family(
             "sori_sessions_refused_total",
-            "/ws connections refused, by the error code sent (server_full, token_invalid, ...).",
+            "Live connections refused, by protocol and sori's reason code (server_full, token_invalid, ...).",
             &self.sessions_refused,
         );
         out.counter(

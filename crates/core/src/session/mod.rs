@@ -41,7 +41,9 @@ use crate::stt::language::{LanguageSet, LockRule};
 use crate::vad::{Segmenter, VadEvent};
 
 use options::language_set;
-pub use options::{OptionsError, check_prompt, default_options, resolve_options};
+pub use options::{
+    MAX_SILENCE_MS, MIN_SILENCE_MS, OptionsError, check_prompt, default_options, resolve_options,
+};
 use scheduler::{Job, JobMeta, Speculation};
 pub use stream::Stream;
 
@@ -114,6 +116,12 @@ impl Session {
         };
         format.validate()?;
         let resampler = StreamResampler::new(format.sample_rate)?;
+        let mut vad = Segmenter::with_detector(&engine.vad, (engine.voice_detector)());
+        vad.tune(
+            options.silence_ms,
+            options.speech_threshold,
+            options.manual_turns,
+        );
         Ok(Self {
             id,
             decode_defaults: DecodeOptions {
@@ -144,7 +152,7 @@ impl Session {
             options,
             format,
             resampler,
-            vad: Segmenter::with_detector(&engine.vad, (engine.voice_detector)()),
+            vad,
             filter: Arc::clone(&engine.filter),
             mono: Vec::new(),
             resampled: Vec::new(),
@@ -218,6 +226,11 @@ impl Session {
         }
         self.decode_defaults.language = options.language;
         self.decode_defaults.initial_prompt = options.prompt.as_deref().map(Arc::from);
+        self.vad.tune(
+            options.silence_ms,
+            options.speech_threshold,
+            options.manual_turns,
+        );
         self.options = options;
         Ok(())
     }
@@ -269,6 +282,22 @@ impl Session {
         self.vad_events = events;
         self.seal_window();
         self.cancel_stale_partial();
+        if self.options.vad_events {
+            self.outbox.push(ServerMessage::Flushed {
+                next_segment_id: self.next_segment_id,
+            });
+        }
+    }
+
+    /// Drops the audio of the open utterance, undecoded (OpenAI's `input_audio_buffer.clear`):
+    /// no final comes for it. Finals of utterances already ended are kept.
+    pub fn clear(&mut self) {
+        self.vad.discard();
+        if let Some(segment_id) = self.open_segment.take() {
+            self.speech_stopped(segment_id, self.vad.position(), false);
+        }
+        self.drop_speculation();
+        self.cancel_stale_partial();
     }
 
     /// End of stream: drains the resampler and ends the open utterance.
@@ -293,14 +322,22 @@ impl Session {
     pub(super) fn handle_vad_events(&mut self, events: &mut Vec<VadEvent>) {
         for event in events.drain(..) {
             match event {
-                VadEvent::Started { .. } => {
-                    self.open_segment = Some(self.next_segment_id);
+                VadEvent::Started { start_sample } => {
+                    let segment_id = self.next_segment_id;
+                    self.open_segment = Some(segment_id);
                     self.next_segment_id += 1;
                     self.partial_mark = 0;
                     self.last_partial_text.clear();
+                    if self.options.vad_events {
+                        let start = round_ms(start_sample as f64 / f64::from(TARGET_SAMPLE_RATE));
+                        self.outbox
+                            .push(ServerMessage::SpeechStarted { segment_id, start });
+                    }
                 }
                 VadEvent::Discarded { .. } => {
-                    self.open_segment = None;
+                    if let Some(segment_id) = self.open_segment.take() {
+                        self.speech_stopped(segment_id, self.vad.position(), false);
+                    }
                     self.drop_speculation();
                 }
                 VadEvent::Ended(utterance) => {
@@ -308,9 +345,23 @@ impl Session {
                         self.next_segment_id += 1;
                         self.next_segment_id - 1
                     });
+                    let end = utterance.end_sample();
+                    self.speech_stopped(segment_id, end, true);
                     self.queue_final(segment_id, utterance);
                 }
             }
+        }
+    }
+
+    /// `speech_stopped` for clients that asked for VAD events.
+    fn speech_stopped(&mut self, segment_id: u64, end_sample: u64, kept: bool) {
+        if self.options.vad_events {
+            let end = round_ms(end_sample as f64 / f64::from(TARGET_SAMPLE_RATE));
+            self.outbox.push(ServerMessage::SpeechStopped {
+                segment_id,
+                end,
+                kept,
+            });
         }
     }
 

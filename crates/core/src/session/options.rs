@@ -91,6 +91,32 @@ pub fn resolve_options(
     if let Some(v) = requested.rag {
         out.rag = v;
     }
+    if let Some(v) = requested.vad_events {
+        out.vad_events = v;
+    }
+    if let Some(v) = requested.manual_turns {
+        out.manual_turns = v;
+    }
+    if let Some(ms) = requested.silence_ms {
+        if !(MIN_SILENCE_MS..=MAX_SILENCE_MS).contains(&ms) {
+            return Err(OptionsError {
+                code: "invalid_option",
+                message: format!(
+                    "silence_ms {ms} is out of range; use {MIN_SILENCE_MS} to {MAX_SILENCE_MS} ms"
+                ),
+            });
+        }
+        out.silence_ms = Some(ms);
+    }
+    if let Some(threshold) = requested.speech_threshold {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(OptionsError {
+                code: "invalid_option",
+                message: format!("speech_threshold {threshold} is out of range; use 0 to 1"),
+            });
+        }
+        out.speech_threshold = Some(threshold);
+    }
     Ok(out)
 }
 
@@ -114,8 +140,18 @@ pub fn default_options(stt: &SttConfig, keywords: bool) -> EffectiveOptions {
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .map(str::to_owned),
+        vad_events: false,
+        silence_ms: None,
+        manual_turns: false,
+        speech_threshold: None,
     }
 }
+
+/// The shortest and longest end-of-utterance silence a session may ask for: below 100 ms
+/// words are cut at every stop consonant; above 60 s an utterance would never end on silence
+/// (`manual_turns` says that).
+pub const MIN_SILENCE_MS: u64 = 100;
+pub const MAX_SILENCE_MS: u64 = 60_000;
 
 /// The detection set of `options` (validated when the options were resolved).
 pub(super) fn language_set(options: &EffectiveOptions) -> LanguageSet {
