@@ -9,6 +9,7 @@ mod support;
 mod admission;
 mod bad_input;
 mod cache;
+mod compat;
 mod deploy;
 mod eval;
 mod faults;

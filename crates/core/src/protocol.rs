@@ -292,7 +292,8 @@ pub enum ServerMessage {
         session_id: String,
         protocol_version: u32,
         model: String,
-        options: EffectiveOptions,
+        /// Boxed: the options are the largest field of any message, and `ready` is rare.
+        options: Box<EffectiveOptions>,
     },
     /// Provisional text of the open utterance; replaced by later partials and by its final.
     Partial {

@@ -191,7 +191,7 @@ impl Session {
             session_id: self.id.clone(),
             protocol_version: PROTOCOL_VERSION,
             model: model.to_owned(),
-            options: self.options.clone(),
+            options: Box::new(self.options.clone()),
         }
     }
 
