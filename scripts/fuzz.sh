@@ -29,7 +29,7 @@ cargo_fuzz_version="0.13.2"
 cargo_fuzz_root="$root/.tools/cargo-fuzz"
 cargo_fuzz="$cargo_fuzz_root/bin/cargo-fuzz"
 sanitizer="${FUZZ_SANITIZER:-none}"
-targets=(protocol pcm decode_file)
+targets=(protocol pcm decode_file compat)
 # Seeds made from the repo's audio (remade on every run), and the smoke test's scratch corpus.
 seeds_dir="$fuzz_dir/target/seeds"
 smoke_corpus="$fuzz_dir/target/smoke-corpus"
@@ -43,6 +43,7 @@ max_len() {
     protocol) echo 4096 ;;
     pcm) echo 16384 ;;
     decode_file) echo 65536 ;;
+    compat) echo 4096 ;;
     *) echo "unknown target $1 (targets: ${targets[*]})" >&2 && return 1 ;;
     esac
 }

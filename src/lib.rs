@@ -6,7 +6,7 @@
 //! interface (`stt`), the shared engine (`transcribe`), keywords and RAG for finals (over a
 //! shared LLM client and cache), and the transports on top (`http`).
 
-pub use sori_core::{audio, driver, engine, metrics, outputs, protocol, session, vad};
+pub use sori_core::{audio, compat, driver, engine, metrics, outputs, protocol, session, vad};
 
 pub mod config;
 

@@ -10,6 +10,8 @@ pub mod config;
 pub mod metrics;
 pub mod protocol;
 
+pub mod compat;
+
 pub mod audio;
 pub mod vad;
 

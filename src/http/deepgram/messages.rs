@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::protocol::Word;
 
@@ -177,25 +177,6 @@ pub struct HttpError {
     pub request_id: String,
 }
 
-/// A text frame from a Deepgram client.
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(tag = "type")]
-pub enum ControlMessage {
-    KeepAlive,
-    Finalize,
-    CloseStream,
-}
-
-/// What a text frame could not be, for the `Error` reply.
-pub fn parse_control(text: &str) -> Result<ControlMessage, String> {
-    serde_json::from_str(text).map_err(|e| {
-        format!(
-            "text message not understood ({e}); send binary linear16 audio, or JSON \
-             {{\"type\": \"KeepAlive\" | \"Finalize\" | \"CloseStream\"}}"
-        )
-    })
-}
-
 fn deepgram_word(word: &Word) -> DeepgramWord {
     let punctuated = word.word.trim().to_owned();
     let bare: String = punctuated
@@ -248,25 +229,6 @@ pub fn rfc3339(now: std::time::SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn control_messages_parse_and_others_say_what_is_accepted() {
-        assert_eq!(
-            parse_control(r#"{"type":"Finalize"}"#),
-            Ok(ControlMessage::Finalize)
-        );
-        assert_eq!(
-            parse_control(r#"{"type":"KeepAlive"}"#),
-            Ok(ControlMessage::KeepAlive)
-        );
-        assert_eq!(
-            parse_control(r#"{"type":"CloseStream"}"#),
-            Ok(ControlMessage::CloseStream)
-        );
-        let err = parse_control(r#"{"type":"Close"}"#).unwrap_err();
-        assert!(err.contains("CloseStream"), "{err}");
-        assert!(parse_control("not json").is_err());
-    }
 
     #[test]
     fn words_keep_punctuation_only_in_punctuated_word() {

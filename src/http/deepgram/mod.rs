@@ -9,7 +9,6 @@
 //! the upgrade are HTTP statuses with Deepgram's error body.
 
 mod messages;
-pub mod params;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -24,14 +23,15 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::access::{ClientAddr, authorization, subprotocols};
 use super::live::{self, Outbox, Protocol};
+use crate::compat::deepgram_control::{ControlMessage, parse_control};
+use crate::compat::deepgram_params::{self as params, Endpointing, ListenParams};
 use crate::driver::{Closed, Driver, Opening};
 use crate::protocol::{ClientMessage, ServerMessage, close_code};
 use crate::session::{default_options, resolve_options};
 use messages::{
-    ControlMessage, HttpError, Metadata, ModelInfo, Results, ResultsMetadata, SpeechStarted,
-    StreamError, UtteranceEnd, parse_control,
+    HttpError, Metadata, ModelInfo, Results, ResultsMetadata, SpeechStarted, StreamError,
+    UtteranceEnd,
 };
-use params::{Endpointing, ListenParams};
 
 pub async fn upgrade(
     State(state): State<AppState>,

@@ -9,9 +9,7 @@
 //! voice detector (or the client) ends it, then transcription deltas that are true increments
 //! and `completed` with the whole text.
 
-mod config;
 mod deltas;
-mod events;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -25,12 +23,12 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::access::{ClientAddr, authorization, subprotocols};
 use super::live::{self, Outbox, Protocol};
+use crate::compat::realtime_config::{Dialect, SessionConfig};
+use crate::compat::realtime_events::{ClientEvent, parse_client_event};
 use crate::driver::{Closed, Driver, Opening};
 use crate::protocol::{ClientMessage, ServerMessage, close_code, decode_base64_audio};
 use crate::session::{default_options, resolve_options};
-use config::{Dialect, SessionConfig};
 use deltas::Deltas;
-use events::{ClientEvent, parse_client_event};
 
 /// The key a browser offers as a subprotocol (it cannot set headers on a WebSocket).
 const KEY_SUBPROTOCOL: &str = "openai-insecure-api-key.";

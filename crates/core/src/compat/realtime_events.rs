@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::config::Dialect;
+use super::realtime_config::Dialect;
 
 /// The event types a client may send, for error messages.
 const ACCEPTED: &str = "session.update, transcription_session.update, \
