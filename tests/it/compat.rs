@@ -355,29 +355,62 @@ async fn openai_realtime_beta_client_commits_turns_itself() {
     assert!(wer(JFK_TEXT, &items[0].1) <= 0.05, "{items:?}");
 }
 
-/// A plain WebSocket handshake to `path`, with `headers`: the HTTP status and body of a refusal.
+/// A WebSocket upgrade request to `path` with `headers`, over a plain socket: the HTTP status
+/// and the JSON body of a refusal (`Value::Null` for a 101).
 async fn handshake(
     addr: std::net::SocketAddr,
     path: &str,
-    headers: &[(&'static str, &str)],
+    headers: &[(&str, &str)],
 ) -> (u16, Value) {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
     for (k, v) in headers {
-        request.headers_mut().insert(*k, v.parse().unwrap());
+        request.push_str(&format!("{k}: {v}\r\n"));
     }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok(_) => (101, Value::Null),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null);
-            (response.status().as_u16(), body)
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            response.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&response);
+            let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                head.starts_with("HTTP/1.1 101")
+                    || head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .is_some_and(|len| body.len() >= len)
+            });
+            if n == 0 || complete {
+                break;
+            }
         }
-        Err(e) => panic!("handshake to {path}: {e}"),
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

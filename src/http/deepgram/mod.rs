@@ -10,7 +10,7 @@
 
 mod messages;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use axum::Json;
@@ -131,6 +131,8 @@ struct Deepgram {
     /// Where the voice detector last heard speech begin, and whether it is still speaking.
     last_speech_start: f64,
     speaking: bool,
+    /// Segments begun whose final (or discard) has not come yet.
+    unfinished: BTreeSet<u64>,
 }
 
 impl Deepgram {
@@ -155,6 +157,7 @@ impl Deepgram {
             utterance_end_due: None,
             last_speech_start: 0.0,
             speaking: false,
+            unfinished: BTreeSet::new(),
         }
     }
 
@@ -193,9 +196,10 @@ impl Deepgram {
                 );
                 results.is_final = true;
                 results.speech_final = speech_final && self.params.endpointing != Endpointing::Off;
+                self.unfinished.remove(&segment_id);
                 if let Some(below) = self.finalize_below {
                     results.from_finalize = segment_id < below;
-                    if segment_id + 1 >= below {
+                    if self.unfinished.range(..below).next().is_none() {
                         self.finalize_below = None;
                     }
                 }
@@ -204,16 +208,33 @@ impl Deepgram {
                 self.utterance_end_due = Some(last_word_end);
                 self.send_utterance_end(driver, out);
             }
-            ServerMessage::SpeechStarted { start, .. } => {
+            ServerMessage::SpeechStarted { segment_id, start } => {
+                self.unfinished.insert(segment_id);
                 self.speaking = true;
                 self.last_speech_start = start;
                 if self.params.vad_events {
                     out.push_json(&SpeechStarted::at(start));
                 }
             }
-            ServerMessage::SpeechStopped { .. } => self.speaking = false,
+            ServerMessage::SpeechStopped {
+                segment_id, kept, ..
+            } => {
+                self.speaking = false;
+                if !kept {
+                    self.unfinished.remove(&segment_id);
+                }
+            }
             ServerMessage::Flushed { next_segment_id } => {
-                self.finalize_below = Some(next_segment_id);
+                if self.unfinished.range(..next_segment_id).next().is_some() {
+                    self.finalize_below = Some(next_segment_id);
+                } else {
+                    // Nothing was left to transcribe: Deepgram still confirms the Finalize.
+                    let at = self.audio_seconds(driver);
+                    let mut results = Results::new("", (at, at), &[], 0.0, self.metadata.clone());
+                    results.is_final = true;
+                    results.from_finalize = true;
+                    out.push_json(&results);
+                }
             }
             ServerMessage::Keyword { .. }
             | ServerMessage::Keywords { .. }

@@ -16,8 +16,8 @@ async def main(hostport: str, path: str, key: str) -> None:
     t0 = None
     async with client.listen.v1.connect(
         model="nova-3", language="en", encoding="linear16", sample_rate=16000, channels=1,
-        interim_results=True, punctuate=True, smart_format=True, endpointing=500,
-        utterance_end_ms=1500, vad_events=True,
+        interim_results=True, punctuate=True, smart_format=True,
+        utterance_end_ms=1000, vad_events=True,
     ) as conn:
         async def receive() -> None:
             async for msg in conn:

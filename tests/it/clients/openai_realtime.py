@@ -24,7 +24,7 @@ async def main(hostport: str, path: str, key: str, turns: str, dialect: str) -> 
     client = AsyncOpenAI(api_key=key, base_url=f"http://{hostport}/v1",
                          websocket_base_url=f"ws://{hostport}/v1")
     vad = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-           "silence_duration_ms": 700} if turns == "vad" else None
+           "silence_duration_ms": 1000} if turns == "vad" else None
     if dialect == "beta":
         manager = client.beta.realtime.connect(model="gpt-4o-transcribe",
                                                extra_query={"intent": "transcription"})
