@@ -1,6 +1,7 @@
 //! The figures of `sori bench --capacity`: per client, per level, and the capacity decision.
 
 use super::client::{Seen, final_latency};
+use super::gpu::GpuLevel;
 use crate::bench::percentile;
 
 /// One client's session, summed up.
@@ -86,6 +87,10 @@ pub struct LevelFigures {
     pub decoder_utilisation: f64,
     /// Highest VmRSS of the server seen during the level (sampled every 0.5 s).
     pub peak_rss_mb: f64,
+    /// GPU memory and utilisation from the server's `/api/status` during the level, when its
+    /// decoder is on a GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuLevel>,
     /// "client i: …" for every abnormal thing a client saw.
     pub errors: Vec<String>,
     pub per_client: Vec<ClientFigures>,
@@ -126,6 +131,7 @@ impl LevelFigures {
             partial_rate_mean: per_client.iter().map(|c| c.partial_rate).sum::<f64>() / n,
             decoder_utilisation,
             peak_rss_mb,
+            gpu: None,
             errors,
             per_client,
         }
@@ -163,6 +169,15 @@ pub fn holds(level: &LevelFigures, baseline_wer: f64, t: &Thresholds) -> bool {
         && level.wer_worst <= baseline_wer + t.max_wer_rise + 1e-9
         && level.partial_rate_min >= t.min_partial_rate
         && level.errors.is_empty()
+}
+
+/// Whether the last level measured misses the targets, against the first level's WER (the
+/// levels run from the fewest clients up): where `--stop-at-first-miss` ends the sweep.
+pub fn last_missed(levels: &[LevelFigures], t: &Thresholds) -> bool {
+    match (levels.first(), levels.last()) {
+        (Some(first), Some(last)) => !holds(last, first.wer_worst, t),
+        _ => false,
+    }
 }
 
 /// The highest level that holds the targets (not necessarily every level below it: each
@@ -249,6 +264,20 @@ mod tests {
         let c = capacity(&levels, &TARGETS);
         assert_eq!(c.streams, 0);
         assert_eq!(c.held, [false, false, false]);
+    }
+
+    #[test]
+    fn the_sweep_stops_at_the_first_level_that_misses() {
+        let mut levels = vec![level(8, 1.0, 0.02, 1.0)];
+        assert!(!last_missed(&levels, &TARGETS));
+        levels.push(level(32, 1.4, 0.03, 0.8));
+        assert!(!last_missed(&levels, &TARGETS));
+        levels.push(level(64, 1.7, 0.03, 0.8));
+        assert!(last_missed(&levels, &TARGETS));
+        // A WER more than a point over the first level's misses too.
+        let levels = vec![level(8, 1.0, 0.02, 1.0), level(32, 1.0, 0.04, 1.0)];
+        assert!(last_missed(&levels, &TARGETS));
+        assert!(!last_missed(&[], &TARGETS));
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! 100 ms frames paced by the wall clock, then 2 s of silence and `stop`, and read to the close
 //! frame; client i starts i/N s into the level, so utterance ends do not line up. Per level:
 //! final latency from the last word's audio, WER, partials per second of speech, decoder
-//! utilisation (from `/metrics`), the server's peak RSS and anything abnormal. The capacity is
-//! the highest N that holds the targets.
+//! utilisation (from `/metrics`), the server's peak RSS and anything abnormal; when the
+//! server's decoder is on a GPU (`/api/config`), the GPU memory and utilisation its monitor
+//! reports (`/api/status`). The capacity is the highest N that holds the targets;
+//! `--stop-at-first-miss` ends the sweep at the first level that does not.
 
 mod client;
 mod figures;
+mod gpu;
 mod probe;
 mod report;
 mod setup;
@@ -29,6 +32,7 @@ use sori_core::testing::{pcm_s16le, silence};
 use crate::bench::child::ChildServer;
 use client::Speech;
 use figures::{LevelFigures, Thresholds};
+use gpu::{Decoder, GpuWatch};
 use probe::{DecodeCounters, RssPeak};
 pub use report::CapacityReport;
 use setup::{key_value, levels, load_speech, server_settings, shown_settings};
@@ -66,6 +70,10 @@ pub struct CapacityArgs {
     /// Fewest partials per second of speech every --capacity client must get.
     #[arg(long, default_value_t = 0.5, requires = "capacity")]
     pub min_partial_rate: f64,
+    /// End the --capacity sweep after the first level that misses the targets (the larger
+    /// levels are not run), e.g. for a GPU: --clients 8,32,64,128,256 --stop-at-first-miss.
+    #[arg(long, requires = "capacity")]
+    pub stop_at_first_miss: bool,
 }
 
 /// What the command line gives `run` besides the flags above.
@@ -95,39 +103,85 @@ pub async fn run(args: &CapacityArgs, setup: Setup) -> anyhow::Result<CapacityRe
     let scratch = std::env::temp_dir().join(format!("sori-capacity-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let server = ChildServer::start(&scratch, &server_args, &server_env).await?;
-    let measured = measure(&server, &levels, &samples, reference, language).await;
-    drop(server);
-    let _ = std::fs::remove_dir_all(&scratch);
-    let (model, workers, levels) = measured?;
-
     let thresholds = Thresholds {
         max_p95_s: args.max_p95_s,
         max_wer_rise: args.max_wer_rise,
         min_partial_rate: args.min_partial_rate,
     };
+    let sweep = Sweep {
+        levels: &levels,
+        thresholds: &thresholds,
+        stop_at_first_miss: args.stop_at_first_miss,
+    };
+    let measured = measure(&server, &sweep, &samples, reference, language).await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let m = measured?;
+
+    let not_run = levels[m.levels.len()..].to_vec();
     Ok(CapacityReport {
-        model,
-        workers,
+        model: m.model,
+        workers: m.workers,
         server: shown,
         files: files.iter().map(|f| f.display().to_string()).collect(),
         stream_s: samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE) + TRAILING_SILENCE_S,
         language: language.to_string(),
-        capacity: figures::capacity(&levels, &thresholds),
+        gpu_memory_idle_mb: m.gpu_idle_mb,
+        gpu_memory_per_worker_mb: m
+            .gpu_idle_mb
+            .map(|mb| mb / m.workers.max(1.0))
+            .filter(|_| m.decoder.as_ref().is_some_and(Decoder::on_gpu)),
+        decoder: m.decoder,
+        capacity: figures::capacity(&m.levels, &thresholds),
         thresholds,
-        levels,
+        levels: m.levels,
+        not_run,
     })
 }
 
-/// The warm-up, then each level in turn: (model, decoder workers, levels).
+/// The levels to run and when to stop.
+struct Sweep<'a> {
+    levels: &'a [usize],
+    thresholds: &'a Thresholds,
+    stop_at_first_miss: bool,
+}
+
+/// What [`measure`] found.
+struct Measured {
+    model: String,
+    workers: f64,
+    decoder: Option<Decoder>,
+    /// GPU memory in use after the warm-up, before the first level (GPU decoder only).
+    gpu_idle_mb: Option<f64>,
+    levels: Vec<LevelFigures>,
+}
+
+/// Where the decoder runs, the warm-up (and the GPU memory after it), then each level in turn
+/// (up to the first miss with `stop_at_first_miss`).
 async fn measure(
     server: &ChildServer,
-    levels: &[usize],
+    sweep: &Sweep<'_>,
     samples: &[f32],
     reference: String,
     language: Language,
-) -> anyhow::Result<(String, f64, Vec<LevelFigures>)> {
+) -> anyhow::Result<Measured> {
     let http = reqwest::Client::new();
+    let decoder = Decoder::read(&http, server)
+        .await
+        .context("cannot read the server's /api/config")?;
+    let on_gpu = decoder.as_ref().is_some_and(Decoder::on_gpu);
+    if let Some(decoder) = &decoder {
+        eprintln!("[capacity] {}", decoder.line());
+    }
     warm_up(&http, server, samples, language).await?;
+    let gpu_idle_mb = if on_gpu {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gpu::read_sample(&http, &server.url("/api/status"))
+            .await
+            .map(|s| s.memory_used_mb)
+    } else {
+        None
+    };
     let mut pcm = pcm_s16le(samples);
     pcm.extend(pcm_s16le(&silence(TRAILING_SILENCE_S)));
     let speech = Arc::new(Speech {
@@ -139,34 +193,58 @@ async fn measure(
         pcm,
         reference,
     });
-    let mut figures = Vec::new();
+    let mut done: Vec<LevelFigures> = Vec::new();
     let mut workers = 0.0;
-    for &n in levels {
+    for &n in sweep.levels {
         eprintln!("[capacity] {n} client(s)…");
-        let (level, w) = run_level(&http, server, &speech, n)
+        let (level, w) = run_level(&http, server, &speech, n, on_gpu)
             .await
             .with_context(|| format!("the level of {n} clients failed: {}", server.log_tail()))?;
-        eprintln!(
-            "[capacity] {n} client(s): final p50 {:.2} s, p95 {:.2} s, max {:.2} s; WER worst \
-             {:.1} %; partials/s min {:.2}; decoder busy {:.0} %; peak RSS {:.0} MB; {} error(s)",
-            level.latency_p50_s,
-            level.latency_p95_s,
-            level.latency_max_s,
-            level.wer_worst * 100.0,
-            level.partial_rate_min,
-            level.decoder_utilisation * 100.0,
-            level.peak_rss_mb,
-            level.errors.len()
-        );
+        eprintln!("[capacity] {n} client(s): {}", progress(&level));
         workers = w;
-        figures.push(level);
+        done.push(level);
+        if sweep.stop_at_first_miss && figures::last_missed(&done, sweep.thresholds) {
+            eprintln!(
+                "[capacity] {n} client(s) missed the targets: stopping (--stop-at-first-miss)"
+            );
+            break;
+        }
     }
-    let model = figures
+    let model = done
         .iter()
         .flat_map(|l| &l.per_client)
         .find_map(|c| c.model.clone())
         .unwrap_or_default();
-    Ok((model, workers, figures))
+    Ok(Measured {
+        model,
+        workers,
+        decoder,
+        gpu_idle_mb,
+        levels: done,
+    })
+}
+
+/// A level's figures on one line, for the progress on stderr.
+fn progress(level: &LevelFigures) -> String {
+    let mut line = format!(
+        "final p50 {:.2} s, p95 {:.2} s, max {:.2} s; WER worst {:.1} %; partials/s min {:.2}; \
+         decoder busy {:.0} %; peak RSS {:.0} MB",
+        level.latency_p50_s,
+        level.latency_p95_s,
+        level.latency_max_s,
+        level.wer_worst * 100.0,
+        level.partial_rate_min,
+        level.decoder_utilisation * 100.0,
+        level.peak_rss_mb,
+    );
+    if let Some(gpu) = &level.gpu {
+        line.push_str(&format!(
+            "; GPU memory peak {:.0} MB, GPU busy {:.0} %",
+            gpu.peak_memory_mb, gpu.utilisation_mean_pct
+        ));
+    }
+    line.push_str(&format!("; {} error(s)", level.errors.len()));
+    line
 }
 
 /// N clients at once, client i starting i/N s in; the decoder counters and the server's RSS
@@ -176,10 +254,12 @@ async fn run_level(
     server: &ChildServer,
     speech: &Arc<Speech>,
     n: usize,
+    on_gpu: bool,
 ) -> anyhow::Result<(LevelFigures, f64)> {
     wait_idle(http, server).await?;
     let before = DecodeCounters::read(http, server).await?;
     let rss = RssPeak::start(server.pid());
+    let gpu = on_gpu.then(|| GpuWatch::start(http, server));
     let started = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -195,10 +275,11 @@ async fn run_level(
     let after = DecodeCounters::read(http, server).await?;
     let peak_rss_mb = rss.stop().await;
     let utilisation = after.utilisation_since(&before, wall_s);
-    Ok((
-        LevelFigures::new(clients, wall_s, utilisation, peak_rss_mb),
-        after.workers,
-    ))
+    let mut level = LevelFigures::new(clients, wall_s, utilisation, peak_rss_mb);
+    if let Some(gpu) = gpu {
+        level.gpu = gpu.stop().await;
+    }
+    Ok((level, after.workers))
 }
 
 /// Until the server counts no open session (the previous level's are closed), at most 30 s.
