@@ -133,6 +133,8 @@ struct Deepgram {
     speaking: bool,
     /// Segments begun whose final (or discard) has not come yet.
     unfinished: BTreeSet<u64>,
+    /// A `Finalize` whose flush has not come back from the driver yet.
+    finalizing: bool,
 }
 
 impl Deepgram {
@@ -158,6 +160,7 @@ impl Deepgram {
             last_speech_start: 0.0,
             speaking: false,
             unfinished: BTreeSet::new(),
+            finalizing: false,
         }
     }
 
@@ -225,6 +228,10 @@ impl Deepgram {
                 }
             }
             ServerMessage::Flushed { next_segment_id } => {
+                // Only a Finalize is answered; the flush of CloseStream is not.
+                if !std::mem::take(&mut self.finalizing) {
+                    return;
+                }
                 if self.unfinished.range(..next_segment_id).next().is_some() {
                     self.finalize_below = Some(next_segment_id);
                 } else {
@@ -271,7 +278,10 @@ impl Deepgram {
     fn on_control(&mut self, driver: &mut Driver, text: &str, out: &mut Outbox) {
         match parse_control(text) {
             Ok(ControlMessage::KeepAlive) => {}
-            Ok(ControlMessage::Finalize) => driver.flush(),
+            Ok(ControlMessage::Finalize) => {
+                self.finalizing = true;
+                driver.flush();
+            }
             Ok(ControlMessage::CloseStream) => {
                 driver.apply(ClientMessage::Stop);
             }

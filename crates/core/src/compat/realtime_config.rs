@@ -205,7 +205,9 @@ impl SessionConfig {
                     crate::session::MAX_SILENCE_MS,
                 )
             }),
-            speech_threshold: self.turn_detection.as_ref().map(|vad| vad.threshold),
+            // OpenAI's threshold is its own VAD's scale, not earshot's: echoed, not applied
+            // (0.5 there cut quiet words short here).
+            speech_threshold: None,
             ..StreamOptions::default()
         }
     }
@@ -365,7 +367,10 @@ mod tests {
         assert_eq!(options.sample_rate, Some(24_000));
         assert_eq!(options.language.as_deref(), Some("en"));
         assert_eq!(options.silence_ms, Some(700));
-        assert_eq!(options.speech_threshold, Some(0.6));
+        assert_eq!(
+            options.speech_threshold, None,
+            "OpenAI's threshold is not earshot's"
+        );
         assert_eq!(options.manual_turns, Some(false));
     }
 
