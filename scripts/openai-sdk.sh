@@ -15,23 +15,9 @@ tool_dir="$root/.tools/openai-sdk"
 venv="$tool_dir/venv"
 stamp="$tool_dir/VERSION"
 
-say() { printf 'openai-sdk: %s\n' "$*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
-
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-need_venv() {
-    command -v python3 >/dev/null 2>&1 ||
-        die "'python3' is required but missing; install it with: apt-get install -y python3"
-    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ||
-        die "python3's venv module (with ensurepip) is required but missing; install it with: apt-get install -y python3-venv"
-}
+script_name=openai-sdk
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
 
 # installed_ok: the stamp matches and the venv's python imports openai at that version.
 installed_ok() {
