@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step header carries the time since the start, so a CI log shows where the minutes went.
+step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+trap 'printf "\n== [%dm%02ds] test.sh ended (exit %d)\n" $((SECONDS / 60)) $((SECONDS % 60)) $?' EXIT
 
 step "system packages"
 ./scripts/install-deps.sh

