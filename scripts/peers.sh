@@ -8,6 +8,8 @@
 #            pauses, each a 16 kHz mono wav with a same-named .txt reference; and
 #            data/bench/long/utterance-10s.wav, two clips joined without a pause
 #   audio    only the audio of `fetch` (the compatibility tests stream it)
+#   noise    the music `sori bench --noise` mixes under the speech: the three tracks of Debian's
+#            asc-music package (game music, GPL-2+, ~6.5 min of mp3) in data/bench/noise/music/
 #   python   run the venv's python
 #   bench    the whole benchmark in one command: release build, `sori model fetch`, fetch,
 #            then `sori bench --peers --runs 5 ARGS...`
@@ -24,6 +26,8 @@ venv="$tool_dir/venv"
 stamp="$tool_dir/VERSION"
 audio_dir="$root/data/bench/peers"
 long_dir="$root/data/bench/long"
+music_pkg="asc-music=1.3-6"
+music_dir="$root/data/bench/noise/music"
 
 say() { printf 'peers: %s\n' "$*" >&2; }
 die() {
@@ -114,6 +118,31 @@ fetch_audio() {
     say "benchmark audio ready: $(ls "$audio_dir"/*.wav | wc -l) files in $audio_dir"
 }
 
+fetch_noise() {
+    if [ -f "$music_dir/.complete" ]; then
+        say "noise audio present: $music_dir"
+        return
+    fi
+    need apt-get "a Debian system (the music is Debian's $music_pkg package)"
+    need dpkg-deb "apt-get install -y dpkg"
+    local work="$tool_dir/noise"
+    rm -rf "$work" "$music_dir"
+    mkdir -p "$work" "$music_dir"
+    say "downloading $music_pkg (apt verifies it against Debian's signed index)"
+    # Downloaded, not installed: nothing on the system changes.
+    (cd "$work" && apt-get download "$music_pkg" >&2 2>/dev/null) ||
+        (apt-get update >&2 && cd "$work" && apt-get download "$music_pkg" >&2) ||
+        die "apt-get could not download $music_pkg"
+    dpkg-deb -x "$work"/asc-music_*.deb "$work/unpacked"
+    cp "$work"/unpacked/usr/share/games/asc/music/*.mp3 "$music_dir"/
+    cp "$work/unpacked/usr/share/doc/asc-music/copyright" "$music_dir/COPYRIGHT"
+    local n
+    n=$(find "$music_dir" -name '*.mp3' | wc -l)
+    [ "$n" -ge 1 ] || die "no mp3 files in $music_pkg"
+    touch "$music_dir/.complete"
+    say "noise audio ready: $n tracks in $music_dir"
+}
+
 case "${1:-}" in
 fetch)
     [ $# -eq 1 ] || usage
@@ -123,6 +152,10 @@ fetch)
 audio)
     [ $# -eq 1 ] || usage
     fetch_audio
+    ;;
+noise)
+    [ $# -eq 1 ] || usage
+    fetch_noise
     ;;
 python)
     shift

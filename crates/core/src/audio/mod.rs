@@ -4,6 +4,7 @@
 //! - [`resample`] converts a stream or a whole clip to [`TARGET_SAMPLE_RATE`].
 //! - [`decode`] opens audio files (WAV, MP3, FLAC, Ogg Vorbis) with symphonia.
 //! - [`file_stream`] reads a file as 16 kHz chunks in bounded memory, within a length limit.
+//! - [`noise`] mixes noise into speech at a chosen SNR (accuracy in noise).
 //!
 //! Every failure is an [`AudioError`] whose message says what was wrong and what is accepted, and
 //! whose [`AudioError::code`] is a stable label for the protocol's `error` event.
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 pub mod decode;
 pub mod file_stream;
+pub mod noise;
 pub mod pcm;
 pub mod resample;
 pub mod wav;

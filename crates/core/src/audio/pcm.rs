@@ -405,7 +405,9 @@ mod tests {
         assert_eq!(parse("pcm_s16le").unwrap(), Encoding::PcmS16le);
         assert_eq!(parse("pcm_f32le").unwrap(), Encoding::PcmF32le);
         assert_eq!(parse("pcm16").unwrap(), Encoding::PcmS16le);
-        assert!(parse("mulaw").is_err());
+        assert_eq!(parse("mulaw").unwrap(), Encoding::PcmMulaw);
+        assert_eq!(parse("g711_alaw").unwrap(), Encoding::PcmAlaw);
+        assert!(parse("opus").is_err());
     }
 
     #[test]

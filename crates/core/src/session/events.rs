@@ -78,6 +78,8 @@ impl Session {
         }
         match self.clean_text(&transcript, meta) {
             Ok(text) => {
+                self.conditioning
+                    .remember(&text, &transcript.language, meta.start_s, meta.end_s);
                 let mut events = Vec::with_capacity(2);
                 if let Some(lock) = self.lock_language(meta, &transcript) {
                     events.push(lock);

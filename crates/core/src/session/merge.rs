@@ -274,9 +274,13 @@ impl Session {
     }
 
     fn queue_ready(&mut self, ready: Ready) {
-        let (job_id, audio) = match ready {
-            Ready::Alone { job_id, audio } => (job_id, audio),
+        let (job_id, audio, start_s) = match ready {
+            Ready::Alone { job_id, audio } => (job_id, audio, self.start_of(job_id)),
             Ready::Window(joined) => {
+                let start_s = joined
+                    .placed
+                    .first()
+                    .map_or(0.0, |p| self.start_of(p.job_id));
                 let job_id = self.new_job_id();
                 tracing::debug!(
                     job_id,
@@ -287,17 +291,23 @@ impl Session {
                 if let Some(windows) = self.windows.as_mut() {
                     windows.sent(job_id, joined.placed);
                 }
-                (job_id, joined.audio)
+                (job_id, joined.audio, start_s)
             }
         };
         let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
         let opts = self.decode_options(seconds, true, None);
         self.waiting.push_back(super::scheduler::Job {
             job_id,
+            start_s,
             audio: Arc::from(audio),
             opts,
             priority: Priority::final_due(Instant::now()),
         });
+    }
+
+    /// Where an utterance queued as a final starts (s).
+    fn start_of(&self, job_id: u64) -> f64 {
+        self.jobs.get(&job_id).map_or(0.0, |m| m.start_s)
     }
 
     /// `on_outcome`'s hook: a window's outcome becomes its utterances' finals (`None`);

@@ -5,6 +5,7 @@
 //! - this file: the front end (PCM decoding, resampling to 16 kHz, the VAD) and the options;
 //! - [`scheduler`]: which decode jobs to run (finals first, then speculation and partials when
 //!   a worker is free), cancelling stale partials, releasing finals in segment order;
+//! - `context`: the previous text each decode is prompted with (`condition_on_previous_text`);
 //! - `language`: with `auto`, the languages a decode may choose from and the session lock;
 //! - `merge`: file sessions only, consecutive utterances decoded together in one window and
 //!   split back into their own finals;
@@ -15,6 +16,7 @@
 //!
 //! The driver (`crate::driver`) runs a `Stream` for a transport: limits, outputs, keywords.
 
+mod context;
 mod events;
 mod language;
 mod latency;
@@ -63,6 +65,8 @@ pub struct Session {
     vad: Segmenter,
     filter: Arc<HallucinationFilter>,
     decode_defaults: DecodeOptions,
+    /// The previous text decodes are prompted with (`stt.condition_on_previous_text`).
+    conditioning: context::Conditioning,
     ctx_trim: Option<(f64, f64)>,
     /// Partials decoded as drafts (`stt.draft_partials`).
     draft_partials: bool,
@@ -135,6 +139,7 @@ impl Session {
                 draft: false,
                 cancel: None,
             },
+            conditioning: context::Conditioning::new(stt.condition_on_previous_text),
             draft_partials: stt.draft_partials,
             ctx_trim: stt
                 .audio_ctx_trim
@@ -221,6 +226,7 @@ impl Session {
         {
             self.locked_language = None;
             self.partial_language = None;
+            self.conditioning.forget();
             self.languages = language_set(&options);
             self.lock_rule.enabled = options.language_lock;
         }

@@ -25,6 +25,8 @@ pub struct Job {
     pub opts: DecodeOptions,
     /// Its place in the pool's queue.
     pub priority: Priority,
+    /// Where its audio starts in the stream (s): what the previous text is measured against.
+    pub(crate) start_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +46,8 @@ pub(super) struct Speculation {
     pub(super) segment_id: u64,
     pub(super) start_sample: u64,
     pub(super) len: usize,
+    /// The prompt it was decoded with: it stands for the final only if the final's would be the same.
+    pub(super) prompt: Option<Arc<str>>,
     /// The outcome, once it arrived (kept until the utterance ends or speech resumes).
     pub(super) outcome: Option<DecodeOutcome>,
 }
@@ -98,6 +102,7 @@ impl Session {
         let opts = self.decode_options(seconds, true, None);
         self.waiting.push_back(Job {
             job_id,
+            start_s: utterance.start_s(),
             audio: Arc::from(utterance.samples),
             opts,
             // Due from the moment the speech ended.
@@ -107,10 +112,12 @@ impl Session {
 
     /// Uses the speculative decode as this utterance's final when it decoded exactly this audio.
     pub(super) fn adopt_speculation(&mut self, segment_id: u64, utterance: &Utterance) -> bool {
+        let prompt = self.prompt_at(utterance.start_s());
         let matches = self.speculation.as_ref().is_some_and(|s| {
             s.segment_id == segment_id
                 && s.start_sample == utterance.start_sample
                 && s.len == utterance.samples.len()
+                && s.prompt == prompt
         });
         if !matches {
             return false;
@@ -168,6 +175,23 @@ impl Session {
         opts
     }
 
+    /// The prompt of a decode of audio from `start_s`: the session's own, then the previous
+    /// text when conditioning is on (context.rs).
+    pub(super) fn prompt_at(&self, start_s: f64) -> Option<Arc<str>> {
+        self.conditioning
+            .prompt(self.decode_defaults.initial_prompt.as_ref(), start_s)
+    }
+
+    /// Finals in flight at once: one per worker, or one when each is prompted with the text
+    /// of the one before (it must have been decoded first).
+    fn final_slots(&self) -> usize {
+        if self.conditioning.enabled() {
+            1
+        } else {
+            self.max_finals_in_flight
+        }
+    }
+
     pub(super) fn new_job_id(&mut self) -> u64 {
         self.next_job_id += 1;
         self.next_job_id
@@ -190,7 +214,7 @@ impl Session {
     /// Whether `next_job` would return something (without taking it).
     pub fn has_job(&self, worker_idle: bool) -> bool {
         if !self.waiting.is_empty() {
-            return self.in_flight < self.max_finals_in_flight;
+            return self.in_flight < self.final_slots();
         }
         self.speculation_due(worker_idle) || self.partial_due(worker_idle)
     }
@@ -233,11 +257,13 @@ impl Session {
     }
 
     pub(super) fn take_job(&mut self) -> Option<Job> {
-        if !self.waiting.is_empty() && self.in_flight < self.max_finals_in_flight {
+        if !self.waiting.is_empty() && self.in_flight < self.final_slots() {
             self.in_flight += 1;
             let mut job = self.waiting.pop_front();
             if let Some(job) = job.as_mut() {
                 self.choose_languages(&mut job.opts, None);
+                // Now, not when queued: the finals before it have been decoded by now.
+                job.opts.initial_prompt = self.prompt_at(job.start_s);
             }
             tracing::debug!(job_id = job.as_ref().map(|j| j.job_id), "final decode job");
             return job;
@@ -258,6 +284,7 @@ impl Session {
         } else {
             Priority::partial_due(self.last_partial_at)
         };
+        let prompt = self.prompt_at(start_s);
         let kind = if speculate {
             self.drop_speculation();
             self.speculation = Some(Speculation {
@@ -265,6 +292,7 @@ impl Session {
                 segment_id,
                 start_sample,
                 len: audio.len(),
+                prompt: prompt.clone(),
                 outcome: None,
             });
             JobKind::Speculative
@@ -274,6 +302,7 @@ impl Session {
             JobKind::Partial
         };
         let mut opts = self.decode_options(seconds, speculate, (!speculate).then_some(segment_id));
+        opts.initial_prompt = prompt;
         if kind == JobKind::Partial {
             opts.draft = self.draft_partials;
             let flag = Arc::new(AtomicBool::new(false));
@@ -298,6 +327,7 @@ impl Session {
             opts,
             audio,
             priority,
+            start_s,
         })
     }
 

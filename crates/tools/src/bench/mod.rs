@@ -14,6 +14,7 @@ pub mod capacity;
 pub mod child;
 pub mod hostile;
 pub mod load;
+pub mod noise;
 pub mod peers;
 pub mod rag;
 

@@ -80,16 +80,24 @@ pub struct PeersArgs {
     #[arg(long)]
     pub peers: bool,
     /// Systems to run, comma-separated (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', requires = "peers")]
+    #[arg(long, value_enum, value_delimiter = ',', requires = "side_by_side")]
     pub systems: Vec<System>,
     /// The CTranslate2 model faster-whisper reads: the one sori's ggml file was converted from.
-    #[arg(long, default_value = "models/ct2/whisper-base", requires = "peers")]
+    #[arg(
+        long,
+        default_value = "models/ct2/whisper-base",
+        requires = "side_by_side"
+    )]
     pub ct2_model: PathBuf,
     /// The q8_0 ggml model for `sori-q8`.
-    #[arg(long, default_value = "models/ggml-base-q8_0.bin", requires = "peers")]
+    #[arg(
+        long,
+        default_value = "models/ggml-base-q8_0.bin",
+        requires = "side_by_side"
+    )]
     pub q8_model: PathBuf,
     /// Beam size for every system (1 = greedy, sori's default; faster-whisper's own is 5).
-    #[arg(long, default_value_t = 1, requires = "peers")]
+    #[arg(long, default_value_t = 1, requires = "side_by_side")]
     pub beam_size: usize,
     /// Internal: run one sori system over the files and print JSON lines (what --peers starts).
     #[arg(long, hide = true, value_enum)]

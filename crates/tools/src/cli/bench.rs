@@ -17,6 +17,8 @@ use super::{EngineFlags, runtime};
 #[derive(clap::Args)]
 // `--clients` (in the load flags) is for the two benches that run streaming clients.
 #[command(group(clap::ArgGroup::new("streaming_clients").args(["load", "capacity"]).multiple(true)))]
+// The --peers options also shape --noise, which runs the same systems.
+#[command(group(clap::ArgGroup::new("side_by_side").args(["peers", "noise"]).multiple(true)))]
 pub struct BenchArgs {
     /// Audio files; a same-named .txt beside a file is its reference transcript.
     /// Default: the JFK clip, and the JFK clip three times with pauses.
@@ -49,6 +51,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     peers: crate::bench::peers::PeersArgs,
     #[command(flatten)]
+    noise: crate::bench::noise::NoiseArgs,
+    #[command(flatten)]
     hostile: crate::bench::hostile::HostileArgs,
     #[command(flatten)]
     capacity: crate::bench::capacity::CapacityArgs,
@@ -67,6 +71,7 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
         embed_url,
         soak,
         peers,
+        noise,
         hostile,
         capacity,
     } = args;
@@ -130,6 +135,14 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     if let Some(system) = peers.runner {
         return crate::bench::peers::run_child(system, config, &files, language);
+    }
+    if noise.noise {
+        let report = crate::bench::noise::run(&config, &noise, &peers, runs.max(1), language)?;
+        println!("{}", report.to_markdown());
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
     }
     if peers.peers {
         let files = if files.is_empty() {

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use sori::config::Config;
+use sori_core::audio::decode::load_16k_mono;
+use sori_core::audio::noise::{NoiseMix, NoiseSource, NoiseSpec};
+
+use crate::eval::run::Labelled;
 
 use super::{EngineFlags, runtime};
 
@@ -36,6 +40,37 @@ pub struct EvalArgs {
     /// Only the streamed path (/ws).
     #[arg(long)]
     stream_only: bool,
+    /// Add noise to every file before transcribing it: `white`, or a recording (any format
+    /// sori reads; looped to each file's length). Measures accuracy in noise on your corpus.
+    #[arg(long, value_name = "white|FILE", requires = "snr")]
+    noise: Option<NoiseSpec>,
+    /// Signal-to-noise ratio of --noise in dB: the file's mean power ÷ the noise's (e.g. 10, 5, 0).
+    #[arg(
+        long,
+        value_name = "DB",
+        requires = "noise",
+        allow_negative_numbers = true
+    )]
+    snr: Option<f32>,
+}
+
+/// The noise of `--noise` at `--snr`, its recording decoded once, and its label for the report.
+pub fn noise_mix(spec: &NoiseSpec, snr_db: f32) -> anyhow::Result<Labelled<NoiseMix>> {
+    let (source, name) = match spec {
+        NoiseSpec::White => (NoiseSource::White, "white noise".to_owned()),
+        NoiseSpec::File(path) => {
+            let samples = load_16k_mono(path)
+                .with_context(|| format!("cannot read the noise recording {}", path.display()))?;
+            (
+                NoiseSource::Samples(samples.into()),
+                format!("noise from {}", path.display()),
+            )
+        }
+    };
+    Ok(Labelled {
+        value: NoiseMix::new(source, snr_db)?,
+        label: format!("{name} at {snr_db} dB SNR"),
+    })
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -55,10 +90,15 @@ pub fn run(args: EvalArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     .apply(&mut config);
     let config = config.with_decoder_layout(sori::config::auto::available_cores());
     config.validate()?;
+    let noise = match (args.noise, args.snr) {
+        (Some(spec), Some(snr_db)) => Some(noise_mix(&spec, snr_db)?),
+        _ => None,
+    };
     let options = crate::eval::run::EvalOptions {
         language: args.language,
         offline: !args.stream_only,
         stream: !args.offline_only,
+        noise,
     };
     runtime()?.block_on(eval_dir(
         config,

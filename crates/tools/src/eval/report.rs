@@ -14,6 +14,9 @@ pub struct EvalReport {
     pub model: String,
     /// `--language` as given: ko, en, auto, or ref (per file from the reference's script).
     pub language: String,
+    /// The noise added to every file (`--noise`, `--snr`), e.g. `white noise at 5 dB SNR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<String>,
     /// CPU threads per decode.
     pub threads: usize,
     pub files: Vec<FileReport>,
@@ -241,8 +244,12 @@ impl EvalReport {
     pub fn to_table(&self) -> String {
         let mut rows: Vec<Vec<String>> = self.files.iter().map(file_row).collect();
         rows.push(total_row(&self.total));
+        let noise = match &self.noise {
+            Some(noise) => format!(", {noise} added"),
+            None => String::new(),
+        };
         let mut out = format!(
-            "model {}, {} thread(s), language {}; error rates in %, * = the file's metric, Δ err = streaming − offline (points)\n\n",
+            "model {}, {} thread(s), language {}{noise}; error rates in %, * = the file's metric, Δ err = streaming − offline (points)\n\n",
             self.model, self.threads, self.language
         );
         out.push_str(&aligned(&TABLE_HEADER, rows));

@@ -13,6 +13,7 @@ use sori::harness::ws_client::{self, Incoming};
 use sori::harness::{LocalServer, LocalServerError};
 use sori_core::audio::TARGET_SAMPLE_RATE;
 use sori_core::audio::decode::DecodedAudio;
+use sori_core::audio::noise::NoiseMix;
 use sori_core::protocol::{Language, ServerMessage};
 use sori_score::metrics::{Metric, score};
 use sori_score::normalize::{Profile, has_hangul, words};
@@ -74,6 +75,15 @@ pub struct EvalOptions {
     pub language: EvalLanguage,
     pub offline: bool,
     pub stream: bool,
+    /// Noise added to every file before either path hears it (`--noise`, `--snr`).
+    pub noise: Option<Labelled<NoiseMix>>,
+}
+
+/// A value and how the report names it (`white noise at 5 dB SNR`).
+#[derive(Debug, Clone)]
+pub struct Labelled<T> {
+    pub value: T,
+    pub label: String,
 }
 
 /// Runs the evaluation. `progress` is advanced once per file (pass a hidden bar when no one
@@ -120,6 +130,7 @@ pub async fn run(
         dir: dir.display().to_string(),
         model: server.transcriber().config.stt.model.display().to_string(),
         language: options.language.to_string(),
+        noise: options.noise.as_ref().map(|n| n.label.clone()),
         threads: server.transcriber().config.stt.threads,
         total: Totals::of(&files),
         files,
@@ -141,10 +152,18 @@ async fn evaluate_file(
     let reference_path = entry.reference.as_deref().unwrap_or(Path::new(""));
     let reference = corpus::read_reference(reference_path).map_err(|e| e.to_string())?;
     let audio_path = entry.audio.clone();
-    let samples = tokio::task::spawn_blocking(move || corpus::load_audio(&audio_path))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let noise = options.noise.as_ref().map(|n| n.value.clone());
+    let samples = tokio::task::spawn_blocking(move || {
+        let clean = corpus::load_audio(&audio_path).map_err(|e| e.to_string())?;
+        match noise {
+            Some(noise) => noise
+                .apply(&clean)
+                .map_err(|e| format!("cannot add the noise: {e}")),
+            None => Ok(clean),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let audio_s = samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE);
     let profile = Profile::of(&reference);
     let language = match options.language {

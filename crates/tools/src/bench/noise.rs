@@ -1,0 +1,213 @@
+//! `sori bench --noise`: accuracy in noise, sori offline and live beside faster-whisper
+//! (docs/accuracy.md, "Accuracy in noise").
+//!
+//! The mixes are made here from what the fetch scripts bring: the 39 s of JFK + LibriVox read
+//! speech (`data/bench/peers/joined.wav`, `scripts/peers.sh fetch`) and the game music of
+//! Debian's `asc-music` package (`scripts/peers.sh noise`), or Gaussian white noise, at each
+//! `--snr`. Each mix is written to `data/bench/noise/mixes/` with its reference, and every system
+//! of `sori bench --peers` runs over all of them in its own process (live: real-time `/ws`).
+//! Two more files hold the noises alone at the loudest level: whatever a system transcribes
+//! there is a hallucination.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::peers::{PeersArgs, PeersReport, System};
+use sori::config::Config;
+use sori_core::audio::decode::load_16k_mono;
+use sori_core::audio::noise::{WHITE_SEED, mean_power, mix_at_snr, white_noise};
+use sori_core::audio::wav::write_wav_16k;
+use sori_core::protocol::Language;
+
+/// The speech every mix is made of.
+const SPEECH: &str = "data/bench/peers/joined.wav";
+/// Where `scripts/peers.sh noise` puts the music (mp3).
+const MUSIC_DIR: &str = "data/bench/noise/music";
+/// Where the mixes are written.
+const MIX_DIR: &str = "data/bench/noise/mixes";
+
+/// `sori bench --noise` options (flattened into `sori bench`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoiseArgs {
+    /// Accuracy in noise instead: speech mixed with music and white noise at each --snr, run
+    /// through the --peers systems (default: sori offline, sori streaming, faster-whisper int8).
+    #[arg(long)]
+    pub noise: bool,
+    /// Signal-to-noise ratios of the mixes, in dB (speech power ÷ noise power).
+    #[arg(long, value_delimiter = ',', default_values_t = [10.0, 5.0, 0.0], allow_negative_numbers = true, requires = "noise")]
+    pub snr: Vec<f32>,
+}
+
+/// One row of the table: a kind of noise at one SNR, or clean speech, or a noise alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Condition {
+    /// `clean`, `music`, `white`.
+    pub noise: String,
+    /// None for clean speech.
+    pub snr_db: Option<f32>,
+    /// A noise alone, no speech: the figure is the words transcribed (hallucinations).
+    pub noise_only: bool,
+    pub file: PathBuf,
+}
+
+impl Condition {
+    fn label(&self) -> String {
+        match (self.noise_only, self.snr_db) {
+            (true, _) => format!("{} alone", self.noise),
+            (false, Some(snr)) => format!("{}, {snr} dB", self.noise),
+            (false, None) => self.noise.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct NoiseReport {
+    pub conditions: Vec<Condition>,
+    pub peers: PeersReport,
+}
+
+/// Builds the mixes, runs the systems over them, returns the figures; progress on stderr.
+pub fn run(
+    config: &Config,
+    args: &NoiseArgs,
+    peers: &PeersArgs,
+    runs: usize,
+    language: Language,
+) -> anyhow::Result<NoiseReport> {
+    let conditions = write_mixes(&args.snr)?;
+    let mut peers = peers.clone();
+    if peers.systems.is_empty() {
+        peers.systems = vec![System::Sori, System::SoriStream, System::FwInt8];
+    }
+    let files: Vec<PathBuf> = conditions.iter().map(|c| c.file.clone()).collect();
+    let report = super::peers::run(config, &peers, &files, runs, language)?;
+    Ok(NoiseReport {
+        conditions,
+        peers: report,
+    })
+}
+
+/// Writes clean speech, each noise at each SNR, and each noise alone, with references.
+fn write_mixes(snrs: &[f32]) -> anyhow::Result<Vec<Condition>> {
+    let speech = load_16k_mono(Path::new(SPEECH))
+        .with_context(|| format!("cannot read {SPEECH}; run ./scripts/peers.sh fetch"))?;
+    let reference = std::fs::read_to_string(Path::new(SPEECH).with_extension("txt"))
+        .with_context(|| format!("no reference beside {SPEECH}; run ./scripts/peers.sh fetch"))?;
+    let noises = [
+        ("music", music(speech.len())?),
+        ("white", white_noise(speech.len(), WHITE_SEED)),
+    ];
+    let dir = Path::new(MIX_DIR);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {MIX_DIR}"))?;
+    let write = |name: &str, samples: &[f32], reference: Option<&str>| -> anyhow::Result<PathBuf> {
+        let path = dir.join(format!("{name}.wav"));
+        write_wav_16k(&path, samples)?;
+        let txt = path.with_extension("txt");
+        match reference {
+            Some(text) => std::fs::write(&txt, text)?,
+            // No reference: the peers bench then counts words instead of an error rate.
+            None => {
+                let _ = std::fs::remove_file(&txt);
+            }
+        }
+        Ok(path)
+    };
+
+    let mut conditions = vec![Condition {
+        noise: "clean".into(),
+        snr_db: None,
+        noise_only: false,
+        file: write("clean", &speech, Some(&reference))?,
+    }];
+    let loudest = snrs.iter().copied().fold(f32::INFINITY, f32::min);
+    for (kind, noise) in &noises {
+        for &snr in snrs {
+            let mix = mix_at_snr(&speech, noise, snr)?;
+            conditions.push(Condition {
+                noise: (*kind).into(),
+                snr_db: Some(snr),
+                noise_only: false,
+                file: write(&format!("{kind}-{snr}dB"), &mix, Some(&reference))?,
+            });
+        }
+        // The noise alone, at the level it has in the loudest mix.
+        let gain = (mean_power(&speech) / mean_power(noise) / 10f64.powf(f64::from(loudest) / 10.0))
+            .sqrt() as f32;
+        let alone: Vec<f32> = noise
+            .iter()
+            .map(|s| (s * gain).clamp(-0.99, 0.99))
+            .collect();
+        conditions.push(Condition {
+            noise: (*kind).into(),
+            snr_db: Some(loudest),
+            noise_only: true,
+            file: write(&format!("{kind}-alone"), &alone, None)?,
+        });
+    }
+    Ok(conditions)
+}
+
+/// The music tracks, decoded and joined in name order, then cut to `len` samples starting 30 s
+/// in (past the quiet intros).
+fn music(len: usize) -> anyhow::Result<Vec<f32>> {
+    let fetch = "run ./scripts/peers.sh noise (Debian's asc-music package)";
+    let mut tracks: Vec<PathBuf> = std::fs::read_dir(MUSIC_DIR)
+        .with_context(|| format!("{MUSIC_DIR} is missing; {fetch}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "mp3"))
+        .collect();
+    tracks.sort();
+    if tracks.is_empty() {
+        bail!("no .mp3 files in {MUSIC_DIR}; {fetch}");
+    }
+    let mut all = Vec::new();
+    for track in &tracks {
+        all.extend(
+            load_16k_mono(track).with_context(|| format!("cannot decode {}", track.display()))?,
+        );
+    }
+    let skip = (30 * 16_000).min(all.len().saturating_sub(len));
+    Ok(all.into_iter().skip(skip).take(len).collect())
+}
+
+impl NoiseReport {
+    /// One row per condition, one column per system: WER in %, or for a noise alone the
+    /// number of words transcribed.
+    pub fn to_markdown(&self) -> String {
+        let systems = &self.peers.systems;
+        let mut out = format!(
+            "{:.1} s of speech per mix; {} thread(s), beam {}; sori streaming is real time over /ws\n\n| audio |",
+            self.peers.audio_s / self.conditions.len() as f64,
+            self.peers.threads,
+            self.peers.beam_size
+        );
+        for s in systems {
+            out.push_str(&format!(" {} |", s.name));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(systems.len()));
+        out.push('\n');
+        for (i, condition) in self.conditions.iter().enumerate() {
+            out.push_str(&format!("| {} |", condition.label()));
+            for s in systems {
+                let file = &s.files[i];
+                let cell = match file.error_rate {
+                    Some(rate) if !condition.noise_only => format!("{:.1} %", rate * 100.0),
+                    _ => {
+                        let words = file.text.split_whitespace().count();
+                        if words == 0 {
+                            "no text".into()
+                        } else {
+                            format!("{words} word(s): “{}”", file.text)
+                        }
+                    }
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
