@@ -1,8 +1,8 @@
 """faster-whisper side of `sori bench --peers` (docs/benchmarks.md).
 
 Loads one CTranslate2 Whisper model, transcribes each file offline with faster-whisper's own
-defaults except where sori's defaults must be matched (language, beam size, no conditioning on
-previous text), and prints one JSON line per file, then one line about the process:
+defaults except where sori's defaults must be matched (language, beam size, and no conditioning
+on previous text unless --condition-on-previous-text, faster-whisper's own default), and prints one JSON line per file, then one line about the process:
 
     {"file": ..., "wall_s": ..., "cpu_s": ..., "text": ..., "segments": N}
     {"load_s": ..., "peak_rss_mb": ...}
@@ -25,6 +25,11 @@ def main() -> int:
     parser.add_argument("--beam-size", type=int, default=1)
     parser.add_argument("--language", default="en")
     parser.add_argument("--vad-filter", action="store_true", help="faster-whisper's Silero VAD")
+    parser.add_argument(
+        "--condition-on-previous-text",
+        action="store_true",
+        help="prompt each 30 s window with the text before it (faster-whisper's default)",
+    )
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
 
@@ -42,7 +47,7 @@ def main() -> int:
             path,
             language=None if args.language == "auto" else args.language,
             beam_size=args.beam_size,
-            condition_on_previous_text=False,
+            condition_on_previous_text=args.condition_on_previous_text,
             vad_filter=args.vad_filter,
         )
         # transcribe() is lazy: the work happens while the segments are read.

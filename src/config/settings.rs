@@ -229,10 +229,9 @@ static STT: &[Setting] = &[
     ),
     setting!(stt.file_merge_s, env "SORI_FILE_MERGE_S",
         "files: consecutive utterances decoded as one window of up to this many seconds (≤ 30), each still its own segment; 0 = one decode each"),
-    setting!(
-        stt.condition_on_previous_text,
-        "off: conditioning feeds repetition loops"
-    ),
+    setting!(stt.condition_on_previous_text, env "SORI_CONDITION_ON_PREVIOUS_TEXT",
+        "prompt each decode with the session's previous finals (filtered text never; reset after \
+         30 s of silence or a language change); finals of one session then decode one at a time"),
     setting!(stt.initial_prompt, env "SORI_INITIAL_PROMPT", parse prompt,
         "domain vocabulary; sessions may set their own with `prompt`"),
     setting!(stt.max_prompt_chars, env "SORI_MAX_PROMPT_CHARS",

@@ -195,6 +195,10 @@ async fn indexed_rag(name: &str, rerank_url: Option<String>) -> Rag {
     let _ = std::fs::remove_dir_all(&cfg.store_dir);
     cfg.top_k_retrieval = 4;
     cfg.rerank_url = rerank_url;
+    // Four candidates through the 0.5B chat model on one CPU thread take 10–30 s beside the
+    // other tests (~25 prompt tokens/s on AVX2): this test checks the wire and the order, so
+    // the timeout is not what it measures.
+    cfg.timeout_ms = 120_000;
     let rag = Rag::connect(&cfg, &test_config().llm, Cache::memory(100))
         .await
         .expect("RAG on the in-process embedder");
@@ -220,6 +224,7 @@ async fn a_rerank_endpoint_scores_the_candidates_and_a_dead_one_falls_back_to_fu
     let server = llama_rerank_server();
     let cfg = RagConfig {
         rerank_url: Some(server.base_url.clone()),
+        timeout_ms: 120_000,
         ..Default::default()
     };
     let reranker = Reranker::from_config(&cfg).expect("configured");

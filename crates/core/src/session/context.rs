@@ -8,10 +8,9 @@
 
 use std::sync::Arc;
 
-/// The most recent text kept as context, in characters (cut at a word boundary). Whisper reads
-/// at most 224 prompt tokens and keeps the last ones; Korean takes 1–3 tokens a syllable, so
-/// this leaves room for a session's own prompt in front of it.
-pub const MAX_CONTEXT_CHARS: usize = 120;
+/// The most recent text kept as context, in characters (cut at a word boundary): ~50 tokens of
+/// English, 200–400 of Korean, of which Whisper keeps what fits in 224 with the own prompt.
+pub const MAX_CONTEXT_CHARS: usize = 200;
 
 /// Silence after which the previous text no longer says anything about what comes next.
 pub const RESET_GAP_S: f64 = 30.0;
@@ -64,8 +63,10 @@ impl Conditioning {
         self.last = None;
     }
 
-    /// The prompt for a decode of audio starting at `start_s`: the session's own prompt, then
-    /// the previous text when it is recent enough.
+    /// The prompt for a decode of audio starting at `start_s`: the previous text when it is
+    /// recent enough, then the session's own prompt. Whisper keeps the *last* 224 prompt
+    /// tokens, so when both do not fit it is the previous text that gives way, never the
+    /// domain words the operator configured.
     pub(super) fn prompt(&self, own: Option<&Arc<str>>, start_s: f64) -> Option<Arc<str>> {
         let context = self
             .last
@@ -75,7 +76,7 @@ impl Conditioning {
         match (own, context) {
             (own, None) => own.cloned(),
             (None, Some(context)) => Some(Arc::from(context)),
-            (Some(own), Some(context)) => Some(Arc::from(format!("{own} {context}"))),
+            (Some(own), Some(context)) => Some(Arc::from(format!("{context} {own}"))),
         }
     }
 }
@@ -99,7 +100,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prompt_is_the_own_prompt_then_the_recent_text() {
+    fn the_prompt_is_the_recent_text_then_the_own_prompt() {
         let mut c = Conditioning::new(true);
         let own: Arc<str> = Arc::from("강남대로");
         assert_eq!(c.prompt(Some(&own), 0.0).as_deref(), Some("강남대로"));
@@ -111,7 +112,7 @@ mod tests {
         );
         assert_eq!(
             c.prompt(Some(&own), 6.0).as_deref(),
-            Some("강남대로 first sentence. second one.")
+            Some("first sentence. second one. 강남대로")
         );
     }
 

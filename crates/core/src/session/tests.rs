@@ -386,3 +386,67 @@ fn decoded_by(script: &Arc<Script>, job: &Job) -> DecodeOutcome {
         decode: Duration::ZERO,
     }
 }
+
+/// With `condition_on_previous_text`: each final is prompted with the finals before it, one
+/// final at a time, and a filtered hallucination never reaches a later prompt.
+#[test]
+fn conditioning_prompts_with_kept_finals_only_and_never_a_filtered_one() {
+    use std::sync::Mutex;
+    let prompts: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = Arc::clone(&prompts);
+    // Utterances of 1.5, 2.5 and 3.5 s: the second is heard as a known hallucination.
+    let script = Script::new()
+        .answer(move |audio, opts| {
+            seen.lock()
+                .unwrap()
+                .push(opts.initial_prompt.as_deref().map(str::to_owned));
+            let mut t = describe(audio, opts);
+            t.text = match audio.len() / 16_000 {
+                1 => "the bridge on main street".into(),
+                2 => "시청해주셔서 감사합니다".into(),
+                _ => "carries twenty tonnes".into(),
+            };
+            Ok(t)
+        })
+        .shared();
+    let stt = SttConfig {
+        workers: 2,
+        condition_on_previous_text: true,
+        ..SttConfig::default()
+    };
+    let engine = scripted_engine(&script, stt.clone(), VadConfig::default());
+    let mut opts = default_options(&stt, false);
+    opts.partials = false;
+    opts.sample_rate = 16_000;
+    opts.prompt = Some("Main Street".into());
+    let mut s = engine.stream("t".into(), opts).unwrap();
+    for seconds in [1.2, 2.2, 3.2] {
+        s.session.push_samples(&tone(seconds));
+        s.session.push_samples(&silence(1.2));
+    }
+    let mut texts = Vec::new();
+    for _ in 0..3 {
+        let job = s.session.next_job(false).expect("the next final");
+        assert!(
+            s.session.next_job(false).is_none(),
+            "two workers, yet one final at a time: the next needs this one's text"
+        );
+        s.session.on_outcome(decoded_by(&script, &job));
+        texts.extend(finals(&s.session.take_events()).into_iter().map(|(_, t)| t));
+    }
+    assert_eq!(
+        texts,
+        ["the bridge on main street", "carries twenty tonnes"]
+    );
+    assert_eq!(s.session.summary().filtered, 1);
+    let prompts = prompts.lock().unwrap().clone();
+    assert_eq!(
+        prompts,
+        [
+            Some("Main Street".to_owned()),
+            Some("the bridge on main street Main Street".to_owned()),
+            Some("the bridge on main street Main Street".to_owned()),
+        ],
+        "the filtered hallucination is in no prompt"
+    );
+}

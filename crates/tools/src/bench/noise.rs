@@ -65,6 +65,8 @@ impl Condition {
 #[derive(Debug, Serialize)]
 pub struct NoiseReport {
     pub conditions: Vec<Condition>,
+    /// sori's `stt.condition_on_previous_text` in this run (faster-whisper's is always on).
+    pub sori_conditioning: bool,
     pub peers: PeersReport,
 }
 
@@ -78,6 +80,8 @@ pub fn run(
 ) -> anyhow::Result<NoiseReport> {
     let conditions = write_mixes(&args.snr)?;
     let mut peers = peers.clone();
+    // The bar is faster-whisper as its users run it: its defaults, conditioning included.
+    peers.fw_condition_on_previous_text = true;
     if peers.systems.is_empty() {
         peers.systems = vec![System::Sori, System::SoriStream, System::FwInt8];
     }
@@ -85,6 +89,7 @@ pub fn run(
     let report = super::peers::run(config, &peers, &files, runs, language)?;
     Ok(NoiseReport {
         conditions,
+        sori_conditioning: config.stt.condition_on_previous_text,
         peers: report,
     })
 }
@@ -178,10 +183,12 @@ impl NoiseReport {
     pub fn to_markdown(&self) -> String {
         let systems = &self.peers.systems;
         let mut out = format!(
-            "{:.1} s of speech per mix; {} thread(s), beam {}; sori streaming is real time over /ws\n\n| audio |",
+            "{:.1} s of speech per mix; {} thread(s), beam {}; sori streaming is real time over /ws; \
+             sori conditioning on previous text {}, faster-whisper with its defaults (conditioning on)\n\n| audio |",
             self.peers.audio_s / self.conditions.len() as f64,
             self.peers.threads,
-            self.peers.beam_size
+            self.peers.beam_size,
+            if self.sori_conditioning { "on" } else { "off" },
         );
         for s in systems {
             out.push_str(&format!(" {} |", s.name));

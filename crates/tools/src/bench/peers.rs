@@ -99,6 +99,10 @@ pub struct PeersArgs {
     /// Beam size for every system (1 = greedy, sori's default; faster-whisper's own is 5).
     #[arg(long, default_value_t = 1, requires = "side_by_side")]
     pub beam_size: usize,
+    /// faster-whisper conditions each window on the text before it, as its own default does
+    /// (off by default here to match sori's `stt.condition_on_previous_text`; --noise turns it on).
+    #[arg(long, requires = "side_by_side")]
+    pub fw_condition_on_previous_text: bool,
     /// Internal: run one sori system over the files and print JSON lines (what --peers starts).
     #[arg(long, hide = true, value_enum)]
     pub runner: Option<System>,
@@ -301,6 +305,9 @@ fn child_command(
                 .args(["--threads", &threads])
                 .args(["--beam-size", &args.beam_size.to_string()])
                 .args(["--language", language.as_str()]);
+            if args.fw_condition_on_previous_text {
+                c.arg("--condition-on-previous-text");
+            }
             // CTranslate2 sizes its pools from these when set; keep them at the thread count.
             c.env("OMP_NUM_THREADS", &threads);
             c
