@@ -345,6 +345,8 @@ fn every_existing_variable_is_in_the_table() {
         // Added with the capacity work of issue 16.
         "SORI_DRAFT_PARTIALS",
         "SORI_FILE_MERGE_S",
+        // Added with the accuracy-in-noise work of issue 19.
+        "SORI_CONDITION_ON_PREVIOUS_TEXT",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");
