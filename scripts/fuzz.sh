@@ -192,7 +192,8 @@ run_target() {
     shift 3 # the rest: more libFuzzer options
     local corpus="$corpus_dir/$target" logs="$fuzz_dir/artifacts/logs"
     local log_file
-    mkdir -p "$corpus" "$logs" "$fuzz_dir/artifacts/$target"
+    # Every target has a generated-seeds folder, empty for those with committed seeds only.
+    mkdir -p "$corpus" "$logs" "$fuzz_dir/artifacts/$target" "$seeds_dir/$target"
     log_file="$logs/$target-$(date -u +%Y%m%dT%H%M%SZ).log"
     local dirs=("$corpus" "$seeds_dir/$target")
     [ -d "$fuzz_dir/seeds/$target" ] && dirs+=("$fuzz_dir/seeds/$target")
