@@ -175,8 +175,8 @@ impl Session {
         opts
     }
 
-    /// The prompt of a decode of audio from `start_s`: the session's own, then the previous
-    /// text when conditioning is on (context.rs).
+    /// The prompt of a decode of audio from `start_s`: the previous text when conditioning is
+    /// on, then the session's own prompt (context.rs says why in that order).
     pub(super) fn prompt_at(&self, start_s: f64) -> Option<Arc<str>> {
         self.conditioning
             .prompt(self.decode_defaults.initial_prompt.as_ref(), start_s)
