@@ -14,7 +14,7 @@ step "system packages"
 ./scripts/install-deps.sh
 
 step "build (release: whisper.cpp is unusably slow unoptimised)"
-cargo build --release --locked --all-targets
+cargo build --release --locked --all-targets --timings
 
 step "models and test audio (sori model fetch)"
 ./target/release/sori model fetch

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::servers::{RedisServer, llama_server, own_llama_server};
+use crate::support::servers::{LLM_TEST_TIMEOUT_MS, RedisServer, llama_server, own_llama_server};
 use crate::support::*;
 use serde_json::{Value, json};
 use sori::config::Config;
@@ -40,7 +40,7 @@ fn keyword_server(llm_url: &str, tweak: impl FnOnce(&mut Config)) -> SocketAddr 
     let mut config = test_config();
     config.llm.enabled = true;
     config.llm.base_url = llm_url.to_owned();
-    config.llm.timeout_ms = 30_000;
+    config.llm.timeout_ms = LLM_TEST_TIMEOUT_MS;
     config.llm.retry_after_ms = 300;
     config.stt.threads = 1;
     tweak(&mut config);

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use crate::support::servers::llama_server;
+use crate::support::servers::{LLM_TEST_TIMEOUT_MS, llama_server};
 use crate::support::*;
 use serde_json::Value;
 use sori::keywords::normalize;
@@ -15,8 +15,7 @@ fn server_with_llm() -> SocketAddr {
     let mut config = test_config();
     config.llm.enabled = true;
     config.llm.base_url = llm.base_url.clone();
-    // Whisper and the LLM share two cores during tests: allow slow answers.
-    config.llm.timeout_ms = 60_000;
+    config.llm.timeout_ms = LLM_TEST_TIMEOUT_MS;
     config.stt.threads = 1;
     start_server(config)
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::faulty_llm::{Fault, FaultyLlm};
-use crate::support::servers::{RedisServer, llama_server};
+use crate::support::servers::{LLM_TEST_TIMEOUT_MS, RedisServer, llama_server};
 use crate::support::*;
 use serde_json::Value;
 use sori::cache::Cache;
@@ -14,9 +14,7 @@ use sori::keywords::{KeywordExtractor, normalize};
 fn llm_config(base_url: &str) -> LlmConfig {
     LlmConfig {
         base_url: base_url.to_owned(),
-        // The one-thread test server's first answer (a cold prompt) can take over 10 s when
-        // the tests load both cores.
-        timeout_ms: 60_000,
+        timeout_ms: LLM_TEST_TIMEOUT_MS,
         ..LlmConfig::default()
     }
 }
@@ -33,9 +31,8 @@ fn server_with_llm(base_url: &str, tweak: impl FnOnce(&mut Config)) -> std::net:
     let mut config = test_config();
     config.llm = llm_config(base_url);
     config.llm.retry_after_ms = 300;
-    // Whisper and the LLM share two cores during tests: allow slow answers (fault tests
-    // shorten this again).
-    config.llm.timeout_ms = 30_000;
+    // Fault tests shorten this again.
+    config.llm.timeout_ms = LLM_TEST_TIMEOUT_MS;
     // Whisper one thread, the LLM server one: oversubscribed cores stall both (ggml's
     // barriers spin).
     config.stt.threads = 1;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::servers::llama_server;
+use crate::support::servers::{LLM_TEST_TIMEOUT_MS, llama_server};
 use crate::support::webdriver::Browser;
 use crate::support::*;
 use serde_json::Value;
@@ -170,7 +170,7 @@ async fn a_browser_with_the_jfk_clip_as_microphone_sees_transcript_keywords_and_
     let mut config = test_config();
     config.llm.enabled = true;
     config.llm.base_url = llm.base_url.clone();
-    config.llm.timeout_ms = 30_000;
+    config.llm.timeout_ms = LLM_TEST_TIMEOUT_MS;
     config.stt.language = sori::protocol::Language::En;
     // One decoder thread beside the one-thread LLM server (two cores; see docs/benchmarks.md).
     config.stt.threads = 1;

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::servers::{RedisServer, embed_server, free_port, llama_server};
+use crate::support::servers::{
+    LLM_TEST_TIMEOUT_MS, RedisServer, embed_server, free_port, llama_server,
+};
 use crate::support::*;
 use serde_json::{Value, json};
 use sori::cache::Cache;
@@ -28,7 +30,7 @@ fn rag_config(store_dir: &Path) -> Config {
     config.rag.embed_url = embed_server().base_url.clone();
     config.rag.store_dir = store_dir.to_owned();
     config.llm.base_url = llama_server().base_url.clone();
-    config.llm.timeout_ms = 30_000;
+    config.llm.timeout_ms = LLM_TEST_TIMEOUT_MS;
     // One decoder thread beside the one-thread LLM and embedding servers.
     config.stt.threads = 1;
     config

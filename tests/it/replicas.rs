@@ -3,7 +3,7 @@
 //! embeddings. (Each keeps its own embedded vector store: sharing one needs a Qdrant server,
 //! which cannot be installed here; see docs/deployment.md.)
 
-use crate::support::servers::{RedisServer, embed_server, llama_server};
+use crate::support::servers::{LLM_TEST_TIMEOUT_MS, RedisServer, embed_server, llama_server};
 use crate::support::*;
 use serde_json::{Value, json};
 use sori::config::Config;
@@ -13,7 +13,7 @@ fn replica(redis_url: &str, name: &str) -> std::net::SocketAddr {
     config.cache.redis_url = Some(redis_url.to_owned());
     config.llm.base_url = llama_server().base_url.clone();
     config.llm.enabled = true;
-    config.llm.timeout_ms = 60_000;
+    config.llm.timeout_ms = LLM_TEST_TIMEOUT_MS;
     config.rag.enabled = true;
     config.rag.embed_url = embed_server().base_url.clone();
     let store = scratch_dir().join(format!("replica-store-{name}"));

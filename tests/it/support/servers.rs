@@ -165,6 +165,13 @@ pub fn llama_server_files() -> (PathBuf, PathBuf) {
     (bin, model)
 }
 
+/// What tests that call the real llama-server give sori as `llm.timeout_ms`. The CPU server
+/// reads a cold ~380-token keyword prompt at ~24 tokens/s on its one thread (~16 s, then ~7 s
+/// of answer) on a quiet machine, and the tests load both cores beside it: these tests check
+/// behaviour, not speed, so the limit sits far above that and below the tests' own wait for
+/// a message (`ANSWER_WITHIN`, 120 s).
+pub const LLM_TEST_TIMEOUT_MS: u64 = 90_000;
+
 /// One llama-server per test binary, started on first use and shared by its tests.
 pub fn llama_server() -> &'static LlmServer {
     static SERVER: OnceLock<LlmServer> = OnceLock::new();
