@@ -67,13 +67,46 @@ fn status_has_node(stdout: &[u8]) -> bool {
         .any(|l| l.starts_with("node") && !l.contains("not installed") && !l.contains("skipped"))
 }
 
-/// sori's own `/ws` finals for `wav`, streamed in real time.
+/// The joined speech at 24 kHz (sox's resampler), the rate OpenAI's Realtime API takes: the
+/// SDK and sori's own `/ws` are then sent the very same samples.
+fn joined_speech_24k() -> (PathBuf, String) {
+    let (wav, reference) = joined_speech();
+    (
+        sox(
+            &wav,
+            "joined-24k.wav",
+            &["-r", "24000", "-c", "1", "-b", "16"],
+        ),
+        reference,
+    )
+}
+
+/// The sample rate and the s16le samples of a mono 16-bit WAV (its `data` chunk).
+fn wav_pcm(wav: &Path) -> (u32, Vec<u8>) {
+    let bytes = std::fs::read(wav).unwrap();
+    assert_eq!(&bytes[..4], b"RIFF", "{} is not a WAV", wav.display());
+    let rate = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if &bytes[at..at + 4] == b"data" {
+            let end = (at + 8 + size).min(bytes.len());
+            return (rate, bytes[at + 8..end].to_vec());
+        }
+        at += 8 + size + size % 2;
+    }
+    panic!("{} has no data chunk", wav.display());
+}
+
+/// sori's own `/ws` finals for `wav`, its samples streamed unchanged in real time (the same
+/// bytes at the same rate as the SDK under test sends), then a second of silence.
 async fn ws_transcript(addr: std::net::SocketAddr, wav: &Path) -> String {
-    let samples = sori::audio::decode::load_16k_mono(wav).unwrap();
-    let (mut ws, _) = connect_ready(addr, "?language=en&partials=true").await;
-    let mut pcm = to_s16le(&samples);
-    pcm.extend(vec![0u8; 32_000]);
-    send_pcm(&mut ws, &pcm, 32_000, 100, true).await;
+    let (rate, mut pcm) = wav_pcm(wav);
+    let query = format!("?language=en&partials=true&sample_rate={rate}");
+    let (mut ws, _) = connect_ready(addr, &query).await;
+    let bytes_per_second = rate as usize * 2;
+    pcm.extend(vec![0u8; bytes_per_second]);
+    send_pcm(&mut ws, &pcm, bytes_per_second, 100, true).await;
     final_text(&stop_and_collect(&mut ws).await)
 }
 
@@ -85,10 +118,22 @@ fn of_type<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
     messages.iter().filter(|m| m["type"] == kind).collect()
 }
 
+/// One official client streaming at a time: each is a Python or Node process beside its
+/// real-time streams, and several at once on two cores starve the decoders (seen: interim
+/// results and a last final that did not come within a minute). The other modules' tests
+/// still run beside them.
+static SDK_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open (issue 18): no interim Results reached the Python SDK in two runs on 2026-12-05; finals, WER and Metadata not yet checked to the end"]
 async fn deepgram_python_sdk_gets_interim_and_final_results_as_from_deepgram() {
-    let addr = server();
+    let _turn = SDK_TURN.lock().await;
+    // A server of its own, with the layout sori picks for two cores (two one-thread workers):
+    // partials are decoded only when a decoder is idle, which the shared server's one worker
+    // seldom is while the other modules stream to it.
+    let mut config = test_config();
+    config.stt.workers = 2;
+    config.stt.threads = 1;
+    let addr = start_server(config);
     let (wav, reference) = joined_speech();
     let host = addr.to_string();
     let wav_arg = wav.display().to_string();
@@ -135,6 +180,14 @@ async fn deepgram_python_sdk_gets_interim_and_final_results_as_from_deepgram() {
     );
     for r in &finals {
         let words = r["channel"]["alternatives"][0]["words"].as_array().unwrap();
+        if r["channel"]["alternatives"][0]["transcript"] == "" {
+            // Deepgram confirms a Finalize that found nothing left with an empty final.
+            assert_eq!(
+                r["from_finalize"], true,
+                "only a Finalize's answer is empty: {r}"
+            );
+            continue;
+        }
         assert!(!words.is_empty(), "{r}");
         assert!(
             words
@@ -171,6 +224,7 @@ async fn deepgram_python_sdk_gets_interim_and_final_results_as_from_deepgram() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deepgram_finalize_flushes_with_from_finalize_and_close_stream_ends_with_1000() {
     // The JS SDK (Node): it reconnects on any close but 1000, so the code matters.
+    let _turn = SDK_TURN.lock().await;
     let addr = server();
     let wav = data_file("jfk.wav").display().to_string();
     let host = addr.to_string();
@@ -204,6 +258,7 @@ async fn deepgram_finalize_flushes_with_from_finalize_and_close_stream_ends_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_deepgram_plugin_produces_final_transcripts_from_sori() {
+    let _turn = SDK_TURN.lock().await;
     let addr = server();
     let wav = data_file("jfk.wav").display().to_string();
     let host = addr.to_string();
@@ -253,10 +308,10 @@ fn realtime_items(events: &[Value]) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open (issue 18): WER 3.2 % against /ws 2.2 % on 2026-12-05 (JFK's 'ask not' cut into its own turn from the SDK's 24 kHz audio)"]
 async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcript() {
+    let _turn = SDK_TURN.lock().await;
     let addr = server();
-    let (wav, reference) = joined_speech();
+    let (wav, reference) = joined_speech_24k();
     let host = addr.to_string();
     let wav_arg = wav.display().to_string();
     let sdk = tokio::task::spawn_blocking(move || {
@@ -315,6 +370,7 @@ async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcrip
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_realtime_beta_client_commits_turns_itself() {
+    let _turn = SDK_TURN.lock().await;
     let addr = server();
     let wav = data_file("jfk.wav").display().to_string();
     let host = addr.to_string();
