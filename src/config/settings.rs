@@ -266,7 +266,7 @@ static VAD: &[Setting] = &[
     ),
     setting!(
         vad.max_utterance_s,
-        "longer speech is split at its quietest recent point (s, ≤ 30)"
+        "longer speech is split between two words (where a decode of it placed them), else at its quietest recent point (s, ≤ 30)"
     ),
 ];
 

@@ -154,3 +154,82 @@ fn silence_and_a_quiet_hum_open_no_utterance() {
         .collect();
     assert!(utterances(&segment(&VadConfig::default(), &hum, 320)).is_empty());
 }
+
+/// The speech a forced cut is tested on: two LibriVox clips joined with no pause (10.1 s,
+/// 27 words), made by `./scripts/peers.sh audio`; and its reference text.
+fn unbroken_speech() -> (std::path::PathBuf, String) {
+    let wav = repo_root().join("data/bench/long/utterance-10s.wav");
+    assert!(
+        wav.is_file(),
+        "{} is missing: run ./scripts/peers.sh audio (test.sh does)",
+        wav.display()
+    );
+    let reference = std::fs::read_to_string(wav.with_extension("txt")).unwrap();
+    (wav, reference)
+}
+
+/// `sori transcribe` with `vad.max_utterance_s` set: each segment's words (normalised).
+fn transcribe_cut_at(wav: &std::path::Path, max_utterance_s: f64) -> Vec<Vec<String>> {
+    let config = scratch_dir().join(format!("max-utterance-{max_utterance_s}.toml"));
+    std::fs::write(
+        &config,
+        format!("[vad]\nmax_utterance_s = {max_utterance_s}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sori"))
+        .current_dir(repo_root())
+        .env("SORI_MODEL", model_path())
+        // One single-threaded worker: ggml's spinning threads cost a busy CI machine dearly.
+        .env("SORI_WORKERS", "1")
+        .env("SORI_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(&config)
+        .args(["transcribe", "--language", "en", "--format", "json"])
+        .arg(wav)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    body["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| sori::eval::normalize(s["text"].as_str().unwrap()))
+        .collect()
+}
+
+/// Long unbroken speech cut at the maximum length falls apart between words (issue 19): the
+/// 10.1 s of speech with `vad.max_utterance_s` at 4, 5 and 6 s reads, across its parts, at
+/// least as well as uncut, and no word is doubled across a cut. The quietest-point cut this
+/// replaced failed here: at 5 s it cut "an ill-disposed" in two ("He was not." / "and he'll
+/// dispose young man"), at 6 s both parts had "be" ("might be." / "be prudently").
+#[test]
+fn a_forced_cut_falls_between_words() {
+    let (wav, reference) = unbroken_speech();
+    let uncut = transcribe_cut_at(&wav, 30.0);
+    assert_eq!(uncut.len(), 1, "one utterance uncut: {uncut:?}");
+    let uncut_wer = sori::eval::wer(&reference, &uncut[0].join(" "));
+    for max_s in [4.0, 5.0, 6.0] {
+        let parts = transcribe_cut_at(&wav, max_s);
+        let joined: Vec<String> = parts.concat();
+        let wer = sori::eval::wer(&reference, &joined.join(" "));
+        eprintln!("max {max_s} s: WER {wer:.3} (uncut {uncut_wer:.3}): {parts:?}");
+        assert!(parts.len() >= 2, "cut at {max_s} s: {parts:?}");
+        assert!(
+            wer <= uncut_wer + 1e-9,
+            "cut at {max_s} s: WER {wer:.3} against {uncut_wer:.3} uncut: {parts:?}"
+        );
+        for pair in parts.windows(2) {
+            assert_ne!(
+                pair[0].last(),
+                pair[1].first(),
+                "a word doubled across a cut at {max_s} s: {parts:?}"
+            );
+        }
+    }
+}

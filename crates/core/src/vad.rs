@@ -5,7 +5,10 @@
 //! of speech frames (with `pre_roll_ms` of the audio before it, so the first word is never cut),
 //! and ends after `silence_ms` of non-speech, keeping `tail_ms` of that silence. Utterances with
 //! less voiced audio than `min_speech_ms` are discarded; utterances reaching
-//! `max_utterance_s` are split at their quietest recent point.
+//! `max_utterance_s` are split between two words: in the gap between words that a decode of
+//! the open utterance found ([`Segmenter::note_word_gaps`], fed by the session before the
+//! maximum is reached), else at the quietest recent point. The rest stays open as the next
+//! utterance, so a word is never cut in two when its neighbours' timestamps are known.
 
 use std::collections::VecDeque;
 
@@ -17,6 +20,11 @@ pub const FRAME_SAMPLES: usize = 256;
 const SAMPLES_PER_MS: u64 = TARGET_SAMPLE_RATE as u64 / 1000;
 /// Consecutive speech frames needed to open an utterance: one loud click does not.
 const ONSET_FRAMES: usize = 2;
+/// How far before `max_utterance_s` the word boundaries are asked for (at most): time for a
+/// decode of the open utterance to come back before the cut on a live stream.
+const MAX_BOUNDARY_LEAD_S: f64 = 5.0;
+/// A word gap is searched this far either side of its timestamps for its quietest frame.
+const GAP_MARGIN_SAMPLES: u64 = TARGET_SAMPLE_RATE as u64 / 20;
 
 /// A finished utterance, ready to decode.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +123,30 @@ struct OpenUtterance {
     frame_rms: Vec<f32>,
     voiced_samples: u64,
     silence_run: u64,
+    /// The gaps between consecutive words that a decode of this utterance found: where a cut
+    /// at the maximum length may fall.
+    word_gaps: Vec<WordGap>,
+}
+
+/// The place between two consecutive words, from a decode's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WordGap {
+    /// Where the first word ends and the next begins (samples from the stream's start; the
+    /// same sample when Whisper heard no pause).
+    pub from: u64,
+    pub to: u64,
+    /// The first word ends a sentence or clause (`.`, `,`, `?`, …): the best place to cut.
+    pub after_punctuation: bool,
+}
+
+impl WordGap {
+    /// How good a place to cut: a pause Whisper heard (its length), better still after
+    /// punctuation. Whisper's token timestamps are only good to about a tenth of a second,
+    /// so a gap with no pause is the last resort.
+    fn score(&self) -> f64 {
+        let pause_s = (self.to.saturating_sub(self.from)) as f64 / f64::from(TARGET_SAMPLE_RATE);
+        pause_s + if self.after_punctuation { 0.3 } else { 0.0 }
+    }
 }
 
 impl Segmenter {
@@ -216,6 +248,30 @@ impl Segmenter {
         self.consumed + self.pending.len() as u64
     }
 
+    /// Whether the open utterance is close enough to `max_utterance_s` that it will be cut
+    /// soon: the time to find its word boundaries (a third of the maximum, at most 5 s, ahead).
+    pub fn nearing_max_length(&self) -> bool {
+        let Some(open) = self.open.as_ref() else {
+            return false;
+        };
+        let lead = (self.cfg.max_utterance_s / 3.0).min(MAX_BOUNDARY_LEAD_S);
+        open.samples.len() as f64
+            >= (self.cfg.max_utterance_s - lead) * f64::from(TARGET_SAMPLE_RATE)
+    }
+
+    /// Where the words of the open utterance starting at `start_sample` lie, from a decode of
+    /// it: the gaps between its consecutive words (after the last word the decoded audio
+    /// ended, perhaps mid-word: no gap there) are the places a cut at the maximum length may
+    /// fall. Ignored when that utterance is no longer the open one.
+    pub fn note_word_gaps(&mut self, start_sample: u64, gaps: Vec<WordGap>) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        if open.start_sample == start_sample {
+            open.word_gaps = gaps;
+        }
+    }
+
     fn process_frame(&mut self, frame: &[f32], events: &mut Vec<VadEvent>) {
         let rms = rms(frame);
         let score = self.detector.voice_probability(frame);
@@ -238,7 +294,7 @@ impl Segmenter {
                 } else if open.samples.len() as f64
                     >= self.cfg.max_utterance_s * f64::from(TARGET_SAMPLE_RATE)
                 {
-                    self.split_at_quietest(events);
+                    self.split_between_words(events);
                 }
             }
             None => {
@@ -264,6 +320,7 @@ impl Segmenter {
             silence_run: 0,
             samples,
             frame_rms,
+            word_gaps: Vec::new(),
         });
         self.onset_run = 0;
         events.push(VadEvent::Started { start_sample });
@@ -297,26 +354,43 @@ impl Segmenter {
         }));
     }
 
-    /// Cuts a too-long utterance at the quietest frame of its last third (at most the last 5 s),
-    /// ends the first part and keeps the rest open as a new utterance.
-    fn split_at_quietest(&mut self, events: &mut Vec<VadEvent>) {
+    /// Cuts a too-long utterance between two words, ends the first part and keeps the rest
+    /// open as a new utterance. The cut lies in the last half (at most the last 10 s): in the
+    /// best word gap known there ([`WordGap::score`]), at its quietest frame; without one, at
+    /// the quietest frame of the last third (at most the last 5 s).
+    fn split_between_words(&mut self, events: &mut Vec<VadEvent>) {
         let Some(open) = self.open.as_mut() else {
             return;
         };
         let frames = open.frame_rms.len();
-        let window = (frames / 3).min((5 * TARGET_SAMPLE_RATE as usize) / FRAME_SAMPLES);
-        let first = frames - window.max(1);
-        // Smooth over three frames so one quiet frame inside a word does not win.
-        let quietest = (first..frames.saturating_sub(1))
-            .min_by(|&a, &b| {
-                let s = |i: usize| {
-                    open.frame_rms[i.saturating_sub(1)..=(i + 1).min(frames - 1)]
-                        .iter()
-                        .sum::<f32>()
-                };
-                s(a).total_cmp(&s(b))
-            })
-            .unwrap_or(frames - 1);
+        let frame_of =
+            |sample: u64| (sample.saturating_sub(open.start_sample) as usize) / FRAME_SAMPLES;
+        let ten_s = (10 * TARGET_SAMPLE_RATE as usize) / FRAME_SAMPLES;
+        let gap_window_first = frames - (frames / 2).min(ten_s).max(1);
+        // The best-scoring gap in the window (the latest of equals), searched a little either
+        // side of its timestamps for its quietest frame.
+        let in_gap = open
+            .word_gaps
+            .iter()
+            .filter(|gap| frame_of(gap.from) >= gap_window_first)
+            .max_by(|a, b| a.score().total_cmp(&b.score()))
+            .map(|gap| {
+                let first =
+                    frame_of(gap.from.saturating_sub(GAP_MARGIN_SAMPLES)).max(gap_window_first);
+                let last = frame_of(gap.to + GAP_MARGIN_SAMPLES).min(frames.saturating_sub(2));
+                (first, last.max(first) + 1)
+            });
+        let (first, end) = in_gap.unwrap_or_else(|| {
+            let window = (frames / 3).min((5 * TARGET_SAMPLE_RATE as usize) / FRAME_SAMPLES);
+            (frames - window.max(1), frames.saturating_sub(1))
+        });
+        tracing::debug!(
+            start_sample = open.start_sample,
+            between_words = in_gap.is_some(),
+            known_gaps = open.word_gaps.len(),
+            "utterance at its maximum length is cut"
+        );
+        let quietest = quietest_frame(&open.frame_rms, first, end).unwrap_or(frames - 1);
         let cut = (quietest * FRAME_SAMPLES).min(open.samples.len());
         let rest = open.samples.split_off(cut);
         let rest_rms = open.frame_rms.split_off(quietest.min(open.frame_rms.len()));
@@ -331,11 +405,24 @@ impl Segmenter {
         open.samples = rest;
         open.frame_rms = rest_rms;
         open.voiced_samples = open.samples.len() as u64;
+        open.word_gaps.clear();
         events.push(VadEvent::Ended(first_part));
         events.push(VadEvent::Started {
             start_sample: rest_start,
         });
     }
+}
+
+/// The quietest frame in `first..end`, smoothed over three frames so one quiet frame inside
+/// a word does not win.
+fn quietest_frame(frame_rms: &[f32], first: usize, end: usize) -> Option<usize> {
+    let frames = frame_rms.len();
+    let smoothed = |i: usize| {
+        frame_rms[i.saturating_sub(1)..=(i + 1).min(frames - 1)]
+            .iter()
+            .sum::<f32>()
+    };
+    (first..end.min(frames)).min_by(|&a, &b| smoothed(a).total_cmp(&smoothed(b)))
 }
 
 pub fn rms(samples: &[f32]) -> f32 {
@@ -379,6 +466,124 @@ mod tests {
             .collect();
         let mut seg = Segmenter::new(&cfg());
         assert!(run(&mut seg, &tone, 160).is_empty());
+    }
+
+    /// 8 s of "speech" for the energy test double: a loud tone with no pause, quieter (still
+    /// speech) from 5.5 to 5.7 s, so that is where a cut without word gaps falls.
+    fn unbroken_speech() -> Vec<f32> {
+        (0..16000 * 8)
+            .map(|i| {
+                let t = i as f32 / 16000.0;
+                let amplitude = if (5.5..5.7).contains(&t) { 0.1 } else { 0.4 };
+                amplitude * (i as f32 * 0.05).sin()
+            })
+            .collect()
+    }
+
+    fn split_cfg() -> VadConfig {
+        VadConfig {
+            max_utterance_s: 6.0,
+            silence_ms: 2000,
+            ..VadConfig::default()
+        }
+    }
+
+    /// Feeds `audio` in 20 ms chunks; once the open utterance nears its maximum length,
+    /// notes `gaps` (from, to in seconds, after punctuation) as a decode of it would. Returns
+    /// the first part cut off.
+    fn first_cut(audio: &[f32], gaps: &[(f64, f64, bool)]) -> Utterance {
+        let mut seg = Segmenter::with_detector(&split_cfg(), Box::new(EnergyDetector));
+        let mut events = Vec::new();
+        let mut noted = false;
+        for chunk in audio.chunks(320) {
+            seg.push(chunk, &mut events);
+            if !noted && seg.nearing_max_length() {
+                let (start, _) = seg.open_utterance().expect("open");
+                seg.note_word_gaps(start, word_gaps(gaps));
+                noted = true;
+            }
+            if let Some(VadEvent::Ended(u)) =
+                events.iter().find(|e| matches!(e, VadEvent::Ended(_)))
+            {
+                return u.clone();
+            }
+        }
+        panic!("no cut in {events:?}");
+    }
+
+    fn word_gaps(gaps: &[(f64, f64, bool)]) -> Vec<WordGap> {
+        let at = |s: f64| (s * 16000.0) as u64;
+        gaps.iter()
+            .map(|&(from, to, after_punctuation)| WordGap {
+                from: at(from),
+                to: at(to),
+                after_punctuation,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_word_gaps_the_cut_falls_at_the_quietest_point() {
+        let cut = first_cut(&unbroken_speech(), &[]);
+        assert!(!cut.speech_final);
+        assert!(
+            (5.45..5.75).contains(&cut.end_s()),
+            "cut at {}",
+            cut.end_s()
+        );
+    }
+
+    #[test]
+    fn a_cut_at_the_maximum_length_falls_in_the_best_word_gap() {
+        // Not at the quieter 5.5 s inside a word: in the pause Whisper heard at 4.1–4.2 s
+        // (± 50 ms), the longest of the gaps in the last half.
+        let gaps = [
+            (2.0, 2.0, false),
+            (3.5, 3.55, false),
+            (4.1, 4.2, false),
+            (4.4, 4.4, false),
+        ];
+        let cut = first_cut(&unbroken_speech(), &gaps);
+        assert!(
+            (4.03..=4.27).contains(&cut.end_s()),
+            "cut at {}",
+            cut.end_s()
+        );
+    }
+
+    #[test]
+    fn punctuation_makes_a_gap_the_better_place() {
+        let gaps = [(3.5, 3.5, true), (4.1, 4.2, false)];
+        let cut = first_cut(&unbroken_speech(), &gaps);
+        assert!(
+            (3.43..=3.57).contains(&cut.end_s()),
+            "cut at {}",
+            cut.end_s()
+        );
+    }
+
+    #[test]
+    fn word_gaps_in_the_first_half_are_not_used() {
+        // A cut at 1 s would leave a 5 s remainder: the quietest recent point is used instead.
+        let cut = first_cut(&unbroken_speech(), &[(1.0, 1.1, true)]);
+        assert!(
+            (5.45..5.75).contains(&cut.end_s()),
+            "cut at {}",
+            cut.end_s()
+        );
+    }
+
+    #[test]
+    fn word_gaps_of_another_utterance_are_ignored() {
+        let mut seg = Segmenter::with_detector(&split_cfg(), Box::new(EnergyDetector));
+        let mut events = Vec::new();
+        seg.push(&unbroken_speech()[..16000 * 5], &mut events);
+        let (start, _) = seg.open_utterance().expect("open");
+        let gaps = word_gaps(&[(4.0, 4.1, false)]);
+        seg.note_word_gaps(start + 1, gaps.clone());
+        assert!(seg.open.as_ref().is_some_and(|o| o.word_gaps.is_empty()));
+        seg.note_word_gaps(start, gaps.clone());
+        assert_eq!(seg.open.as_ref().map(|o| o.word_gaps.clone()), Some(gaps));
     }
 
     #[test]

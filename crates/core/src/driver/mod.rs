@@ -278,10 +278,11 @@ impl Driver {
     }
 
     /// Files: whether a final is still waiting for room (this file's decodes in flight are
-    /// as many as the workers, or the queue is full): call [`next`](Self::next) before
-    /// feeding more, so a long file is never queued whole.
+    /// as many as the workers, or the queue is full), or the open utterance's boundary decode
+    /// is (the cut at the maximum length waits for its word gaps): call [`next`](Self::next)
+    /// before feeding more, so a long file is never queued whole.
     pub fn final_held_back(&self) -> bool {
-        self.stream.session.has_waiting_final()
+        self.stream.session.has_waiting_final() || self.stream.session.boundary_pending()
     }
 
     /// Feeds mono samples at the session's sample rate (files; no frame or backlog limit).

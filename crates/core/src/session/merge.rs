@@ -238,6 +238,7 @@ impl Session {
     /// seconds (`stt.file_merge_s`; 0 = one decode each). Never for live sessions, whose
     /// finals would wait for the window to fill.
     pub fn merge_file_windows(&mut self, max_s: f64) {
+        self.file = true;
         self.windows = Windows::new(max_s);
     }
 

@@ -108,6 +108,11 @@ pub struct Session {
     arrivals: Option<latency::ArrivalClock>,
     /// File sessions only: utterances gathered into decode windows (`merge_file_windows`).
     windows: Option<merge::Windows>,
+    /// A file session (`merge_file_windows` was called): its feed waits for decodes.
+    file: bool,
+    /// The open utterance a boundary decode was asked for (the cut at the maximum length).
+    boundary_for: Option<u64>,
+    boundary_in_flight: bool,
 }
 
 impl Session {
@@ -180,6 +185,9 @@ impl Session {
             summary: SessionSummary::default(),
             arrivals: None,
             windows: None,
+            file: false,
+            boundary_for: None,
+            boundary_in_flight: false,
         })
     }
 

@@ -13,7 +13,7 @@ use crate::protocol::ServerMessage;
 use crate::stt::engine::DecodeOutcome;
 use crate::stt::queue::Priority;
 use crate::stt::{DecodeOptions, trimmed_audio_ctx};
-use crate::vad::Utterance;
+use crate::vad::{Utterance, WordGap};
 
 /// Partials are not worth decoding for less audio than this.
 const MIN_PARTIAL_SAMPLES: usize = TARGET_SAMPLE_RATE as usize;
@@ -38,6 +38,9 @@ pub(super) enum JobKind {
     Final {
         speech_final: bool,
     },
+    /// The open utterance, decoded with word timestamps as it nears `max_utterance_s`: where
+    /// its words lie, so the cut falls between two of them (a partial too, when asked for).
+    Boundary,
 }
 
 /// The speculative decode of the open utterance, if one was started.
@@ -216,7 +219,28 @@ impl Session {
         if !self.waiting.is_empty() {
             return self.in_flight < self.final_slots();
         }
-        self.speculation_due(worker_idle) || self.partial_due(worker_idle)
+        self.boundary_due(worker_idle)
+            || self.speculation_due(worker_idle)
+            || self.partial_due(worker_idle)
+    }
+
+    /// Whether the open utterance nears its maximum length with no decode yet asked for to
+    /// find its word gaps. A file's is required work (its feed waits for it: see
+    /// [`boundary_pending`](Self::boundary_pending)); a live stream's is optional, on an idle
+    /// worker, like a partial.
+    pub(super) fn boundary_due(&self, worker_idle: bool) -> bool {
+        let Some(segment_id) = self.open_segment else {
+            return false;
+        };
+        self.boundary_for != Some(segment_id)
+            && self.vad.nearing_max_length()
+            && (self.file || self.optional_work_allowed(worker_idle))
+    }
+
+    /// Files: a boundary decode is due or in flight; the feed waits for it, so the cut at the
+    /// maximum length knows where the words are (a live stream's audio does not wait).
+    pub fn boundary_pending(&self) -> bool {
+        self.file && (self.boundary_in_flight || self.boundary_due(true))
     }
 
     /// Optional work (speculation, partials) only runs on an idle worker and when this
@@ -269,6 +293,9 @@ impl Session {
             return job;
         }
         let segment_id = self.open_segment?;
+        if self.boundary_due(true) {
+            return self.take_boundary_job(segment_id);
+        }
         let speculate = self.speculation_due(true);
         let (start_sample, samples) = if speculate {
             self.vad.pending_final()?
@@ -301,10 +328,17 @@ impl Session {
             self.partial_in_flight = true;
             JobKind::Partial
         };
-        let mut opts = self.decode_options(seconds, speculate, (!speculate).then_some(segment_id));
+        // Near the maximum length partials also say where the words are (for the cut), which
+        // takes the timestamps a draft skips.
+        let nearing_max = self.vad.nearing_max_length();
+        let mut opts = self.decode_options(
+            seconds,
+            speculate || nearing_max,
+            (!speculate).then_some(segment_id),
+        );
         opts.initial_prompt = prompt;
         if kind == JobKind::Partial {
-            opts.draft = self.draft_partials;
+            opts.draft = self.draft_partials && !nearing_max;
             let flag = Arc::new(AtomicBool::new(false));
             opts.cancel = Some(Arc::clone(&flag));
             self.partial_cancel = Some(flag);
@@ -329,6 +363,69 @@ impl Session {
             priority,
             start_s,
         })
+    }
+
+    /// The open utterance's audio so far, decoded with word timestamps ([`JobKind::Boundary`]).
+    fn take_boundary_job(&mut self, segment_id: u64) -> Option<Job> {
+        let (start_sample, samples) = self.vad.open_utterance()?;
+        let audio: Arc<[f32]> = Arc::from(samples);
+        let start_s = start_sample as f64 / TARGET_SAMPLE_RATE as f64;
+        let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
+        let job_id = self.new_job_id();
+        let mut opts = self.decode_options(seconds, true, Some(segment_id));
+        opts.initial_prompt = self.prompt_at(start_s);
+        if !self.file {
+            // A live stream's is stale once the utterance ended, like a partial.
+            let flag = Arc::new(AtomicBool::new(false));
+            opts.cancel = Some(Arc::clone(&flag));
+            self.partial_cancel = Some(flag);
+            self.partial_in_flight = true;
+        }
+        self.jobs.insert(
+            job_id,
+            JobMeta {
+                kind: JobKind::Boundary,
+                segment_id,
+                start_s,
+                end_s: start_s + f64::from(seconds),
+                rms: crate::vad::rms(&audio),
+                created: Instant::now(),
+            },
+        );
+        self.boundary_for = Some(segment_id);
+        self.boundary_in_flight = true;
+        self.in_flight += 1;
+        tracing::debug!(job_id, segment_id, seconds, "boundary decode job");
+        Some(Job {
+            job_id,
+            opts,
+            audio,
+            priority: Priority::final_due(Instant::now()),
+            start_s,
+        })
+    }
+
+    /// Hands the segmenter the word positions a decode of the open utterance found.
+    fn note_word_gaps(&mut self, meta: &JobMeta, transcript: &crate::stt::Transcript) {
+        if self.open_segment != Some(meta.segment_id) || transcript.words.is_empty() {
+            return;
+        }
+        let rate = f64::from(TARGET_SAMPLE_RATE);
+        let at = |seconds: f64| ((meta.start_s + seconds.max(0.0)) * rate).round() as u64;
+        let gaps = transcript
+            .words
+            .windows(2)
+            .map(|pair| WordGap {
+                from: at(pair[0].end),
+                to: at(pair[1].start.max(pair[0].end)),
+                after_punctuation: pair[0]
+                    .word
+                    .trim_end()
+                    .ends_with(['.', ',', '?', '!', ';', ':', '。', '、', '…']),
+            })
+            .collect();
+        let start_sample = (meta.start_s * rate).round() as u64;
+        self.vad.note_word_gaps(start_sample, gaps);
     }
 
     /// Takes in a decode outcome; the events it releases are collected with `take_events`.
@@ -361,7 +458,25 @@ impl Session {
                     self.partial_language = Some((meta.segment_id, d.language));
                 }
                 if let Some(meta) = self.jobs.remove(&outcome.job_id) {
+                    if let Ok(transcript) = &outcome.result {
+                        self.note_word_gaps(&meta, transcript);
+                    }
                     let event = self.partial_event(&meta, outcome.result.as_ref().ok());
+                    self.outbox.extend(event);
+                }
+            }
+            JobKind::Boundary => {
+                self.boundary_in_flight = false;
+                if !self.file {
+                    self.partial_in_flight = false;
+                    self.last_partial_at = Instant::now();
+                    self.partial_cancel = None;
+                }
+                if let Some(meta) = self.jobs.remove(&outcome.job_id)
+                    && let Ok(transcript) = &outcome.result
+                {
+                    self.note_word_gaps(&meta, transcript);
+                    let event = self.partial_event(&meta, Some(transcript));
                     self.outbox.extend(event);
                 }
             }

@@ -51,12 +51,16 @@ fn words(text: &str) -> Vec<Word> {
     out
 }
 
-/// A unit of 1..=MAX_UNIT_WORDS words repeated at least `min_reps` times in a row.
-pub(super) fn word_loop(text: &str, min_reps: usize) -> Option<LoopCut> {
+/// Fewest words of a phrase that, said twice in a row, is Whisper doubling its text (at the
+/// end of a short window) rather than a speaker repeating themselves.
+pub(super) const MIN_DOUBLED_WORDS: usize = 5;
+
+/// A unit of `min_words..=MAX_UNIT_WORDS` words repeated at least `min_reps` times in a row.
+pub(super) fn word_loop(text: &str, min_reps: usize, min_words: usize) -> Option<LoopCut> {
     let w = words(text);
     let n = w.len();
     for i in 0..n {
-        for k in 1..=MAX_UNIT_WORDS.min((n - i) / min_reps) {
+        for k in min_words.max(1)..=MAX_UNIT_WORDS.min((n - i) / min_reps) {
             let same = |a: usize, b: usize| (0..k).all(|j| w[a + j].norm == w[b + j].norm);
             let mut reps = 1;
             while i + (reps + 1) * k <= n && same(i, i + reps * k) {

@@ -362,10 +362,13 @@ impl HallucinationFilter {
         }
     }
 
-    /// The first loop in `text`: word/phrase loops first, then character loops inside a word.
+    /// The first loop in `text`: word/phrase loops first, then character loops inside a word,
+    /// then a long phrase said twice in a row (Whisper doubling a short window's text).
     fn find_loop(&self, text: &str) -> Option<LoopCut> {
         let min_reps = self.cfg.max_repeats.max(1) + 1;
-        word_loop(text, min_reps).or_else(|| char_loop(text, min_reps))
+        word_loop(text, min_reps, 1)
+            .or_else(|| char_loop(text, min_reps))
+            .or_else(|| word_loop(text, 2, loops::MIN_DOUBLED_WORDS))
     }
 }
 fn validate(cfg: &FilterConfig) -> Result<(), FilterError> {

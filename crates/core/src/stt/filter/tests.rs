@@ -212,6 +212,34 @@ fn english_loops_are_cut_or_dropped() {
     assert!(f.check(&speech("the the the the the the")).is_err());
 }
 
+/// Whisper sometimes writes a short window's sentence twice (seen on a 4.3 s LibriVox part:
+/// "… for them. He was not an ill-sposed young man. He was not an ill-sposed young man.").
+/// A phrase of five words or more said twice in a row is cut to once; shorter repeats are
+/// speech.
+#[test]
+fn a_long_phrase_written_twice_is_cut_to_once() {
+    let f = filter();
+    assert_eq!(
+        verdict(
+            &f,
+            "power to do for them. He was not an ill-sposed young man. He was not an ill-sposed young man."
+        ),
+        Ok("power to do for them. He was not an ill-sposed young man.".into())
+    );
+    assert_eq!(
+        verdict(
+            &f,
+            "제 이름은 김민수 입니다 반갑습니다 제 이름은 김민수 입니다 반갑습니다"
+        ),
+        Ok("제 이름은 김민수 입니다 반갑습니다".into())
+    );
+    assert_eq!(
+        f.strip_repetition("thank you very much, thank you very much"),
+        None
+    );
+    assert_eq!(f.strip_repetition("I said go now. I said go now."), None);
+}
+
 #[test]
 fn korean_loops_are_cut_or_dropped() {
     let f = filter();
@@ -288,8 +316,9 @@ fn compression_ratio_matches_python_zlib() {
 #[test]
 fn compression_rule_catches_loops_that_are_not_consecutive() {
     let f = filter();
-    // Repeats with variations: no exact run of 5, but it compresses like a loop.
-    let t = "그래서 우리는 그래서 우리는 다시 그래서 우리는 그래서 우리는 다시 그래서 우리는 그래서 우리는 다시 그래서 우리는 그래서 우리는 다시";
+    // Repeats with variations: no exact run of 5 and no phrase twice in a row, but it
+    // compresses like a loop.
+    let t = "그래서 우리는 그래서 우리는 다시 하나 그래서 우리는 그래서 우리는 다시 둘 그래서 우리는 그래서 우리는 다시 셋 그래서 우리는 그래서 우리는 다시 넷 그래서 우리는 그래서 우리는 다시 다섯";
     assert_eq!(f.strip_repetition(t), None);
     assert_eq!(f.check(&speech(t)), Err(DropReason::CompressionRatio));
 }
