@@ -283,7 +283,10 @@ static FILTER: &[Setting] = &[
         filter.compression_ratio_threshold,
         "drop text that compresses too well (loops)"
     ),
-    setting!(filter.max_repeats, "a phrase repeated more often is a loop"),
+    setting!(
+        filter.max_repeats,
+        "a phrase repeated more often is a loop (and one of 5+ words written twice in a row is cut to once)"
+    ),
     setting!(filter.min_rms, "text decoded from quieter audio is dropped"),
     setting!(filter.patterns_file, env "SORI_FILTER_PATTERNS_FILE", parse some_path,
         "your own phrases, one per line, added to `src/stt/hallucinations.txt`"),

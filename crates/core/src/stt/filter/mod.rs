@@ -14,8 +14,10 @@
 //! 4. **NoSpeech** — openai-whisper's silence rule: `no_speech_prob > no_speech_threshold`
 //!    **and** `avg_logprob < logprob_threshold`.
 //! 5. **Repetition** — a word, phrase or character run repeated more than `max_repeats` times in
-//!    a row. [`HallucinationFilter::apply`] first tries [`HallucinationFilter::strip_repetition`]
-//!    and only drops when nothing substantial survives the cut.
+//!    a row, or a phrase of five words or more written twice in a row (Whisper doubling a short
+//!    window's sentence). [`HallucinationFilter::apply`] first tries
+//!    [`HallucinationFilter::strip_repetition`] and only drops when nothing substantial survives
+//!    the cut.
 //! 6. **CompressionRatio** — openai-whisper's loop detector: the text's zlib compression ratio is
 //!    above `compression_ratio_threshold` (2.4): highly repetitive text.
 //! 7. **LowLogprob** — `avg_logprob` more than [`LOGPROB_HARD_MARGIN`] below `logprob_threshold`.
