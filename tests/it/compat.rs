@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::*;
+use sori::harness::ws_client;
 
 /// The speech the SDK tests stream: JFK and five LibriVox clips with pauses (~48 s;
 /// `scripts/peers.sh audio`).
@@ -99,15 +100,49 @@ fn wav_pcm(wav: &Path) -> (u32, Vec<u8>) {
 }
 
 /// sori's own `/ws` finals for `wav`, its samples streamed unchanged in real time (the same
-/// bytes at the same rate as the SDK under test sends), then a second of silence.
-async fn ws_transcript(addr: std::net::SocketAddr, wav: &Path) -> String {
+/// bytes at the same rate as the SDK under test sends), then a second of silence; read while
+/// sending, so each final's latency after its utterance's end (s) is measured as the SDKs'
+/// are.
+async fn ws_transcript(addr: std::net::SocketAddr, wav: &Path) -> (String, Vec<f64>) {
     let (rate, mut pcm) = wav_pcm(wav);
     let query = format!("?language=en&partials=true&sample_rate={rate}");
-    let (mut ws, _) = connect_ready(addr, &query).await;
+    let (ws, _) = connect_ready(addr, &query).await;
+    let (mut sink, mut source) = futures_util::StreamExt::split(ws);
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut finals = Vec::new();
+        while let Ok(ws_client::Incoming::Message(message)) =
+            ws_client::recv_as::<Value, _>(&mut source, Duration::from_secs(120)).await
+        {
+            if message["type"] == "final" {
+                let latency = started.elapsed().as_secs_f64() - message["end"].as_f64().unwrap();
+                finals.push((message["text"].as_str().unwrap().to_owned(), latency));
+            }
+            if message["type"] == "closed" {
+                break;
+            }
+        }
+        finals
+    });
     let bytes_per_second = rate as usize * 2;
     pcm.extend(vec![0u8; bytes_per_second]);
-    send_pcm(&mut ws, &pcm, bytes_per_second, 100, true).await;
-    final_text(&stop_and_collect(&mut ws).await)
+    let frame = Duration::from_millis(100);
+    ws_client::send_pcm(&mut sink, &pcm, bytes_per_second / 10, Some(frame))
+        .await
+        .unwrap();
+    // Until the last frame's audio has "happened", as a live microphone would.
+    tokio::time::sleep(frame).await;
+    ws_client::send_stop(&mut sink).await.unwrap();
+    let finals = reader.await.unwrap();
+    let text: Vec<&str> = finals.iter().map(|(text, _)| text.as_str()).collect();
+    (text.join(" "), finals.iter().map(|(_, l)| *l).collect())
+}
+
+/// The median of `values` (seconds), for the latency lines the tests print.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn wer(reference: &str, hypothesis: &str) -> f64 {
@@ -140,7 +175,7 @@ async fn deepgram_python_sdk_gets_interim_and_final_results_as_from_deepgram() {
     let sdk = tokio::task::spawn_blocking(move || {
         run_client("python", "deepgram_live.py", &[&host, &wav_arg, "any-key"])
     });
-    let ws_text = ws_transcript(addr, &wav).await;
+    let (ws_text, ws_latencies) = ws_transcript(addr, &wav).await;
     let out = sdk.await.unwrap();
     let messages = out["messages"].as_array().unwrap();
     assert!(
@@ -213,12 +248,17 @@ async fn deepgram_python_sdk_gets_interim_and_final_results_as_from_deepgram() {
     // End-of-speech → final latency, beside /ws's (printed for docs/compatibility.md).
     let latencies: Vec<f64> = finals
         .iter()
+        .filter(|r| r["channel"]["alternatives"][0]["transcript"] != "")
         .map(|r| {
             let end = r["start"].as_f64().unwrap() + r["duration"].as_f64().unwrap();
             r["received_s"].as_f64().unwrap() - end
         })
         .collect();
-    println!("deepgram sdk final latency after the utterance's end: {latencies:?}");
+    println!(
+        "final latency after the utterance's end, median: deepgram sdk {:.2} s {latencies:.2?}, /ws {:.2} s {ws_latencies:.2?}",
+        median(&latencies),
+        median(&ws_latencies)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +361,7 @@ async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcrip
             &[&host, &wav_arg, "k", "vad", "ga"],
         )
     });
-    let ws_text = ws_transcript(addr, &wav).await;
+    let (ws_text, ws_latencies) = ws_transcript(addr, &wav).await;
     let out = sdk.await.unwrap();
     let events = out["events"].as_array().unwrap();
     assert_eq!(events[0]["type"], "session.created", "{}", events[0]);
@@ -365,6 +405,29 @@ async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcrip
         completed
             .iter()
             .all(|c| c["usage"]["seconds"].as_f64() > Some(0.0))
+    );
+    // End-of-speech → completed latency: `speech_stopped`'s `audio_end_ms` is counted from
+    // the first audio the client sent.
+    let audio_started = out["audio_started_s"].as_f64().unwrap();
+    let latencies: Vec<f64> = completed
+        .iter()
+        .filter_map(|c| {
+            let stopped = events.iter().find(|e| {
+                e["type"] == "input_audio_buffer.speech_stopped" && e["item_id"] == c["item_id"]
+            })?;
+            let end_s = stopped["audio_end_ms"].as_f64()? / 1000.0;
+            Some(c["received_s"].as_f64()? - audio_started - end_s)
+        })
+        .collect();
+    assert_eq!(
+        latencies.len(),
+        completed.len(),
+        "speech_stopped for each item"
+    );
+    println!(
+        "final latency after the utterance's end, median: openai realtime sdk {:.2} s {latencies:.2?}, /ws {:.2} s {ws_latencies:.2?}",
+        median(&latencies),
+        median(&ws_latencies)
     );
 }
 

@@ -49,8 +49,12 @@ async def main(hostport: str, path: str, key: str, turns: str, dialect: str) -> 
             }}})
         pcm = pcm24k(path) + bytes(24000 * 2)  # and 1 s of silence
 
+        audio_started_s = None
+
         async def send_audio() -> None:
+            nonlocal audio_started_s
             start = time.monotonic()
+            audio_started_s = start - t0  # what `audio_end_ms` counts from
             for off in range(0, len(pcm), 4800):  # 100 ms at 24 kHz
                 await conn.input_audio_buffer.append(
                     audio=base64.b64encode(pcm[off:off + 4800]).decode())
@@ -79,7 +83,8 @@ async def main(hostport: str, path: str, key: str, turns: str, dialect: str) -> 
             elif ev.type == "conversation.item.input_audio_transcription.completed":
                 open_items.discard(ev.item_id)
         await sender
-    print(json.dumps({"events": events, "audio_s": len(pcm) / 48000}, default=str))
+    print(json.dumps({"events": events, "audio_s": len(pcm) / 48000,
+                      "audio_started_s": audio_started_s}, default=str))
 
 
 turns = sys.argv[4] if len(sys.argv) > 4 else "vad"
