@@ -1,6 +1,7 @@
 //! Drop-in compatibility (docs/compatibility.md): Deepgram's live API at `/v1/listen` and
 //! OpenAI's Realtime transcription at `/v1/realtime`, each driven by the official client
-//! (deepgram-sdk, @deepgram/sdk, openai, LiveKit Agents' Deepgram plugin; installed by
+//! (deepgram-sdk, @deepgram/sdk, openai in Python and in Node over wss, LiveKit Agents'
+//! Deepgram plugin, Pipecat's Deepgram and OpenAI Realtime STT services; installed by
 //! `scripts/stt-sdks.sh fetch`) pointed at sori by its documented base-URL option, streaming
 //! real speech in real time. The finals' WER is compared with sori's own `/ws` on the same
 //! audio, streamed at the same time.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::tls::{make_certificate, start_tls_server};
 use crate::support::*;
 use sori::harness::ws_client;
 
@@ -37,6 +39,11 @@ fn client_script(name: &str) -> PathBuf {
 /// Runs `scripts/stt-sdks.sh python|node SCRIPT ARGS` and parses the JSON it prints; fails
 /// loudly (naming the fetch) when the SDKs are missing.
 fn run_client(runtime: &str, script: &str, args: &[&str]) -> Value {
+    run_client_with_env(runtime, script, args, &[])
+}
+
+/// [`run_client`] with environment variables set for the client process.
+fn run_client_with_env(runtime: &str, script: &str, args: &[&str], env: &[(&str, &Path)]) -> Value {
     let sdks = repo_root().join("scripts/stt-sdks.sh");
     let status = Command::new(&sdks).arg("status").output().unwrap();
     assert!(
@@ -49,6 +56,7 @@ fn run_client(runtime: &str, script: &str, args: &[&str]) -> Value {
         .arg(runtime)
         .arg(client_script(script))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -320,6 +328,37 @@ async fn livekit_deepgram_plugin_produces_final_transcripts_from_sori() {
     assert!(!events.iter().any(|e| e["type"] == "TIMEOUT"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipecat_deepgram_and_openai_services_produce_final_transcripts_from_sori() {
+    let _turn = SDK_TURN.lock().await;
+    let addr = server();
+    for service in ["deepgram", "openai"] {
+        let wav = data_file("jfk.wav").display().to_string();
+        let host = addr.to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            run_client("python", "pipecat_stt.py", &[&host, &wav, "k", service])
+        })
+        .await
+        .unwrap();
+        let frames = out["frames"].as_array().unwrap();
+        assert!(!frames.iter().any(|f| f["type"] == "error"), "{out}");
+        let finals: Vec<&Value> = frames.iter().filter(|f| f["type"] == "final").collect();
+        let text: Vec<&str> = finals.iter().map(|f| f["text"].as_str().unwrap()).collect();
+        assert!(
+            wer(JFK_TEXT, &text.join(" ")) <= 0.05,
+            "{service}: {text:?}"
+        );
+        if service == "deepgram" {
+            // The clip ends 0.2 s after the last word: the VAD frame's Finalize brought the
+            // last final, confirmed by `from_finalize`.
+            assert_eq!(finals.last().unwrap()["finalized"], true, "{out}");
+        } else {
+            // No server VAD: the local VAD's turn end committed the whole clip as one turn.
+            assert_eq!(finals.len(), 1, "{out}");
+        }
+    }
+}
+
 /// Per item: the deltas joined, and the completed transcript.
 fn realtime_items(events: &[Value]) -> Vec<(String, String)> {
     let mut items: Vec<(String, String, String)> = Vec::new();
@@ -363,6 +402,54 @@ async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcrip
     });
     let (ws_text, ws_latencies) = ws_transcript(addr, &wav).await;
     let out = sdk.await.unwrap();
+    check_realtime_run(
+        "openai realtime sdk",
+        &out,
+        &reference,
+        &(ws_text, ws_latencies),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_node_sdk_transcribes_over_wss_with_the_certificate_trusted() {
+    // The npm `openai` Realtime client opens only wss://: sori serves the same state on a TLS
+    // port beside the plain one, and Node trusts the certificate by NODE_EXTRA_CA_CERTS.
+    let _turn = SDK_TURN.lock().await;
+    let (cert, key) = make_certificate(&scratch_dir().join("compat-tls"));
+    let mut config = test_config();
+    config.stt.workers = 2;
+    config.stt.threads = 1;
+    let server = start_tls_server(config, &cert, &key);
+    let (wav, reference) = joined_speech_24k();
+    let host = format!("localhost:{}", server.tls.port());
+    let wav_arg = wav.display().to_string();
+    let sdk = tokio::task::spawn_blocking(move || {
+        run_client_with_env(
+            "node",
+            "openai_realtime.js",
+            &[&host, &wav_arg, "k"],
+            &[("NODE_EXTRA_CA_CERTS", &cert)],
+        )
+    });
+    let ws = ws_transcript(server.plain, &wav).await;
+    let out = sdk.await.unwrap();
+    assert!(
+        !out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "client_error"),
+        "{out}"
+    );
+    check_realtime_run("openai node sdk (wss)", &out, &reference, &ws);
+}
+
+/// What a Realtime client streaming the joined speech with server VAD must have seen: session
+/// events, one item per utterance whose deltas add up to its transcript, WER within a point of
+/// sori's own `/ws` (`ws`: its text and latencies, same audio, same time), a speech event
+/// trail per item; prints the WER and the end-of-speech → completed latencies beside `/ws`'s.
+fn check_realtime_run(client: &str, out: &Value, reference: &str, ws: &(String, Vec<f64>)) {
+    let (ws_text, ws_latencies) = ws;
     let events = out["events"].as_array().unwrap();
     assert_eq!(events[0]["type"], "session.created", "{}", events[0]);
     assert!(events.iter().any(|e| e["type"] == "session.updated"));
@@ -376,10 +463,10 @@ async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcrip
         );
     }
     let text: Vec<&str> = items.iter().map(|(_, c)| c.as_str()).collect();
-    let sdk_wer = wer(&reference, &text.join(" "));
-    let ws_wer = wer(&reference, &ws_text);
+    let sdk_wer = wer(reference, &text.join(" "));
+    let ws_wer = wer(reference, ws_text);
     println!(
-        "openai realtime WER {:.1} % vs /ws {:.1} %",
+        "{client} WER {:.1} % vs /ws {:.1} %",
         sdk_wer * 100.0,
         ws_wer * 100.0
     );
@@ -425,9 +512,9 @@ async fn openai_realtime_sdk_gets_deltas_that_add_up_to_each_completed_transcrip
         "speech_stopped for each item"
     );
     println!(
-        "final latency after the utterance's end, median: openai realtime sdk {:.2} s {latencies:.2?}, /ws {:.2} s {ws_latencies:.2?}",
+        "final latency after the utterance's end, median: {client} {:.2} s {latencies:.2?}, /ws {:.2} s {ws_latencies:.2?}",
         median(&latencies),
-        median(&ws_latencies)
+        median(ws_latencies)
     );
 }
 

@@ -2,69 +2,20 @@
 //! machines): a certificate made by openssl, the page over https with curl, a live session over
 //! wss with a rustls client, and clear errors for bad certificate files.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::support::tls::{make_certificate, start_tls_server};
 use crate::support::*;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use sori::http::tls::{TlsListener, acceptor};
-use sori::http::{AppState, serve_on};
-use sori::transcribe::Transcriber;
-
-/// A self-signed certificate for 127.0.0.1 / localhost, made by the real openssl CLI.
-fn make_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    require_tool("openssl", "apt-get install -y openssl");
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .arg("ec_paramgen_curve:prime256v1")
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // A server certificate, not a CA (rustls refuses a CA as the server's own certificate).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success(), "openssl could not make a certificate");
-    (cert, key)
-}
-
-fn start_tls_server(cert: &Path, key: &Path) -> SocketAddr {
-    let acceptor = acceptor(cert, key).expect("certificate loads");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let transcriber = Transcriber::start(Arc::new(test_config())).expect("engine starts");
-            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(tcp.local_addr().unwrap()).unwrap();
-            let listener = TlsListener::new(tcp, acceptor).unwrap();
-            let state = AppState::new(transcriber).await;
-            serve_on(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-    });
-    rx.recv().expect("server started")
-}
+use sori::http::tls::acceptor;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_over_https_and_a_session_over_wss() {
     let dir = scratch_dir().join("tls");
     let (cert, key) = make_certificate(&dir);
-    let addr = start_tls_server(&cert, &key);
+    let addr = start_tls_server(test_config(), &cert, &key).tls;
 
     // The page over https, checked against the certificate by curl.
     require_tool("curl", "apt-get install -y curl");

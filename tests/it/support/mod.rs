@@ -278,6 +278,7 @@ pub fn errors(messages: &[Value]) -> Vec<&Value> {
 }
 pub mod faulty_llm;
 pub mod servers;
+pub mod tls;
 pub mod webdriver;
 
 /// Every JSON message up to the close frame, and the close frame's code and reason.
