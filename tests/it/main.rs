@@ -10,6 +10,7 @@ mod admission;
 mod bad_input;
 mod cache;
 mod compat;
+mod conditioning;
 mod deploy;
 mod eval;
 mod faults;
