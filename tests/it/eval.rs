@@ -424,3 +424,71 @@ fn a_missing_tools_binary_is_named_with_how_to_build_it() {
         "{stderr}"
     );
 }
+
+/// `--noise white|FILE --snr DB`: the noise is really added (the words change, and the report
+/// says which noise), a recording of the user's own is looped under every file, and bad noise
+/// arguments are refused with what is accepted.
+#[test]
+fn noise_at_a_given_snr_is_added_to_every_file() {
+    let dir = fresh_dir("eval-noise");
+    std::fs::copy(data_file("jfk.wav"), dir.join("jfk.wav")).unwrap();
+    std::fs::write(dir.join("jfk.txt"), JFK_REFERENCE).unwrap();
+    let report = |extra: &[&str]| -> Value {
+        let mut args = vec!["--format", "json", "--offline-only", "--language", "en"];
+        args.extend_from_slice(extra);
+        let out = sori_eval(&dir, &args);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stdout is the JSON report")
+    };
+    let clean = report(&[]);
+    assert!(clean["noise"].is_null(), "{}", clean["noise"]);
+    let white = report(&["--noise", "white", "--snr", "0"]);
+    assert_eq!(white["noise"], "white noise at 0 dB SNR");
+    let hypothesis = |r: &Value| r["files"][0]["offline"]["hypothesis"].clone();
+    let wer = |r: &Value| r["files"][0]["offline"]["wer"]["rate"].as_f64().unwrap();
+    assert_ne!(hypothesis(&clean), hypothesis(&white), "the noise is heard");
+    assert!(
+        wer(&white) >= wer(&clean),
+        "{} {}",
+        wer(&white),
+        wer(&clean)
+    );
+
+    // A recording shorter than the file (2 s of a hum), looped under all of it.
+    let hum = scratch_dir().join("eval-noise-hum.wav");
+    let samples: Vec<f32> = (0..32_000)
+        .map(|i| 0.2 * (2.0 * std::f32::consts::PI * 120.0 * i as f32 / 16_000.0).sin())
+        .collect();
+    sori::audio::wav::write_wav_16k(&hum, &samples).unwrap();
+    let hummed = report(&["--noise", hum.to_str().unwrap(), "--snr", "5"]);
+    let label = hummed["noise"].as_str().unwrap();
+    assert!(
+        label.contains("eval-noise-hum") && label.contains("5 dB"),
+        "{label}"
+    );
+    assert!(wer(&hummed) <= 0.25, "speech over a hum still reads");
+
+    for (extra, says) in [
+        (&["--noise", "white"][..], "--snr"),
+        (&["--snr", "5"][..], "--noise"),
+        (
+            &["--noise", "white", "--snr", "200"][..],
+            "from -30 to 60 dB",
+        ),
+        (
+            &["--noise", "/no/such/hum.wav", "--snr", "5"][..],
+            "/no/such/hum.wav",
+        ),
+    ] {
+        let out = sori_eval(&dir, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{extra:?}: {stderr}"
+        );
+    }
+}
