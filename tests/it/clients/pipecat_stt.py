@@ -30,6 +30,9 @@ class Recorder(FrameProcessor):
         self.frames = []
         self.changed = asyncio.Event()
 
+    def finals(self) -> int:
+        return sum(1 for f in self.frames if f["type"] == "final")
+
     async def process_frame(self, frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         kind = {TranscriptionFrame: "final", InterimTranscriptionFrame: "interim",
@@ -66,13 +69,21 @@ async def main(hostport: str, path: str, key: str, service: str) -> None:
             await worker.queue_frame(InputAudioRawFrame(audio=pcm[off:off + step],
                                                         sample_rate=rate, num_channels=1))
             await asyncio.sleep(max(0.0, start + (i + 1) / 10 - time.monotonic()))
+        finals_before = recorder.finals()
         await worker.queue_frame(VADUserStoppedSpeakingFrame())
-        # Until no transcript has come for 3 s (at most 60 s), then end the pipeline.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        # The turn's end brings a final (the Finalize's, or the committed turn's): wait for it
+        # (at most 90 s: a loaded server decodes the whole clip), then for 2 s of quiet.
+        deadline = time.monotonic() + 90
+        while recorder.finals() == finals_before and time.monotonic() < deadline:
             recorder.changed.clear()
             try:
-                await asyncio.wait_for(recorder.changed.wait(), 3)
+                await asyncio.wait_for(recorder.changed.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+        while True:
+            recorder.changed.clear()
+            try:
+                await asyncio.wait_for(recorder.changed.wait(), 2)
             except asyncio.TimeoutError:
                 break
         await worker.queue_frame(EndFrame())
