@@ -64,16 +64,24 @@ impl std::ops::Deref for Transcriber {
     }
 }
 
+/// The longest file window whose words whisper.cpp's heuristic timestamps still put in the
+/// right segment (docs/accuracy.md); longer windows need DTW word times.
+const HEURISTIC_WINDOW_S: f64 = 10.0;
+
 impl Transcriber {
     /// Loads the model and starts `stt.workers` decoder threads.
     pub fn start(config: Arc<Config>) -> Result<Self, EngineError> {
-        let model = WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
+        let model = WhisperModel::load(
+            &config.stt.model,
+            config.stt.use_gpu,
+            config.stt.dtw_timestamps,
+        )?;
         Self::with_model(config, model)
     }
 
     /// Starts the decoder pool over an already loaded model (benchmarks share it with raw decoders).
     pub fn with_model(config: Arc<Config>, model: Arc<WhisperModel>) -> Result<Self, EngineError> {
-        tracing::info!(model = %model.path(), kind = %model.kind(), multilingual = model.is_multilingual(), "model loaded");
+        tracing::info!(model = %model.path(), kind = %model.kind(), multilingual = model.is_multilingual(), dtw_timestamps = model.dtw_timestamps(), "model loaded");
         // Settings left at 0 are chosen from the cores and the model (config::auto).
         let placement = model.placement().clone();
         let hardware = if placement.on_gpu() {
@@ -86,7 +94,17 @@ impl Transcriber {
                 cores: available_cores(),
             }
         };
-        let config = Arc::new(Config::clone(&config).sized_for(hardware, &model.kind()));
+        let mut sized = Config::clone(&config).sized_for(hardware, &model.kind());
+        if !model.dtw_timestamps() && sized.stt.file_merge_s > HEURISTIC_WINDOW_S {
+            tracing::info!(
+                file_merge_s = sized.stt.file_merge_s,
+                "words are timed by whisper.cpp's heuristic (stt.dtw_timestamps off, or no preset \
+                 for this model), which misplaces words in longer windows: file windows of \
+                 {HEURISTIC_WINDOW_S} s"
+            );
+            sized.stt.file_merge_s = HEURISTIC_WINDOW_S;
+        }
+        let config = Arc::new(sized);
         let decoder_model = Arc::clone(&model);
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
             decoder_model.new_decoder()

@@ -130,7 +130,7 @@ fn fetch_models(
 
 /// Transcribes the JFK clip with `model_path`; fails above 10 % WER.
 fn verify_model(model_path: &Path, jfk: &[f32]) -> anyhow::Result<()> {
-    let model = WhisperModel::load(model_path, false)?;
+    let model = WhisperModel::load(model_path, false, true)?;
     let mut decoder = model.new_decoder()?;
     let started = std::time::Instant::now();
     let transcript = decoder.decode(

@@ -347,6 +347,7 @@ fn every_existing_variable_is_in_the_table() {
         "SORI_FILE_MERGE_S",
         // Added with the accuracy-in-noise work of issue 19.
         "SORI_CONDITION_ON_PREVIOUS_TEXT",
+        "SORI_DTW_TIMESTAMPS",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");

@@ -37,6 +37,9 @@ impl Config {
         if stt.queue_capacity == 0 {
             return invalid("stt.queue_capacity", "must be at least 1");
         }
+        if !(0.0..=30.0).contains(&stt.audio_ctx_margin_s) {
+            return invalid("stt.audio_ctx_margin_s", "must be between 0 and 30 seconds");
+        }
         if !(0.0..=30.0).contains(&stt.audio_ctx_min_s) {
             return invalid("stt.audio_ctx_min_s", "must be between 0 and 30 seconds");
         }

@@ -2,6 +2,7 @@
 //! provisioning. The interface, the decoder pool, the filter and the language sets are the
 //! core's (`sori_core::stt`), re-exported here so the server reads `crate::stt::…`.
 
+pub mod alignment;
 pub mod placement;
 pub mod whisper;
 
@@ -9,6 +10,6 @@ pub mod whisper;
 pub use sori_models::{convert, provision as model};
 
 pub use sori_core::stt::{
-    DecodeOptions, Decoder, SttError, Transcript, engine, filter, language, scripted,
+    DecodeOptions, Decoder, SegmentSpan, SttError, Transcript, engine, filter, language, scripted,
     trimmed_audio_ctx,
 };

@@ -9,8 +9,9 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
+use super::alignment;
 use super::language::{Detection, LanguageSet};
-use super::{DecodeOptions, Decoder, SttError, Transcript};
+use super::{DecodeOptions, Decoder, SegmentSpan, SttError, Transcript};
 use crate::protocol::{Language, Word};
 
 /// Whisper timestamps are in units of 10 ms.
@@ -34,15 +35,32 @@ fn detection_ctx(opts: &DecodeOptions) -> u32 {
 /// The model's whole 30 s encoder window, in frames.
 const FULL_WINDOW: u32 = 1500;
 
+/// The smallest encoder window DTW accepts for `samples` of audio: whisper.cpp aborts the
+/// process (`WHISPER_ASSERT(n_frames <= n_audio_ctx * 2)`) when the window is shorter than the
+/// audio it aligns, up to 30 s. Each encoder frame is two 10 ms mel frames.
+fn dtw_min_audio_ctx(samples: usize) -> u32 {
+    let mel_frames = samples.div_ceil(160).min(2 * FULL_WINDOW as usize);
+    mel_frames.div_ceil(2) as u32
+}
+
+/// whisper.cpp's default work buffer for DTW, allocated per decode (untouched pages cost no
+/// memory).
+const DTW_MEM_BYTES: usize = 128 * 1024 * 1024;
+
 /// The loaded model, shared by every decoder (weights are read-only).
 pub struct WhisperModel {
     ctx: WhisperContext,
     path: String,
     placement: super::placement::Placement,
+    /// Words are timed by DTW over the alignment heads (`stt.dtw_timestamps` and a model with
+    /// a known preset); otherwise by whisper.cpp's heuristic.
+    dtw: bool,
 }
 
 impl WhisperModel {
-    pub fn load(path: &Path, use_gpu: bool) -> Result<Arc<Self>, SttError> {
+    /// Loads a ggml model; `dtw` asks for word times from the alignment heads, granted when the
+    /// model's shape has a preset (see [`alignment`]).
+    pub fn load(path: &Path, use_gpu: bool, dtw: bool) -> Result<Arc<Self>, SttError> {
         let shown = path.display().to_string();
         if !path.is_file() {
             return Err(SttError::ModelMissing { path: shown });
@@ -50,6 +68,24 @@ impl WhisperModel {
         whisper_rs::install_logging_hooks();
         let mut params = WhisperContextParameters::default();
         params.use_gpu(use_gpu);
+        let preset = if dtw {
+            alignment::preset_for(path)
+        } else {
+            None
+        };
+        if dtw && preset.is_none() {
+            tracing::warn!(
+                model = %shown,
+                "no alignment-head preset for this model's shape: words keep whisper.cpp's heuristic times"
+            );
+        }
+        let dtw = preset.is_some();
+        if let Some(model_preset) = preset {
+            params.dtw_parameters(whisper_rs::DtwParameters {
+                mode: whisper_rs::DtwMode::ModelPreset { model_preset },
+                dtw_mem_size: DTW_MEM_BYTES,
+            });
+        }
         let ctx =
             WhisperContext::new_with_params(path, params).map_err(|e| SttError::ModelLoad {
                 path: shown.clone(),
@@ -60,6 +96,7 @@ impl WhisperModel {
             ctx,
             path: shown,
             placement,
+            dtw,
         }))
     }
 
@@ -70,6 +107,11 @@ impl WhisperModel {
     /// Where this model decodes (GPU or CPU, and why).
     pub fn placement(&self) -> &super::placement::Placement {
         &self.placement
+    }
+
+    /// Whether words are timed by DTW over the alignment heads.
+    pub fn dtw_timestamps(&self) -> bool {
+        self.dtw
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -185,6 +227,11 @@ impl Decoder for WhisperDecoder {
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
         if let Some(ctx) = opts.audio_ctx {
+            let ctx = if self.model.dtw {
+                ctx.max(dtw_min_audio_ctx(audio.len()))
+            } else {
+                ctx
+            };
             params.set_audio_ctx(ctx as c_int);
         }
         if opts.draft {
@@ -212,7 +259,7 @@ impl Decoder for WhisperDecoder {
             return Err(SttError::Cancelled);
         }
         decoded.map_err(|e| SttError::Decode(format!("{e:?}")))?;
-        Ok(self.collect(opts, language, detection))
+        Ok(self.collect(opts, language, detection, audio.len()))
     }
 }
 
@@ -312,6 +359,7 @@ impl WhisperDecoder {
         opts: &DecodeOptions,
         language: &str,
         detection: Option<Detection>,
+        samples: usize,
     ) -> Transcript {
         let eot = self.model.ctx.token_eot();
         let mut text = String::new();
@@ -320,10 +368,12 @@ impl WhisperDecoder {
         let mut token_count = 0usize;
         let mut no_speech_prob = 0.0f32;
 
+        let mut segments = Vec::new();
         for (i, segment) in self.state.as_iter().enumerate() {
             if i == 0 {
                 no_speech_prob = segment.no_speech_probability();
             }
+            let words_before = words.done.len();
             if let Ok(seg_text) = segment.to_str_lossy() {
                 text.push_str(&seg_text);
             }
@@ -338,17 +388,32 @@ impl WhisperDecoder {
                 logprob_sum += data.plog as f64;
                 token_count += 1;
                 if let Ok(bytes) = token.to_bytes() {
-                    words.push(bytes, data.t0, data.t1, data.p);
+                    words.push(bytes, data.t0, data.t1, data.t_dtw, data.p);
                 }
             }
+            // A segment's last word ends with it: the next segment starts a new word.
+            words.finish_word();
+            segments.push(SegmentSpan {
+                start: segment.start_timestamp() as f64 / CENTISECONDS,
+                end: segment.end_timestamp() as f64 / CENTISECONDS,
+                words: words.done.len() - words_before,
+            });
         }
 
+        let (words, words_doubtful) = if opts.word_timestamps {
+            let end_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
+            words.finish(self.model.dtw.then_some(end_s), &segments)
+        } else {
+            (Vec::new(), false)
+        };
         Transcript {
             text: text.trim().to_owned(),
             language: language.to_owned(),
             detection,
-            words: if opts.word_timestamps {
-                words.finish()
+            words,
+            words_doubtful,
+            segments: if opts.word_timestamps {
+                segments
             } else {
                 Vec::new()
             },
@@ -368,20 +433,27 @@ impl WhisperDecoder {
 #[derive(Default)]
 struct WordBuilder {
     done: Vec<Word>,
+    /// Each done word's DTW time (its first token's), in centiseconds; negative where
+    /// whisper.cpp computed none.
+    dtw_starts: Vec<i64>,
     bytes: Vec<u8>,
     start: i64,
     end: i64,
+    dtw_start: i64,
     prob_sum: f32,
     tokens: u32,
 }
 
 impl WordBuilder {
-    fn push(&mut self, token: &[u8], t0: i64, t1: i64, p: f32) {
+    /// Adds a token: its bytes, whisper.cpp's heuristic times `t0`–`t1`, its DTW time and its
+    /// probability.
+    fn push(&mut self, token: &[u8], t0: i64, t1: i64, t_dtw: i64, p: f32) {
         if token.first() == Some(&b' ') && !self.bytes.is_empty() {
             self.finish_word();
         }
         if self.bytes.is_empty() {
             self.start = t0;
+            self.dtw_start = t_dtw;
         }
         self.bytes.extend_from_slice(token);
         self.end = t1.max(self.start);
@@ -398,15 +470,33 @@ impl WordBuilder {
                 end: self.end as f64 / CENTISECONDS,
                 probability: self.prob_sum / self.tokens.max(1) as f32,
             });
+            self.dtw_starts.push(self.dtw_start);
         }
         self.bytes.clear();
         self.prob_sum = 0.0;
         self.tokens = 0;
     }
 
-    fn finish(mut self) -> Vec<Word> {
+    /// The words, and whether their times are doubtful. Timed by DTW when `dtw_end_s` (the
+    /// audio's length) is given and DTW's path is sane ([`alignment::doubtful`], judged with the
+    /// decode's `segments`); by the heuristic otherwise, then marked doubtful when DTW was asked
+    /// for.
+    fn finish(mut self, dtw_end_s: Option<f64>, segments: &[SegmentSpan]) -> (Vec<Word>, bool) {
         self.finish_word();
-        self.done
+        let Some(end_s) = dtw_end_s else {
+            return (self.done, false);
+        };
+        let spans: Vec<(f64, f64)> = segments.iter().map(|s| (s.start, s.end)).collect();
+        if alignment::doubtful(&self.dtw_starts, &spans) {
+            return (self.done, true);
+        }
+        let starts: Vec<f64> = self
+            .dtw_starts
+            .iter()
+            .map(|&t| t as f64 / CENTISECONDS)
+            .collect();
+        alignment::retime(&mut self.done, &starts, end_s);
+        (self.done, false)
     }
 }
 
@@ -418,16 +508,23 @@ mod tests {
     fn words_join_tokens_and_split_korean_bytes_correctly() {
         let mut b = WordBuilder::default();
         let han = "한국".as_bytes(); // 6 bytes, split mid-syllable across tokens
-        b.push(b" And", 0, 20, 0.9);
-        b.push(b" so", 20, 40, 0.8);
-        b.push(&[b' ', han[0], han[1]], 40, 50, 0.5);
-        b.push(&han[2..], 50, 60, 0.5);
-        b.push(b",", 60, 61, 0.7);
-        let words = b.finish();
+        b.push(b" And", 0, 20, -1, 0.9);
+        b.push(b" so", 20, 40, -1, 0.8);
+        b.push(&[b' ', han[0], han[1]], 40, 50, -1, 0.5);
+        b.push(&han[2..], 50, 60, -1, 0.5);
+        b.push(b",", 60, 61, -1, 0.7);
+        let (words, _) = b.finish(None, &[]);
         let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
         assert_eq!(texts, ["And", "so", "한국,"]);
         assert_eq!(words[2].start, 0.40);
         assert_eq!(words[2].end, 0.61);
+    }
+
+    #[test]
+    fn the_dtw_window_covers_the_audio_up_to_the_models_window() {
+        assert_eq!(dtw_min_audio_ctx(16_000), 50);
+        assert_eq!(dtw_min_audio_ctx(16_001), 51);
+        assert_eq!(dtw_min_audio_ctx(60 * 16_000), FULL_WINDOW);
     }
 
     /// The core's language table (used to parse and validate language sets without a model)

@@ -42,7 +42,8 @@ fn a_filtered_hallucination_is_never_carried_into_a_later_prompt_or_final() {
     let mut config = test_config();
     config.stt.condition_on_previous_text = true;
     config.stt.workers = 1;
-    let model = WhisperModel::load(&config.stt.model, false).expect("the model loads");
+    let model = WhisperModel::load(&config.stt.model, false, config.stt.dtw_timestamps)
+        .expect("the model loads");
     let mut decoder = model.new_decoder().expect("a decoder");
     // The stream's own pool is not used: each job is decoded here, in order.
     let pool_model = Arc::clone(&model);

@@ -121,7 +121,7 @@ fn decode_opts(language: Language, languages: Option<LanguageSet>) -> DecodeOpti
 fn model() -> Arc<WhisperModel> {
     static MODEL: OnceLock<Arc<WhisperModel>> = OnceLock::new();
     MODEL
-        .get_or_init(|| WhisperModel::load(&model_path(), false).expect("the model loads"))
+        .get_or_init(|| WhisperModel::load(&model_path(), false, true).expect("the model loads"))
         .clone()
 }
 

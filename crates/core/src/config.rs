@@ -52,12 +52,19 @@ pub struct SttConfig {
     /// consecutive utterances are decoded together in one window of up to this many seconds
     /// (at most the model's 30 s), each still its own segment; 0 = one decode per utterance.
     /// Whisper's encoder pays for at least `audio_ctx_min_s` and every decode for the decoder's
-    /// start, so short utterances cost less joined; but on the CPU a window's cost per second
-    /// grows past ~16 s (a 28 s window costs twice as much per second as a 10 s one), hence
-    /// 10 (docs/benchmarks.md, "File windows"). Live sessions never wait to fill a window.
+    /// start, so short utterances cost less joined, and in noise each word gains from the
+    /// speech around it (20 s windows: 3–7 WER points better than 10 s, docs/accuracy.md); but
+    /// on the CPU a window's cost per second grows past ~16 s (a 28 s window costs twice as
+    /// much per second as a 10 s one), hence 20 (docs/benchmarks.md, "File windows"). Beyond
+    /// 10 s it needs `dtw_timestamps` to put each word in its own segment. Live sessions never
+    /// wait to fill a window.
     pub file_merge_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,
+    /// Time words by dynamic time warping over the model's alignment heads (whisper.cpp's DTW
+    /// token timestamps) instead of the heuristic that spreads a segment's time over its
+    /// tokens. Models whose shape has no preset keep the heuristic.
+    pub dtw_timestamps: bool,
     /// Words to bias recognition towards (road names, facility names, …).
     pub initial_prompt: Option<String>,
     /// Longest initial prompt accepted, in characters (a session's `prompt` and this server's
@@ -123,8 +130,9 @@ impl Default for SttConfig {
             audio_ctx_margin_s: 1.0,
             audio_ctx_min_s: 6.0,
             partial_interval_ms: 1000,
-            file_merge_s: 10.0,
+            file_merge_s: 20.0,
             condition_on_previous_text: false,
+            dtw_timestamps: true,
             initial_prompt: None,
             max_prompt_chars: 200,
             queue_capacity: 32,

@@ -2,14 +2,18 @@
 //!
 //! Whisper's encoder pays for at least `stt.audio_ctx_min_s` of audio and every decode pays the
 //! decoder's start, so a file's many short utterances cost more one by one than joined (JFK in
-//! ~0.7× the decode time; docs/benchmarks.md, "File windows"). Longer windows are not better:
-//! on the CPU a window's cost per second grows with its length, hence `stt.file_merge_s` = 10 s
-//! rather than the model's 30 s. A file session (never a live one: its finals would wait for
-//! the window to fill) gathers its utterances into a window of up to `stt.file_merge_s`
-//! seconds, joined by [`GAP_S`] of silence so Whisper hears a pause and the words of
-//! neighbours stay apart. The window is decoded once, with word timestamps; each word
+//! ~0.7× the decode time; docs/benchmarks.md, "File windows"), and each word hears more of the
+//! speech around it, which in noise is worth 3–7 WER points from 10 to 20 s windows
+//! (docs/accuracy.md); on the CPU a window's cost per second grows with its length, hence
+//! `stt.file_merge_s` = 20 s rather than the model's 30 s. A file session (never a live one:
+//! its finals would wait for the window to fill) gathers its utterances into a window of up to
+//! `stt.file_merge_s` seconds, joined by [`GAP_S`] of silence so Whisper hears a pause and the
+//! words of neighbours stay apart. The window is decoded once, with word timestamps; each word
 //! goes back to the utterance its midpoint lies in, and every utterance becomes its own final
-//! (segment id, start, end, words, text) through the usual filter and in-order release.
+//! (segment id, start, end, words, text) through the usual filter and in-order release. That
+//! needs word times that follow the audio across the gaps: DTW timestamps
+//! (`stt.dtw_timestamps`); whisper.cpp's heuristic ones spread a segment that spans a gap over
+//! it and are only safe in windows of up to 10 s.
 //!
 //! A window is handed to the decoder when the next utterance would not fit, when it has no room
 //! left for any utterance, and when the stream ends or is flushed; so at most one window is
@@ -28,8 +32,10 @@ use crate::stt::queue::Priority;
 use crate::stt::{SttError, Transcript};
 use crate::vad::Utterance;
 
-/// Silence between two utterances of a window, in seconds.
-pub const GAP_S: f64 = 0.5;
+/// Silence between two utterances of a window, in seconds. With 0.5 s, DTW ran a word before a
+/// gap (and its punctuation) past the gap's middle, into the next utterance; with 1 s every
+/// word of JFK ×6 in 20 s windows lands in its own utterance (docs/accuracy.md).
+pub const GAP_S: f64 = 1.0;
 
 /// The model's window: no merged window is longer.
 const MAX_WINDOW_S: f64 = 30.0;
@@ -78,8 +84,9 @@ pub(super) struct Windows {
     open: Vec<(u64, Vec<f32>)>,
     /// Its joined length so far, gaps included.
     open_len: usize,
-    /// Windows with the decoder, by their decode job id.
-    sent: HashMap<u64, Vec<Placed>>,
+    /// Windows with the decoder, by their decode job id: where their utterances lie, and the
+    /// joined audio (to decode them one by one if the window's words cannot be placed).
+    sent: HashMap<u64, (Vec<Placed>, Arc<[f32]>)>,
 }
 
 impl Windows {
@@ -132,8 +139,8 @@ impl Windows {
     }
 
     /// Remembers where a window sent as decode job `job_id` put its utterances.
-    pub(super) fn sent(&mut self, job_id: u64, placed: Vec<Placed>) {
-        self.sent.insert(job_id, placed);
+    pub(super) fn sent(&mut self, job_id: u64, placed: Vec<Placed>, audio: Arc<[f32]>) {
+        self.sent.insert(job_id, (placed, audio));
     }
 }
 
@@ -157,24 +164,17 @@ pub(super) fn join(utterances: &[(u64, Vec<f32>)], gap: usize) -> Joined {
     Joined { audio, placed }
 }
 
-/// A window's transcript split back into one per utterance: each word goes to the utterance
-/// its midpoint lies in (a gap is shared at its middle), its times made relative to that
-/// utterance's audio. Text is the words joined as Whisper's text joins them (words are split
-/// at the tokens that start with a space); language and scores are the window's, except the
-/// mean log-probability, moved by how much less (or more) sure the decoder was of this
-/// utterance's words than of the window's. An utterance with no words gets an empty text
-/// (which the filter drops as `empty`, as it would an utterance decoded alone to nothing).
-pub(super) fn split(window: &Transcript, placed: &[Placed]) -> Vec<(u64, Transcript)> {
+/// A window's transcript split back into one per utterance, or `None` when its words cannot be
+/// placed (see [`owners`]). Each word's times are made relative to its utterance's audio. Text
+/// is the words joined as Whisper's text joins them (words are split at the tokens that start
+/// with a space); language and scores are the window's, except the mean log-probability, moved
+/// by how much less (or more) sure the decoder was of this utterance's words than of the
+/// window's. An utterance with no words gets an empty text (which the filter drops as `empty`,
+/// as it would an utterance decoded alone to nothing).
+pub(super) fn split(window: &Transcript, placed: &[Placed]) -> Option<Vec<(u64, Transcript)>> {
     let rate = f64::from(TARGET_SAMPLE_RATE);
-    // Where each utterance's share ends: the middle of the gap after it.
-    let bounds: Vec<f64> = placed
-        .windows(2)
-        .map(|pair| (pair[0].offset + pair[0].len + pair[1].offset) as f64 / 2.0 / rate)
-        .collect();
     let mut words: Vec<Vec<Word>> = vec![Vec::new(); placed.len()];
-    for word in &window.words {
-        let mid = (word.start + word.end) / 2.0;
-        let index = bounds.iter().take_while(|&&b| mid >= b).count();
+    for (word, index) in window.words.iter().zip(owners(window, placed)?) {
         let p = placed[index];
         let len_s = p.len as f64 / rate;
         let offset_s = p.offset as f64 / rate;
@@ -187,7 +187,7 @@ pub(super) fn split(window: &Transcript, placed: &[Placed]) -> Vec<(u64, Transcr
         });
     }
     let window_confidence = mean_log_probability(&window.words);
-    placed
+    let parts = placed
         .iter()
         .zip(words)
         .map(|(p, words)| {
@@ -204,13 +204,41 @@ pub(super) fn split(window: &Transcript, placed: &[Placed]) -> Vec<(u64, Transcr
                 language: window.language.clone(),
                 detection: window.detection,
                 words,
+                segments: Vec::new(),
+                words_doubtful: false,
                 avg_logprob: window.avg_logprob + shift,
                 no_speech_prob: window.no_speech_prob,
                 audio_ctx: window.audio_ctx,
             };
             (p.job_id, transcript)
         })
-        .collect()
+        .collect();
+    Some(parts)
+}
+
+/// Which utterance each of the window's words belongs to, by index into `placed`: the one its
+/// midpoint lies in, a gap shared at its middle; `None` when the decoder marked the words'
+/// times doubtful, and the window's utterances are decoded again one by one.
+fn owners(window: &Transcript, placed: &[Placed]) -> Option<Vec<usize>> {
+    if window.words_doubtful {
+        return None;
+    }
+    let rate = f64::from(TARGET_SAMPLE_RATE);
+    // Where each utterance's share ends: the middle of the gap after it.
+    let bounds: Vec<f64> = placed
+        .windows(2)
+        .map(|pair| (pair[0].offset + pair[0].len + pair[1].offset) as f64 / 2.0 / rate)
+        .collect();
+    Some(
+        window
+            .words
+            .iter()
+            .map(|w| {
+                let mid = (w.start + w.end) / 2.0;
+                bounds.iter().take_while(|&&b| mid >= b).count()
+            })
+            .collect(),
+    )
 }
 
 /// The mean natural log of the words' probabilities; `None` without words.
@@ -275,8 +303,8 @@ impl Session {
     }
 
     fn queue_ready(&mut self, ready: Ready) {
-        let (job_id, audio, start_s) = match ready {
-            Ready::Alone { job_id, audio } => (job_id, audio, self.start_of(job_id)),
+        let (job_id, audio, start_s): (u64, Arc<[f32]>, f64) = match ready {
+            Ready::Alone { job_id, audio } => (job_id, Arc::from(audio), self.start_of(job_id)),
             Ready::Window(joined) => {
                 let start_s = joined
                     .placed
@@ -289,10 +317,11 @@ impl Session {
                     seconds = joined.audio.len() as f64 / f64::from(TARGET_SAMPLE_RATE),
                     "file window"
                 );
+                let audio: Arc<[f32]> = Arc::from(joined.audio);
                 if let Some(windows) = self.windows.as_mut() {
-                    windows.sent(job_id, joined.placed);
+                    windows.sent(job_id, joined.placed, Arc::clone(&audio));
                 }
-                (job_id, joined.audio, start_s)
+                (job_id, audio, start_s)
             }
         };
         let seconds = audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
@@ -300,7 +329,7 @@ impl Session {
         self.waiting.push_back(super::scheduler::Job {
             job_id,
             start_s,
-            audio: Arc::from(audio),
+            audio,
             opts,
             priority: Priority::final_due(Instant::now()),
         });
@@ -314,11 +343,11 @@ impl Session {
     /// `on_outcome`'s hook: a window's outcome becomes its utterances' finals (`None`);
     /// any other outcome is given back.
     pub(super) fn window_outcome(&mut self, outcome: DecodeOutcome) -> Option<DecodeOutcome> {
-        let placed = self
+        let sent = self
             .windows
             .as_mut()
             .and_then(|w| w.sent.remove(&outcome.job_id));
-        let Some(placed) = placed else {
+        let Some((placed, audio)) = sent else {
             return Some(outcome);
         };
         tracing::debug!(
@@ -335,10 +364,26 @@ impl Session {
             ..
         } = outcome;
         let results: Vec<(u64, Result<Transcript, SttError>)> = match &result {
-            Ok(window) => split(window, &placed)
-                .into_iter()
-                .map(|(job_id, t)| (job_id, Ok(t)))
-                .collect(),
+            Ok(window) => match split(window, &placed) {
+                Some(parts) => parts
+                    .into_iter()
+                    .map(|(job_id, t)| (job_id, Ok(t)))
+                    .collect(),
+                None => {
+                    tracing::debug!(
+                        utterances = placed.len(),
+                        "the window's word times are doubtful: its utterances decode one by one"
+                    );
+                    for p in &placed {
+                        let own = audio[p.offset..p.offset + p.len].to_vec();
+                        self.queue_ready(Ready::Alone {
+                            job_id: p.job_id,
+                            audio: own,
+                        });
+                    }
+                    return None;
+                }
+            },
             Err(e) => placed.iter().map(|p| (p.job_id, Err(again(e)))).collect(),
         };
         for (job_id, result) in results {
@@ -512,7 +557,7 @@ mod tests {
 
     #[test]
     fn merge_gathers_utterances_up_to_the_limit() {
-        let mut w = Windows::new(28.0).unwrap();
+        let mut w = Windows::new(30.0).unwrap();
         let mut sent = Vec::new();
         for id in 0..12 {
             let (ready, alone) = w.add(id, silence(5.0));
@@ -528,12 +573,12 @@ mod tests {
                     .iter()
                     .map(|p| (p.job_id, p.offset as f64 / RATE))
                     .collect(),
-                Ready::Alone { .. } => panic!("five of 5 s fit in 28 s"),
+                Ready::Alone { .. } => panic!("five of 5 s fit in 30 s"),
             })
             .collect();
-        // Five of 5 s with four gaps of 0.5 s make 27 s; a sixth would not fit, nor would
+        // Five of 5 s with four gaps of 1 s make 29 s; a sixth would not fit, nor would
         // anything in the last second, so the window goes at once.
-        let five: Vec<(u64, f64)> = (0..5).map(|i| (i, i as f64 * 5.5)).collect();
+        let five: Vec<(u64, f64)> = (0..5).map(|i| (i, i as f64 * (5.0 + GAP_S))).collect();
         assert_eq!(shapes[0], five);
         assert_eq!(
             shapes[1].iter().map(|p| p.0).collect::<Vec<_>>(),
@@ -544,7 +589,7 @@ mod tests {
         let Ready::Window(first) = &sent[0] else {
             unreachable!()
         };
-        assert_eq!(first.audio.len(), samples(27.0));
+        assert_eq!(first.audio.len(), samples(25.0 + 4.0 * GAP_S));
     }
 
     #[test]
@@ -555,9 +600,9 @@ mod tests {
         assert!(alone.is_none());
         assert!(
             matches!(&ready[..], [Ready::Alone { job_id: 0, .. }]),
-            "20 + 0.5 + 8 > 28: the first goes, as a window of one"
+            "20 + 1 + 8 > 28: the first goes, as a window of one"
         );
-        assert!(w.add(2, silence(7.0)).0.is_empty(), "8 + 0.5 + 7 fits");
+        assert!(w.add(2, silence(7.0)).0.is_empty(), "8 + 1 + 7 fits");
         assert!(matches!(w.seal(), Some(Ready::Window(j)) if j.placed.len() == 2));
         assert!(w.seal().is_none());
     }
@@ -566,12 +611,12 @@ mod tests {
     fn merge_leaves_a_long_utterance_alone() {
         let mut w = Windows::new(28.0).unwrap();
         assert!(w.add(0, silence(3.0)).0.is_empty());
-        let (ready, alone) = w.add(1, silence(27.0));
+        let (ready, alone) = w.add(1, silence(26.5));
         assert!(
             matches!(&ready[..], [Ready::Alone { job_id: 0, .. }]),
             "the open window goes first"
         );
-        assert_eq!(alone.map(|a| a.len()), Some(samples(27.0)));
+        assert_eq!(alone.map(|a| a.len()), Some(samples(26.5)));
         assert!(w.seal().is_none(), "the long one was not kept");
     }
 
@@ -613,7 +658,7 @@ mod tests {
             no_speech_prob: 0.01,
             ..Transcript::default()
         };
-        let parts = split(&window, &places);
+        let parts = split(&window, &places).unwrap();
         type View<'a> = (u64, &'a str, Vec<(f64, f64)>);
         let view: Vec<View> = parts
             .iter()
@@ -661,7 +706,7 @@ mod tests {
             }],
             ..Transcript::default()
         };
-        let parts = split(&window, &places);
+        let parts = split(&window, &places).unwrap();
         assert_eq!(parts[0].1.text, "");
         assert!(parts[0].1.words.is_empty());
         assert_eq!(parts[1].1.text, "Hello");
@@ -678,7 +723,7 @@ mod tests {
             "one decode for the three utterances: {decodes:?}"
         );
         assert!(
-            (8.0..9.5).contains(&decodes[0]),
+            (9.0..10.5).contains(&decodes[0]),
             "three utterances (with pre-roll and tail) and two gaps: {decodes:?}"
         );
         let (alone, decodes) = transcribe(&script, 0.0, &audio);
@@ -700,6 +745,33 @@ mod tests {
         }
         // The second tone starts 1.5 + 1.2 s into the file.
         assert!((merged[1].4[0].1 - 2.7).abs() < 0.01, "{merged:?}");
+    }
+
+    #[test]
+    fn a_window_whose_word_times_are_doubtful_is_decoded_again_one_by_one() {
+        let audio = speech(&[1.5, 2.0, 2.5]);
+        // A decoder whose word times are doubtful whenever it hears more than one burst (a
+        // window), as whisper.cpp's are when DTW's path loses the audio.
+        let doubting = Script::new()
+            .answer(|a, o| {
+                let mut t = bursts(a, o);
+                t.words_doubtful = t.words.len() > 1;
+                Ok(t)
+            })
+            .shared();
+        let (events, decodes) = transcribe(&doubting, 28.0, &audio);
+        assert_eq!(
+            decodes.len(),
+            4,
+            "the window, then each utterance: {decodes:?}"
+        );
+        assert!(decodes[0] > decodes[1] + decodes[2], "{decodes:?}");
+        let (alone, _) = transcribe(&script(), 0.0, &audio);
+        assert_eq!(
+            finals(&events),
+            finals(&alone),
+            "the same finals as when decoded one by one from the start"
+        );
     }
 
     #[test]

@@ -148,7 +148,11 @@ struct FileRuns {
 impl Bench {
     fn load(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let model = WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
+        let model = WhisperModel::load(
+            &config.stt.model,
+            config.stt.use_gpu,
+            config.stt.dtw_timestamps,
+        )?;
         let transcriber = Transcriber::with_model(Arc::clone(&config), Arc::clone(&model))?;
         let raw = model.new_decoder()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -603,8 +603,11 @@ pub fn run_child(
         }
         System::WhisperCpp => {
             use sori::stt::Decoder as _;
-            let model =
-                sori::stt::whisper::WhisperModel::load(&config.stt.model, config.stt.use_gpu)?;
+            let model = sori::stt::whisper::WhisperModel::load(
+                &config.stt.model,
+                config.stt.use_gpu,
+                config.stt.dtw_timestamps,
+            )?;
             let mut decoder = model.new_decoder()?;
             for path in files {
                 let audio = load_16k_mono(path)?;
