@@ -13,7 +13,9 @@
 //! (segment id, start, end, words, text) through the usual filter and in-order release. That
 //! needs word times that follow the audio across the gaps: DTW timestamps
 //! (`stt.dtw_timestamps`); whisper.cpp's heuristic ones spread a segment that spans a gap over
-//! it and are only safe in windows of up to 10 s.
+//! it and are only safe in windows of up to 10 s (the server keeps windows at 10 s without
+//! DTW). When the decoder marks a window's word times doubtful (DTW's path lost the audio), its
+//! utterances are queued again and decoded one by one.
 //!
 //! A window is handed to the decoder when the next utterance would not fit, when it has no room
 //! left for any utterance, and when the stream ends or is flushed; so at most one window is
