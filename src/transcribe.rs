@@ -55,6 +55,9 @@ pub struct Transcriber {
     file_jobs: Arc<Semaphore>,
     /// Where the model decodes (GPU or CPU, and why).
     pub placement: Placement,
+    /// Silence joining a file window's utterances: longer with DTW word times than with the
+    /// heuristic ones (`session::merge`).
+    window_gap_s: f64,
 }
 
 impl std::ops::Deref for Transcriber {
@@ -123,16 +126,27 @@ impl Transcriber {
             patterns = engine.filter.pattern_count(),
             "decoder pool ready"
         );
-        Ok(Self::assemble(config, engine, placement))
+        let window_gap_s = if model.dtw_timestamps() {
+            crate::session::GAP_S
+        } else {
+            crate::session::HEURISTIC_GAP_S
+        };
+        Ok(Self::assemble(config, engine, placement, window_gap_s))
     }
 
-    fn assemble(config: Arc<Config>, engine: Engine, placement: Placement) -> Self {
+    fn assemble(
+        config: Arc<Config>,
+        engine: Engine,
+        placement: Placement,
+        window_gap_s: f64,
+    ) -> Self {
         let file_jobs = Arc::new(Semaphore::new(file_jobs_limit(&config)));
         Self {
             config,
             engine,
             file_jobs,
             placement,
+            window_gap_s,
         }
     }
 
@@ -155,7 +169,12 @@ impl Transcriber {
         )?
         .with_voice_detector(energy_detector);
         let placement = Placement::cpu("the scripted test decoder runs no model");
-        Ok(Self::assemble(config, engine, placement))
+        Ok(Self::assemble(
+            config,
+            engine,
+            placement,
+            crate::session::GAP_S,
+        ))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -260,7 +279,7 @@ impl Transcriber {
         };
         let config = DriverConfig::for_files(self.config.stt.max_prompt_chars);
         let (driver, _ready) = Driver::start(&self.engine, config, opening, enrichers)?;
-        let mut driver = driver.merge_file_windows(self.config.stt.file_merge_s);
+        let mut driver = driver.merge_file_windows(self.config.stt.file_merge_s, self.window_gap_s);
 
         let mut events = Vec::new();
         // An error mid-file (damaged, too long) drops the session with whatever it holds.

@@ -34,10 +34,15 @@ use crate::stt::queue::Priority;
 use crate::stt::{SttError, Transcript};
 use crate::vad::Utterance;
 
-/// Silence between two utterances of a window, in seconds. With 0.5 s, DTW ran a word before a
-/// gap (and its punctuation) past the gap's middle, into the next utterance; with 1 s every
-/// word of JFK ×6 in 20 s windows lands in its own utterance (docs/accuracy.md).
+/// Silence between two utterances of a window, in seconds, with DTW word times. With 0.5 s, DTW
+/// ran a word before a gap (and its punctuation) past the gap's middle, into the next
+/// utterance; with 1 s every word of JFK ×6 in 20 s windows lands in its own utterance
+/// (docs/accuracy.md).
 pub const GAP_S: f64 = 1.0;
+
+/// The gap with whisper.cpp's heuristic word times (windows of at most 10 s): at 1 s they put
+/// the first words after a gap in the utterance before it; at 0.5 s they do not.
+pub const HEURISTIC_GAP_S: f64 = 0.5;
 
 /// The model's window: no merged window is longer.
 const MAX_WINDOW_S: f64 = 30.0;
@@ -92,15 +97,21 @@ pub(super) struct Windows {
 }
 
 impl Windows {
-    /// Windows of up to `max_s` seconds (at most 30); `None` (one decode per utterance) for 0,
-    /// a negative or a non-finite value, or one too short to hold two utterances.
-    pub(super) fn new(max_s: f64) -> Option<Self> {
-        if !max_s.is_finite() || max_s < GAP_S + 2.0 * MIN_ROOM_S {
+    /// Windows of up to `max_s` seconds (at most 30), utterances joined by `gap_s` of silence;
+    /// `None` (one decode per utterance) for 0, a negative or a non-finite value, or one too
+    /// short to hold two utterances.
+    pub(super) fn new(max_s: f64, gap_s: f64) -> Option<Self> {
+        let gap_s = if gap_s.is_finite() {
+            gap_s.clamp(0.0, 5.0)
+        } else {
+            GAP_S
+        };
+        if !max_s.is_finite() || max_s < gap_s + 2.0 * MIN_ROOM_S {
             return None;
         }
         Some(Self {
             limit: samples(max_s.min(MAX_WINDOW_S)),
-            gap: samples(GAP_S),
+            gap: samples(gap_s),
             open: Vec::new(),
             open_len: 0,
             sent: HashMap::new(),
@@ -265,11 +276,12 @@ fn again(error: &SttError) -> SttError {
 
 impl Session {
     /// Marks a file session: its utterances are decoded together in windows of up to `max_s`
-    /// seconds (`stt.file_merge_s`; 0 = one decode each). Never for live sessions, whose
-    /// finals would wait for the window to fill.
-    pub fn merge_file_windows(&mut self, max_s: f64) {
+    /// seconds (`stt.file_merge_s`; 0 = one decode each), joined by `gap_s` of silence
+    /// ([`GAP_S`] with DTW word times, [`HEURISTIC_GAP_S`] without). Never for live sessions,
+    /// whose finals would wait for the window to fill.
+    pub fn merge_file_windows(&mut self, max_s: f64, gap_s: f64) {
         self.file = true;
-        self.windows = Windows::new(max_s);
+        self.windows = Windows::new(max_s, gap_s);
     }
 
     /// `queue_final`'s hook: a file session's utterance joins the open window (its final is
@@ -466,7 +478,7 @@ mod tests {
         let mut opts = default_options(&stt, false);
         opts.partials = false;
         let mut s = engine.stream("file".into(), opts).expect("valid options");
-        s.session.merge_file_windows(merge_s);
+        s.session.merge_file_windows(merge_s, GAP_S);
         s
     }
 
@@ -559,7 +571,7 @@ mod tests {
 
     #[test]
     fn merge_gathers_utterances_up_to_the_limit() {
-        let mut w = Windows::new(30.0).unwrap();
+        let mut w = Windows::new(30.0, GAP_S).unwrap();
         let mut sent = Vec::new();
         for id in 0..12 {
             let (ready, alone) = w.add(id, silence(5.0));
@@ -596,7 +608,7 @@ mod tests {
 
     #[test]
     fn merge_stops_adding_when_the_next_would_not_fit() {
-        let mut w = Windows::new(28.0).unwrap();
+        let mut w = Windows::new(28.0, GAP_S).unwrap();
         assert!(w.add(0, silence(20.0)).0.is_empty());
         let (ready, alone) = w.add(1, silence(8.0));
         assert!(alone.is_none());
@@ -611,7 +623,7 @@ mod tests {
 
     #[test]
     fn merge_leaves_a_long_utterance_alone() {
-        let mut w = Windows::new(28.0).unwrap();
+        let mut w = Windows::new(28.0, GAP_S).unwrap();
         assert!(w.add(0, silence(3.0)).0.is_empty());
         let (ready, alone) = w.add(1, silence(26.5));
         assert!(
@@ -624,11 +636,14 @@ mod tests {
 
     #[test]
     fn merge_is_off_for_zero_or_nonsense() {
-        assert!(Windows::new(0.0).is_none());
-        assert!(Windows::new(-3.0).is_none());
-        assert!(Windows::new(f64::NAN).is_none());
-        assert!(Windows::new(1.0).is_none(), "too short for two utterances");
-        let w = Windows::new(600.0).unwrap();
+        assert!(Windows::new(0.0, GAP_S).is_none());
+        assert!(Windows::new(-3.0, GAP_S).is_none());
+        assert!(Windows::new(f64::NAN, GAP_S).is_none());
+        assert!(
+            Windows::new(1.0, GAP_S).is_none(),
+            "too short for two utterances"
+        );
+        let w = Windows::new(600.0, GAP_S).unwrap();
         assert_eq!(w.limit, samples(30.0), "never beyond the model's window");
     }
 
@@ -873,7 +888,7 @@ mod tests {
             let (driver, _) =
                 Driver::start(&engine, DriverConfig::for_files(200), opening, &[]).unwrap();
             let mut driver = if file {
-                driver.merge_file_windows(engine.stt.file_merge_s)
+                driver.merge_file_windows(engine.stt.file_merge_s, GAP_S)
             } else {
                 driver
             };
