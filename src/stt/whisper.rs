@@ -11,7 +11,7 @@ use whisper_rs::{
 
 use super::alignment;
 use super::language::{Detection, LanguageSet};
-use super::{DecodeOptions, Decoder, SegmentSpan, SttError, Transcript};
+use super::{DecodeOptions, Decoder, SttError, Transcript};
 use crate::protocol::{Language, Word};
 
 /// Whisper timestamps are in units of 10 ms.
@@ -368,12 +368,12 @@ impl WhisperDecoder {
         let mut token_count = 0usize;
         let mut no_speech_prob = 0.0f32;
 
-        let mut segments = Vec::new();
+        // Each segment's timestamp-token span, in seconds: whether DTW's path held is judged by it.
+        let mut spans = Vec::new();
         for (i, segment) in self.state.as_iter().enumerate() {
             if i == 0 {
                 no_speech_prob = segment.no_speech_probability();
             }
-            let words_before = words.done.len();
             if let Ok(seg_text) = segment.to_str_lossy() {
                 text.push_str(&seg_text);
             }
@@ -393,16 +393,15 @@ impl WhisperDecoder {
             }
             // A segment's last word ends with it: the next segment starts a new word.
             words.finish_word();
-            segments.push(SegmentSpan {
-                start: segment.start_timestamp() as f64 / CENTISECONDS,
-                end: segment.end_timestamp() as f64 / CENTISECONDS,
-                words: words.done.len() - words_before,
-            });
+            spans.push((
+                segment.start_timestamp() as f64 / CENTISECONDS,
+                segment.end_timestamp() as f64 / CENTISECONDS,
+            ));
         }
 
         let (words, words_doubtful) = if opts.word_timestamps {
             let end_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
-            words.finish(self.model.dtw.then_some(end_s), &segments)
+            words.finish(self.model.dtw.then_some(end_s), &spans)
         } else {
             (Vec::new(), false)
         };
@@ -412,11 +411,6 @@ impl WhisperDecoder {
             detection,
             words,
             words_doubtful,
-            segments: if opts.word_timestamps {
-                segments
-            } else {
-                Vec::new()
-            },
             avg_logprob: if token_count == 0 {
                 0.0
             } else {
@@ -479,15 +473,14 @@ impl WordBuilder {
 
     /// The words, and whether their times are doubtful. Timed by DTW when `dtw_end_s` (the
     /// audio's length) is given and DTW's path is sane ([`alignment::doubtful`], judged with the
-    /// decode's `segments`); by the heuristic otherwise, then marked doubtful when DTW was asked
-    /// for.
-    fn finish(mut self, dtw_end_s: Option<f64>, segments: &[SegmentSpan]) -> (Vec<Word>, bool) {
+    /// decode's segment `spans`); by the heuristic otherwise, then marked doubtful when DTW was
+    /// asked for.
+    fn finish(mut self, dtw_end_s: Option<f64>, spans: &[(f64, f64)]) -> (Vec<Word>, bool) {
         self.finish_word();
         let Some(end_s) = dtw_end_s else {
             return (self.done, false);
         };
-        let spans: Vec<(f64, f64)> = segments.iter().map(|s| (s.start, s.end)).collect();
-        if alignment::doubtful(&self.dtw_starts, &spans) {
+        if alignment::doubtful(&self.dtw_starts, spans) {
             return (self.done, true);
         }
         let starts: Vec<f64> = self

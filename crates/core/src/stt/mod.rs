@@ -57,9 +57,6 @@ pub struct Transcript {
     /// `None` when it was forced.
     pub detection: Option<Detection>,
     pub words: Vec<Word>,
-    /// Whisper's segments, as its timestamp tokens bound them, with how many of `words` each
-    /// holds (in order); empty without word timestamps or from a decoder that has none.
-    pub segments: Vec<SegmentSpan>,
     /// The words' times may put words in the wrong place (DTW's path lost the audio): a file
     /// window's words are then not split by them, its utterances decode one by one.
     pub words_doubtful: bool,
@@ -68,15 +65,6 @@ pub struct Transcript {
     pub no_speech_prob: f32,
     /// Encoder window actually used, in whisper frames.
     pub audio_ctx: u32,
-}
-
-/// One of Whisper's segments: its timestamp tokens (seconds from the audio's start) and the
-/// number of words it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct SegmentSpan {
-    pub start: f64,
-    pub end: f64,
-    pub words: usize,
 }
 
 /// A speech decoder: 16 kHz mono utterance audio plus options in, transcript out.

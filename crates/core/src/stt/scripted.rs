@@ -111,7 +111,6 @@ pub fn describe(audio: &[f32], opts: &DecodeOptions) -> Transcript {
         avg_logprob: -0.1,
         no_speech_prob: 0.0,
         audio_ctx: opts.audio_ctx.unwrap_or(1500),
-        segments: Vec::new(),
         words_doubtful: false,
     }
 }
