@@ -143,6 +143,7 @@ fn verify_model(model_path: &Path, jfk: &[f32]) -> anyhow::Result<()> {
             audio_ctx: None,
             initial_prompt: None,
             word_timestamps: false,
+            aligned_words: false,
             draft: false,
             cancel: None,
         },

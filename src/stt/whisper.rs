@@ -3,10 +3,11 @@
 
 use std::ffi::c_int;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use whisper_rs::{
-    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    DtwModelPreset, FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters,
+    WhisperState,
 };
 
 use super::alignment;
@@ -47,57 +48,91 @@ fn dtw_min_audio_ctx(samples: usize) -> u32 {
 /// memory).
 const DTW_MEM_BYTES: usize = 128 * 1024 * 1024;
 
+/// One whisper.cpp context over the model file, with DTW over `preset`'s heads when given.
+fn load_context(
+    path: &Path,
+    use_gpu: bool,
+    preset: Option<DtwModelPreset>,
+) -> Result<WhisperContext, SttError> {
+    let mut params = WhisperContextParameters::default();
+    params.use_gpu(use_gpu);
+    if let Some(model_preset) = preset {
+        params.dtw_parameters(whisper_rs::DtwParameters {
+            mode: whisper_rs::DtwMode::ModelPreset { model_preset },
+            dtw_mem_size: DTW_MEM_BYTES,
+        });
+    }
+    WhisperContext::new_with_params(path, params).map_err(|e| SttError::ModelLoad {
+        path: path.display().to_string(),
+        reason: format!("{e:?} (is it a whisper.cpp ggml file?)"),
+    })
+}
+
 /// The loaded model, shared by every decoder (weights are read-only).
 pub struct WhisperModel {
+    /// Decodes whose words need no more than whisper.cpp's heuristic times (live streams).
     ctx: WhisperContext,
+    /// The same weights again with DTW over the alignment heads, for decodes that ask for
+    /// [`DecodeOptions::aligned_words`] (file windows). whisper.cpp turns DTW on per context,
+    /// and it costs every decode ~14 % on the CPU, so live decodes keep the context without
+    /// it; this one is loaded on the first decode that needs it, so a server that only
+    /// streams never holds the weights twice.
+    aligned: OnceLock<Result<WhisperContext, String>>,
+    /// The alignment-head preset for this model's shape (`None`: DTW off or unknown shape).
+    dtw_preset: Option<DtwModelPreset>,
+    use_gpu: bool,
     path: String,
     placement: super::placement::Placement,
-    /// Words are timed by DTW over the alignment heads (`stt.dtw_timestamps` and a model with
-    /// a known preset); otherwise by whisper.cpp's heuristic.
-    dtw: bool,
 }
 
 impl WhisperModel {
-    /// Loads a ggml model; `dtw` asks for word times from the alignment heads, granted when the
-    /// model's shape has a preset (see [`alignment`]).
+    /// Loads a ggml model; `dtw` asks for word times from the alignment heads in decodes that
+    /// want aligned words, granted when the model's shape has a preset (see [`alignment`]).
     pub fn load(path: &Path, use_gpu: bool, dtw: bool) -> Result<Arc<Self>, SttError> {
         let shown = path.display().to_string();
         if !path.is_file() {
             return Err(SttError::ModelMissing { path: shown });
         }
         whisper_rs::install_logging_hooks();
-        let mut params = WhisperContextParameters::default();
-        params.use_gpu(use_gpu);
-        let preset = if dtw {
+        let dtw_preset = if dtw {
             alignment::preset_for(path)
         } else {
             None
         };
-        if dtw && preset.is_none() {
+        if dtw && dtw_preset.is_none() {
             tracing::warn!(
                 model = %shown,
                 "no alignment-head preset for this model's shape: words keep whisper.cpp's heuristic times"
             );
         }
-        let dtw = preset.is_some();
-        if let Some(model_preset) = preset {
-            params.dtw_parameters(whisper_rs::DtwParameters {
-                mode: whisper_rs::DtwMode::ModelPreset { model_preset },
-                dtw_mem_size: DTW_MEM_BYTES,
-            });
-        }
-        let ctx =
-            WhisperContext::new_with_params(path, params).map_err(|e| SttError::ModelLoad {
-                path: shown.clone(),
-                reason: format!("{e:?} (is it a whisper.cpp ggml file?)"),
-            })?;
+        let ctx = load_context(path, use_gpu, None)?;
         let placement = super::placement::settle(use_gpu);
         Ok(Arc::new(Self {
             ctx,
+            aligned: OnceLock::new(),
+            dtw_preset,
+            use_gpu,
             path: shown,
             placement,
-            dtw,
         }))
+    }
+
+    /// The context with DTW on, loaded on first use; `None` when DTW is off for this model.
+    fn aligned_context(&self) -> Result<Option<&WhisperContext>, SttError> {
+        let Some(preset) = &self.dtw_preset else {
+            return Ok(None);
+        };
+        let loaded = self.aligned.get_or_init(|| {
+            tracing::info!(model = %self.path, "loading the model's DTW context for aligned word times (file windows)");
+            load_context(Path::new(&self.path), self.use_gpu, Some(preset.clone()))
+                .map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(ctx) => Ok(Some(ctx)),
+            Err(reason) => Err(SttError::Decode(format!(
+                "the model's DTW context could not be loaded: {reason}"
+            ))),
+        }
     }
 
     pub fn path(&self) -> &str {
@@ -109,9 +144,10 @@ impl WhisperModel {
         &self.placement
     }
 
-    /// Whether words are timed by DTW over the alignment heads.
+    /// Whether decodes that ask for aligned words get them timed by DTW over the alignment
+    /// heads (otherwise by whisper.cpp's heuristic).
     pub fn dtw_timestamps(&self) -> bool {
-        self.dtw
+        self.dtw_preset.is_some()
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -144,6 +180,7 @@ impl WhisperModel {
         Ok(WhisperDecoder {
             model: Arc::clone(self),
             state,
+            aligned: None,
             detector: None,
             prompt_cache: None,
         })
@@ -172,6 +209,9 @@ unsafe extern "C" fn abort_when_set(flag: *mut std::ffi::c_void) -> bool {
 pub struct WhisperDecoder {
     model: Arc<WhisperModel>,
     state: WhisperState,
+    /// A state over the model's DTW context, made on the first decode that asks for aligned
+    /// words (file windows); live decodes never touch it.
+    aligned: Option<WhisperState>,
     /// A second state for language detection, made on first use (only `auto` needs it).
     /// whisper.cpp's `lang_detect` leaves its state such that the next `full` decode on it
     /// sometimes returns empty or garbled text, or falls into slow temperature fallbacks
@@ -194,6 +234,11 @@ impl Decoder for WhisperDecoder {
         if opts.is_cancelled() {
             return Err(SttError::Cancelled);
         }
+        let dtw = opts.aligned_words && opts.word_timestamps && self.model.dtw_timestamps();
+        if dtw {
+            self.prepare_aligned_state()?;
+        }
+        let eot = self.model.ctx.token_eot();
 
         if let Some(prompt) = &opts.initial_prompt {
             let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
@@ -227,7 +272,7 @@ impl Decoder for WhisperDecoder {
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
         if let Some(ctx) = opts.audio_ctx {
-            let ctx = if self.model.dtw {
+            let ctx = if dtw {
                 ctx.max(dtw_min_audio_ctx(audio.len()))
             } else {
                 ctx
@@ -254,16 +299,38 @@ impl Decoder for WhisperDecoder {
             }
         }
 
-        let decoded = self.state.full(params, audio);
+        // The state over the DTW context when `dtw` (made above), else the plain one.
+        let state = match &mut self.aligned {
+            Some(aligned) if dtw => aligned,
+            _ => &mut self.state,
+        };
+        let decoded = state.full(params, audio);
         if opts.is_cancelled() {
             return Err(SttError::Cancelled);
         }
         decoded.map_err(|e| SttError::Decode(format!("{e:?}")))?;
-        Ok(self.collect(opts, language, detection, audio.len()))
+        let decoded = Decoded { state, eot, dtw };
+        Ok(decoded.collect(opts, language, detection, audio.len()))
     }
 }
 
 impl WhisperDecoder {
+    /// Makes the state over the DTW context on the first decode that needs it.
+    fn prepare_aligned_state(&mut self) -> Result<(), SttError> {
+        if self.aligned.is_some() {
+            return Ok(());
+        }
+        let ctx = self
+            .model
+            .aligned_context()?
+            .ok_or_else(|| SttError::Decode("DTW is off for this model".into()))?;
+        let state = ctx.create_state().map_err(|e| {
+            SttError::Decode(format!("cannot create a decoder state for DTW: {e:?}"))
+        })?;
+        self.aligned = Some(state);
+        Ok(())
+    }
+
     /// The language to decode in: the forced one, or the most probable one of the options'
     /// set (detected here, not by whisper.cpp, whose `auto` picks among all its languages).
     fn choose_language(
@@ -352,8 +419,18 @@ impl WhisperDecoder {
         probs.truncate(self.model.language_count());
         Ok(probs)
     }
+}
 
-    /// Gathers text, words and scores of every segment of the last decode.
+/// A finished decode, read back from the state it ran in.
+struct Decoded<'a> {
+    state: &'a WhisperState,
+    eot: c_int,
+    /// Its words carry DTW times.
+    dtw: bool,
+}
+
+impl Decoded<'_> {
+    /// Gathers text, words and scores of every segment of the decode.
     fn collect(
         &self,
         opts: &DecodeOptions,
@@ -361,7 +438,7 @@ impl WhisperDecoder {
         detection: Option<Detection>,
         samples: usize,
     ) -> Transcript {
-        let eot = self.model.ctx.token_eot();
+        let eot = self.eot;
         let mut text = String::new();
         let mut words = WordBuilder::default();
         let mut logprob_sum = 0.0f64;
@@ -401,7 +478,7 @@ impl WhisperDecoder {
 
         let (words, words_doubtful) = if opts.word_timestamps {
             let end_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
-            words.finish(self.model.dtw.then_some(end_s), &spans)
+            words.finish(self.dtw.then_some(end_s), &spans)
         } else {
             (Vec::new(), false)
         };

@@ -142,6 +142,7 @@ impl Session {
                 audio_ctx: None,
                 initial_prompt: options.prompt.as_deref().map(Arc::from),
                 word_timestamps: true,
+                aligned_words: false,
                 draft: false,
                 cancel: None,
             },

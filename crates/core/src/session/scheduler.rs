@@ -175,6 +175,8 @@ impl Session {
             .ctx_trim
             .map(|(margin, min)| trimmed_audio_ctx(f64::from(seconds), margin, min));
         opts.word_timestamps = words;
+        // A file window's words are split between its utterances by their times (merge.rs).
+        opts.aligned_words = words && self.file;
         opts
     }
 

@@ -450,3 +450,27 @@ fn conditioning_prompts_with_kept_finals_only_and_never_a_filtered_one() {
         "the filtered hallucination is in no prompt"
     );
 }
+
+/// Word times from the attention cost every decode, so only a file's finals ask for them: its
+/// windows' words are split between utterances by their times (merge.rs).
+#[test]
+fn only_file_finals_ask_for_aligned_word_times() {
+    let mut live = stream_with(1, |_| {});
+    live.session.push_samples(&tone(1.5));
+    let partial = live
+        .session
+        .next_job(true)
+        .expect("a partial while speaking");
+    assert!(!partial.opts.aligned_words);
+    live.session.on_outcome(cancelled(&partial));
+    live.session.push_samples(&silence(1.2));
+    let live_final = live.session.next_job(false).expect("the live final");
+    assert!(live_final.opts.word_timestamps && !live_final.opts.aligned_words);
+
+    let mut file = stream_with(1, |o| o.partials = false);
+    file.session.merge_file_windows(0.0, crate::session::GAP_S);
+    file.session.push_samples(&tone(1.5));
+    file.session.push_samples(&silence(1.2));
+    let file_final = file.session.next_job(false).expect("the file's final");
+    assert!(file_final.opts.word_timestamps && file_final.opts.aligned_words);
+}

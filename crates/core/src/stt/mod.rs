@@ -31,6 +31,10 @@ pub struct DecodeOptions {
     pub initial_prompt: Option<Arc<str>>,
     /// Word-level timestamps cost a little; partials skip them.
     pub word_timestamps: bool,
+    /// Time the words from the model's attention (DTW) where the engine can: a file window's
+    /// words are split between its utterances by their times, which whisper.cpp's heuristic
+    /// gets wrong across pauses. Costs ~14 % of a decode on the CPU, so live decodes skip it.
+    pub aligned_words: bool,
     /// A partial: text that will be replaced, so decoded as cheaply as the engine can (no
     /// timestamp tokens, one segment, no temperature fallback).
     pub draft: bool,

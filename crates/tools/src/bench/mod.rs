@@ -306,6 +306,7 @@ fn decode_options(
         }),
         initial_prompt: None,
         word_timestamps: words,
+        aligned_words: false,
         draft: false,
         cancel: None,
     }
