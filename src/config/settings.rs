@@ -233,8 +233,9 @@ static STT: &[Setting] = &[
         "prompt each decode with the session's previous finals (filtered text never; reset after \
          30 s of silence or a language change); finals of one session then decode one at a time"),
     setting!(stt.dtw_timestamps, env "SORI_DTW_TIMESTAMPS",
-        "time words by DTW over the model's alignment heads (whisper.cpp presets, tiny … \
-         large-v3-turbo); false = whisper.cpp's heuristic, which can put words in a pause"),
+        "files: time words by DTW over the model's alignment heads (whisper.cpp presets, tiny … \
+         large-v3-turbo), in a second copy of the model loaded on the first file; live streams \
+         never use it; false = whisper.cpp's heuristic, which can put words in a pause"),
     setting!(stt.initial_prompt, env "SORI_INITIAL_PROMPT", parse prompt,
         "domain vocabulary; sessions may set their own with `prompt`"),
     setting!(stt.max_prompt_chars, env "SORI_MAX_PROMPT_CHARS",

@@ -63,7 +63,8 @@ pub struct SttConfig {
     pub condition_on_previous_text: bool,
     /// Time words by dynamic time warping over the model's alignment heads (whisper.cpp's DTW
     /// token timestamps) instead of the heuristic that spreads a segment's time over its
-    /// tokens. Models whose shape has no preset keep the heuristic.
+    /// tokens, in file windows only (live decodes skip its cost). Models whose shape has no
+    /// preset keep the heuristic.
     pub dtw_timestamps: bool,
     /// Words to bias recognition towards (road names, facility names, …).
     pub initial_prompt: Option<String>,

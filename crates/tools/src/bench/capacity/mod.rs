@@ -173,15 +173,6 @@ async fn measure(
     if let Some(decoder) = &decoder {
         eprintln!("[capacity] {}", decoder.line());
     }
-    warm_up(&http, server, samples, language).await?;
-    let gpu_idle_mb = if on_gpu {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        gpu::read_sample(&http, &server.url("/api/status"))
-            .await
-            .map(|s| s.memory_used_mb)
-    } else {
-        None
-    };
     let mut pcm = pcm_s16le(samples);
     pcm.extend(pcm_s16le(&silence(TRAILING_SILENCE_S)));
     let speech = Arc::new(Speech {
@@ -193,6 +184,15 @@ async fn measure(
         pcm,
         reference,
     });
+    warm_up(&speech).await?;
+    let gpu_idle_mb = if on_gpu {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gpu::read_sample(&http, &server.url("/api/status"))
+            .await
+            .map(|s| s.memory_used_mb)
+    } else {
+        None
+    };
     let mut done: Vec<LevelFigures> = Vec::new();
     let mut workers = 0.0;
     for &n in sweep.levels {
@@ -294,32 +294,27 @@ async fn wait_idle(http: &reqwest::Client, server: &ChildServer) -> anyhow::Resu
     Ok(())
 }
 
-/// One file transcription of the first seconds of the speech: the model's pages, the workers'
-/// buffers and the first-decode costs are paid before any level is timed.
-async fn warm_up(
-    http: &reqwest::Client,
-    server: &ChildServer,
-    samples: &[f32],
-    language: Language,
-) -> anyhow::Result<()> {
-    let n = samples
+/// One live stream of the first seconds of the speech: the model's pages, the workers'
+/// buffers and the first-decode costs are paid before any level is timed. A stream, not a
+/// file transcription: a file's windows decode in a whisper context of their own (DTW word
+/// times), which live streams never load.
+async fn warm_up(speech: &Speech) -> anyhow::Result<()> {
+    // 16-bit samples: two bytes each.
+    let n = speech
+        .pcm
         .len()
-        .min((WARM_UP_S * f64::from(TARGET_SAMPLE_RATE)) as usize);
-    let pcm: Vec<i16> = samples[..n]
-        .iter()
-        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
-        .collect();
-    let wav = sori_core::audio::wav::wav_s16le(TARGET_SAMPLE_RATE, 1, &pcm, None);
-    let response = http
-        .post(server.url(&format!("/api/transcribe?language={language}")))
-        .header("content-type", "audio/wav")
-        .body(wav)
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("the warm-up transcription got {status}: {body}");
+        .min(2 * (WARM_UP_S * f64::from(TARGET_SAMPLE_RATE)) as usize);
+    let mut pcm = speech.pcm[..n].to_vec();
+    pcm.extend(pcm_s16le(&silence(TRAILING_SILENCE_S)));
+    let warm = Arc::new(Speech {
+        addr: speech.addr,
+        query: speech.query.clone(),
+        pcm,
+        reference: String::new(),
+    });
+    let figures = client::run(warm, Instant::now()).await;
+    if let Some(error) = figures.errors.first() {
+        bail!("the warm-up stream failed: {error}");
     }
     Ok(())
 }
