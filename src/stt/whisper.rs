@@ -44,6 +44,46 @@ fn dtw_min_audio_ctx(samples: usize) -> u32 {
     mel_frames.div_ceil(2) as u32
 }
 
+/// The earliest timestamp token a DTW decode may end a segment on, in 20 ms steps (0.16 s).
+/// whisper.cpp aligns a decode's words over the audio up to its last timestamp, through a
+/// median filter of width 7 that aborts the whole process (`WHISPER_ASSERT(filter_width <
+/// a->ne[2])`) when that span holds fewer than 8 encoder frames. No segment of speech ends
+/// that early, so the timestamps between (0.02–0.14 s) are never sampled in DTW decodes.
+const FIRST_DTW_TIMESTAMP: usize = 8;
+
+/// A DTW decode of less audio than this is padded with silence to it, for the same reason.
+const MIN_DTW_SAMPLES: usize = 3_200;
+// One encoder frame is 20 ms, 320 samples.
+const _: () = assert!(MIN_DTW_SAMPLES / 320 >= FIRST_DTW_TIMESTAMP);
+
+/// Sets the logits of the timestamps 0.02–0.14 s to −∞ (see [`FIRST_DTW_TIMESTAMP`]);
+/// `timestamp_begin` is the index of `<|0.00|>`.
+fn suppress_early_timestamps(logits: &mut [f32], timestamp_begin: usize) {
+    let end = (timestamp_begin + FIRST_DTW_TIMESTAMP).min(logits.len());
+    for logit in logits.iter_mut().take(end).skip(timestamp_begin + 1) {
+        *logit = f32::NEG_INFINITY;
+    }
+}
+
+/// whisper.cpp's logits filter for DTW decodes; its user data points at the model's
+/// `<|0.00|>` token id.
+unsafe extern "C" fn early_timestamps_filter(
+    _ctx: *mut whisper_rs_sys::whisper_context,
+    _state: *mut whisper_rs_sys::whisper_state,
+    _tokens: *const whisper_rs_sys::whisper_token_data,
+    _n_tokens: c_int,
+    logits: *mut f32,
+    user_data: *mut std::ffi::c_void,
+) {
+    // SAFETY: `user_data` is `&WhisperModel::timestamp_begin` and `logits` holds the model's
+    // whole vocabulary, both alive for the `full` call that runs this filter.
+    unsafe {
+        let begin = *(user_data as *const c_int) as usize;
+        let logits = std::slice::from_raw_parts_mut(logits, begin + FIRST_DTW_TIMESTAMP);
+        suppress_early_timestamps(logits, begin);
+    }
+}
+
 /// whisper.cpp's default work buffer for DTW, allocated per decode (untouched pages cost no
 /// memory).
 const DTW_MEM_BYTES: usize = 128 * 1024 * 1024;
@@ -80,6 +120,8 @@ pub struct WhisperModel {
     aligned: OnceLock<Result<WhisperContext, String>>,
     /// The alignment-head preset for this model's shape (`None`: DTW off or unknown shape).
     dtw_preset: Option<DtwModelPreset>,
+    /// `<|0.00|>`'s token id, for the DTW decodes' logits filter.
+    timestamp_begin: c_int,
     use_gpu: bool,
     path: String,
     placement: super::placement::Placement,
@@ -108,6 +150,7 @@ impl WhisperModel {
         let ctx = load_context(path, use_gpu, None)?;
         let placement = super::placement::settle(use_gpu);
         Ok(Arc::new(Self {
+            timestamp_begin: ctx.token_beg(),
             ctx,
             aligned: OnceLock::new(),
             dtw_preset,
@@ -289,6 +332,16 @@ impl Decoder for WhisperDecoder {
         if !prompt_tokens.is_empty() {
             params.set_tokens(prompt_tokens);
         }
+        if dtw {
+            // SAFETY: the filter only writes the logits it is given, and reads the token id
+            // the model (alive through `self.model`) holds for the whole `full` call.
+            unsafe {
+                params.set_filter_logits_callback(Some(early_timestamps_filter));
+                params.set_filter_logits_callback_user_data(
+                    &self.model.timestamp_begin as *const c_int as *mut std::ffi::c_void,
+                );
+            }
+        }
         if let Some(flag) = &opts.cancel {
             // whisper-rs's closure-based abort callback casts its user data to the wrong type,
             // so the plain C callback is used with a pointer to the flag. `opts` (and so the
@@ -303,6 +356,13 @@ impl Decoder for WhisperDecoder {
         let state = match &mut self.aligned {
             Some(aligned) if dtw => aligned,
             _ => &mut self.state,
+        };
+        let padded;
+        let audio = if dtw && audio.len() < MIN_DTW_SAMPLES {
+            padded = [audio, &vec![0.0; MIN_DTW_SAMPLES - audio.len()]].concat();
+            &padded[..]
+        } else {
+            audio
         };
         let decoded = state.full(params, audio);
         if opts.is_cancelled() {
@@ -588,6 +648,16 @@ mod tests {
         assert_eq!(texts, ["And", "so", "한국,"]);
         assert_eq!(words[2].start, 0.40);
         assert_eq!(words[2].end, 0.61);
+    }
+
+    #[test]
+    fn dtw_decodes_never_end_a_segment_before_the_median_filter_has_audio_enough() {
+        let mut logits = vec![0.5f32; 20];
+        suppress_early_timestamps(&mut logits, 4);
+        // <|0.00|> (index 4) may start a segment; 0.02–0.14 s (5..=11) may not end one.
+        assert_eq!(logits[4], 0.5);
+        assert!(logits[5..12].iter().all(|l| *l == f32::NEG_INFINITY));
+        assert!(logits[..4].iter().chain(&logits[12..]).all(|l| *l == 0.5));
     }
 
     #[test]
