@@ -376,6 +376,11 @@ impl Session {
         let job_id = self.new_job_id();
         let mut opts = self.decode_options(seconds, true, Some(segment_id));
         opts.initial_prompt = self.prompt_at(start_s);
+        // The cut goes in the longest pause between words. whisper.cpp's heuristic times show
+        // the pauses (a segment's words end at its timestamp tokens); DTW's do not (a word's
+        // end is cut at twice the median spacing, so in running speech every gap is nil and
+        // the cut fell inside "an ill-disposed young man" under music at 0 dB).
+        opts.aligned_words = false;
         if !self.file {
             // A live stream's is stale once the utterance ended, like a partial.
             let flag = Arc::new(AtomicBool::new(false));

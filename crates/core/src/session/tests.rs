@@ -473,4 +473,17 @@ fn only_file_finals_ask_for_aligned_word_times() {
     file.session.push_samples(&silence(1.2));
     let file_final = file.session.next_job(false).expect("the file's final");
     assert!(file_final.opts.word_timestamps && file_final.opts.aligned_words);
+
+    // Nor does the decode that chooses where a file's too-long utterance is cut: it looks for
+    // pauses between words, which only the heuristic times show.
+    let mut long = stream_with(1, |o| o.partials = false);
+    long.session.merge_file_windows(0.0, crate::session::GAP_S);
+    long.session.push_samples(&tone(26.0));
+    let boundary = long.session.next_job(true).expect("the boundary decode");
+    assert!(
+        seconds(&boundary) > 20.0,
+        "the open utterance: {}",
+        seconds(&boundary)
+    );
+    assert!(boundary.opts.word_timestamps && !boundary.opts.aligned_words);
 }
