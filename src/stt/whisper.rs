@@ -281,6 +281,14 @@ impl Decoder for WhisperDecoder {
         if dtw {
             self.prepare_aligned_state()?;
         }
+        // Before the encoder window is sized: it must cover the padded audio.
+        let padded;
+        let audio = if dtw && audio.len() < MIN_DTW_SAMPLES {
+            padded = [audio, &vec![0.0; MIN_DTW_SAMPLES - audio.len()]].concat();
+            &padded[..]
+        } else {
+            audio
+        };
         let eot = self.model.ctx.token_eot();
 
         if let Some(prompt) = &opts.initial_prompt {
@@ -295,74 +303,18 @@ impl Decoder for WhisperDecoder {
             _ => &[],
         };
 
-        let strategy = if opts.beam_size > 1 {
-            SamplingStrategy::BeamSearch {
-                beam_size: opts.beam_size as c_int,
-                patience: -1.0,
-            }
-        } else {
-            SamplingStrategy::Greedy { best_of: 1 }
-        };
-        let mut params = FullParams::new(strategy);
-        params.set_n_threads(opts.threads as c_int);
-        params.set_language(Some(language));
-        params.set_translate(false);
-        params.set_no_context(true);
-        params.set_token_timestamps(opts.word_timestamps);
-        params.set_suppress_blank(true);
-        params.set_print_special(false);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_timestamps(false);
-        if let Some(ctx) = opts.audio_ctx {
-            let ctx = if dtw {
-                ctx.max(dtw_min_audio_ctx(audio.len()))
-            } else {
-                ctx
-            };
-            params.set_audio_ctx(ctx as c_int);
-        }
-        if opts.draft {
-            // A partial's text is replaced within a second: skip the timestamp tokens and the
-            // re-decodes at higher temperatures that a doubtful window triggers.
-            params.set_no_timestamps(true);
-            params.set_single_segment(true);
-            params.set_temperature_inc(0.0);
-        }
-        if !prompt_tokens.is_empty() {
-            params.set_tokens(prompt_tokens);
-        }
-        if dtw {
-            // SAFETY: the filter only writes the logits it is given, and reads the token id
-            // the model (alive through `self.model`) holds for the whole `full` call.
-            unsafe {
-                params.set_filter_logits_callback(Some(early_timestamps_filter));
-                params.set_filter_logits_callback_user_data(
-                    &self.model.timestamp_begin as *const c_int as *mut std::ffi::c_void,
-                );
-            }
-        }
-        if let Some(flag) = &opts.cancel {
-            // whisper-rs's closure-based abort callback casts its user data to the wrong type,
-            // so the plain C callback is used with a pointer to the flag. `opts` (and so the
-            // Arc) outlives `full`, which is the only time the pointer is read.
-            unsafe {
-                params.set_abort_callback(Some(abort_when_set));
-                params.set_abort_callback_user_data(Arc::as_ptr(flag) as *mut std::ffi::c_void);
-            }
-        }
+        let params = full_params(
+            opts,
+            language,
+            prompt_tokens,
+            audio.len(),
+            dtw.then_some(&self.model.timestamp_begin),
+        );
 
         // The state over the DTW context when `dtw` (made above), else the plain one.
         let state = match &mut self.aligned {
             Some(aligned) if dtw => aligned,
             _ => &mut self.state,
-        };
-        let padded;
-        let audio = if dtw && audio.len() < MIN_DTW_SAMPLES {
-            padded = [audio, &vec![0.0; MIN_DTW_SAMPLES - audio.len()]].concat();
-            &padded[..]
-        } else {
-            audio
         };
         let decoded = state.full(params, audio);
         if opts.is_cancelled() {
@@ -479,6 +431,74 @@ impl WhisperDecoder {
         probs.truncate(self.model.language_count());
         Ok(probs)
     }
+}
+
+/// whisper.cpp's parameters for one decode of `samples` of audio; `dtw` is the model's
+/// `<|0.00|>` token id when the decode runs in the DTW context (its logits filter needs it).
+fn full_params<'a, 'b>(
+    opts: &DecodeOptions,
+    language: &'a str,
+    prompt_tokens: &'b [c_int],
+    samples: usize,
+    dtw: Option<&c_int>,
+) -> FullParams<'a, 'b> {
+    let strategy = if opts.beam_size > 1 {
+        SamplingStrategy::BeamSearch {
+            beam_size: opts.beam_size as c_int,
+            patience: -1.0,
+        }
+    } else {
+        SamplingStrategy::Greedy { best_of: 1 }
+    };
+    let mut params = FullParams::new(strategy);
+    params.set_n_threads(opts.threads as c_int);
+    params.set_language(Some(language));
+    params.set_translate(false);
+    params.set_no_context(true);
+    params.set_token_timestamps(opts.word_timestamps);
+    params.set_suppress_blank(true);
+    params.set_print_special(false);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_timestamps(false);
+    if let Some(ctx) = opts.audio_ctx {
+        let ctx = if dtw.is_some() {
+            ctx.max(dtw_min_audio_ctx(samples))
+        } else {
+            ctx
+        };
+        params.set_audio_ctx(ctx as c_int);
+    }
+    if opts.draft {
+        // A partial's text is replaced within a second: skip the timestamp tokens and the
+        // re-decodes at higher temperatures that a doubtful window triggers.
+        params.set_no_timestamps(true);
+        params.set_single_segment(true);
+        params.set_temperature_inc(0.0);
+    }
+    if !prompt_tokens.is_empty() {
+        params.set_tokens(prompt_tokens);
+    }
+    if let Some(timestamp_begin) = dtw {
+        // SAFETY: the filter only writes the logits it is given, and reads the token id,
+        // which the model holds (alive in the decoder) for the whole `full` call.
+        unsafe {
+            params.set_filter_logits_callback(Some(early_timestamps_filter));
+            params.set_filter_logits_callback_user_data(
+                timestamp_begin as *const c_int as *mut std::ffi::c_void,
+            );
+        }
+    }
+    if let Some(flag) = &opts.cancel {
+        // whisper-rs's closure-based abort callback casts its user data to the wrong type,
+        // so the plain C callback is used with a pointer to the flag. `opts` (and so the
+        // Arc) outlives `full`, which is the only time the pointer is read.
+        unsafe {
+            params.set_abort_callback(Some(abort_when_set));
+            params.set_abort_callback_user_data(Arc::as_ptr(flag) as *mut std::ffi::c_void);
+        }
+    }
+    params
 }
 
 /// A finished decode, read back from the state it ran in.

@@ -7,6 +7,7 @@
 mod support;
 
 mod admission;
+mod alignment;
 mod bad_input;
 mod cache;
 mod compat;
