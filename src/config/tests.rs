@@ -348,6 +348,8 @@ fn every_existing_variable_is_in_the_table() {
         // Added with the accuracy-in-noise work of issue 19.
         "SORI_CONDITION_ON_PREVIOUS_TEXT",
         "SORI_DTW_TIMESTAMPS",
+        "SORI_VAD_DETECTOR",
+        "SORI_VAD_SILERO_MODEL",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");
@@ -367,4 +369,30 @@ fn settings_are_found_by_key() {
     assert_eq!(c.stt.beam_size, 5);
     assert_eq!((beam.show)(&c).text, "5");
     assert!((settings::by_key("llm.categories").unwrap().set)(&mut c, "x").is_err());
+}
+
+#[test]
+fn the_voice_detector_is_chosen_by_name_and_a_wrong_name_lists_the_choices() {
+    let mut c: Config = toml::from_str("[vad]\ndetector = \"silero\"\n").unwrap();
+    assert_eq!(c.vad.detector, VoiceDetectorKind::Silero);
+    assert_eq!(Config::default().vad.detector, VoiceDetectorKind::Earshot);
+    c.apply_env(env(&[
+        ("SORI_VAD_DETECTOR", " Earshot "),
+        ("SORI_VAD_SILERO_MODEL", "vad/model.onnx"),
+    ]))
+    .unwrap();
+    assert_eq!(c.vad.detector, VoiceDetectorKind::Earshot);
+    assert_eq!(c.vad.silero_model, PathBuf::from("vad/model.onnx"));
+    let err = c
+        .apply_env(env(&[("SORI_VAD_DETECTOR", "webrtc")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SORI_VAD_DETECTOR") && err.contains("earshot or silero"),
+        "{err}"
+    );
+    let err = toml::from_str::<Config>("[vad]\ndetector = \"webrtc\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("earshot") && err.contains("silero"), "{err}");
 }

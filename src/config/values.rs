@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::VoiceDetectorKind;
 use crate::protocol::Language;
+
 use crate::stt::language::LanguageSet;
 
 use super::Category;
@@ -139,7 +141,7 @@ macro_rules! show_code {
         }
     )*};
 }
-show_code!(SocketAddr, Language);
+show_code!(SocketAddr, Language, VoiceDetectorKind);
 
 impl Show for String {
     fn show(&self) -> Shown {

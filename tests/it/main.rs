@@ -35,5 +35,6 @@ mod replicas;
 mod stream_cli;
 mod tls;
 mod vad;
+mod voice;
 mod ws_bad_input;
 mod ws_stream;

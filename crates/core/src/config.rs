@@ -81,6 +81,10 @@ pub struct SttConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VadConfig {
+    /// The neural model that scores each frame for voice.
+    pub detector: VoiceDetectorKind,
+    /// Silero VAD's ONNX file, for `detector = "silero"`.
+    pub silero_model: PathBuf,
     /// Frame RMS (full scale = 1.0) below which a frame never counts as speech.
     pub energy_threshold: f64,
     /// Voice probability from the neural detector at or above which a frame is speech.
@@ -95,6 +99,45 @@ pub struct VadConfig {
     pub tail_ms: u64,
     /// Longest utterance before it is split at its quietest point, in seconds (≤ 30).
     pub max_utterance_s: f64,
+}
+
+/// The neural voice detectors a server can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VoiceDetectorKind {
+    /// earshot: a small WebRTC-style model built into the binary, 16 ms frames.
+    #[default]
+    Earshot,
+    /// Silero VAD v6 over ONNX Runtime, 32 ms frames (`vad.silero_model`, `rag.onnxruntime_lib`).
+    Silero,
+}
+
+impl VoiceDetectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Earshot => "earshot",
+            Self::Silero => "silero",
+        }
+    }
+}
+
+impl std::fmt::Display for VoiceDetectorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VoiceDetectorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "earshot" => Ok(Self::Earshot),
+            "silero" => Ok(Self::Silero),
+            other => Err(format!(
+                "voice detector {other:?} is not known; use earshot or silero"
+            )),
+        }
+    }
 }
 
 /// Thresholds of the hallucination filter (openai-whisper's defaults as the starting point).
@@ -152,6 +195,8 @@ impl SttConfig {
 impl Default for VadConfig {
     fn default() -> Self {
         Self {
+            detector: VoiceDetectorKind::Earshot,
+            silero_model: PathBuf::from("models/vad/silero_vad.onnx"),
             energy_threshold: 0.02,
             speech_threshold: 0.5,
             silence_ms: 1000,

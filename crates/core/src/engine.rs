@@ -19,7 +19,8 @@ pub struct Engine {
     pub filter: Arc<HallucinationFilter>,
     /// Shown to clients in `ready` (the model's file name).
     pub model_name: String,
-    /// Makes each session's voice detector: earshot's, or a test double in scheduler tests.
+    /// Makes each session's voice detector: earshot's, Silero's (`vad.detector`), or a test
+    /// double in scheduler tests.
     pub voice_detector: DetectorFactory,
 }
 
@@ -39,11 +40,11 @@ impl Engine {
             pool,
             filter,
             model_name,
-            voice_detector: earshot_detector,
+            voice_detector: earshot_detector(),
         })
     }
 
-    /// The same engine with another voice detector (tests drive sessions with a tone).
+    /// The same engine with another voice detector (Silero's; tests drive sessions with a tone).
     pub fn with_voice_detector(mut self, voice_detector: DetectorFactory) -> Self {
         self.voice_detector = voice_detector;
         self

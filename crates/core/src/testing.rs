@@ -27,7 +27,7 @@ pub fn scripted_engine(script: &Arc<Script>, stt: SttConfig, vad: VadConfig) -> 
         "scripted".to_owned(),
     )
     .expect("built-in filter patterns load")
-    .with_voice_detector(energy_detector)
+    .with_voice_detector(energy_detector())
 }
 
 /// `seconds` of a 440 Hz tone at amplitude 0.3, 16 kHz: "speech" to the energy detector.

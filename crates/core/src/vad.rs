@@ -11,6 +11,7 @@
 //! utterance, so a word is never cut in two when its neighbours' timestamps are known.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::audio::TARGET_SAMPLE_RATE;
 use crate::config::VadConfig;
@@ -74,12 +75,13 @@ impl VoiceDetector for earshot::Detector {
     }
 }
 
-/// Makes one detector per session.
-pub type DetectorFactory = fn() -> Box<dyn VoiceDetector>;
+/// Makes one detector per session (a detector keeps state from frame to frame). Shared by
+/// every session of a server, so it may hold a loaded model.
+pub type DetectorFactory = Arc<dyn Fn() -> Box<dyn VoiceDetector> + Send + Sync>;
 
-/// The product's detector: earshot's WebRTC-style neural model.
-pub fn earshot_detector() -> Box<dyn VoiceDetector> {
-    earshot::Detector::default_boxed()
+/// earshot's WebRTC-style neural model, built into the binary: the default detector.
+pub fn earshot_detector() -> DetectorFactory {
+    Arc::new(|| earshot::Detector::default_boxed())
 }
 
 /// A test double for the neural detector: a frame is voice when its RMS is at least 0.05, so
@@ -94,8 +96,8 @@ impl VoiceDetector for EnergyDetector {
 }
 
 /// [`EnergyDetector`] as a [`DetectorFactory`].
-pub fn energy_detector() -> Box<dyn VoiceDetector> {
-    Box::new(EnergyDetector)
+pub fn energy_detector() -> DetectorFactory {
+    Arc::new(|| Box::new(EnergyDetector))
 }
 
 pub struct Segmenter {
@@ -152,7 +154,7 @@ impl WordGap {
 impl Segmenter {
     /// A segmenter with earshot's detector.
     pub fn new(cfg: &VadConfig) -> Self {
-        Self::with_detector(cfg, earshot_detector())
+        Self::with_detector(cfg, earshot::Detector::default_boxed())
     }
 
     pub fn with_detector(cfg: &VadConfig, detector: Box<dyn VoiceDetector>) -> Self {

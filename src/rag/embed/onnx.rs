@@ -9,7 +9,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
@@ -29,14 +29,17 @@ impl OnnxEmbedder {
     /// Loads ONNX Runtime from `runtime_lib` (once per process) and the model from `dir`;
     /// blocking, seconds for a large model.
     pub fn load(dir: &Path, runtime_lib: &Path, threads: usize) -> Result<Self, EmbedError> {
-        load_runtime(runtime_lib).map_err(|reason| local(dir, reason))?;
+        let environment =
+            crate::onnx_runtime::environment(runtime_lib).map_err(|reason| local(dir, reason))?;
         let files = ModelFiles::find(dir).map_err(|reason| local(dir, reason))?;
         let mut model =
             UserDefinedEmbeddingModel::new(files.onnx, files.tokenizer).with_pooling(files.pooling);
         if let Some((name, bytes)) = files.external_weights {
             model = model.with_external_initializer(name, bytes);
         }
-        let options = InitOptionsUserDefined::new().with_intra_threads(threads.max(1));
+        let options = InitOptionsUserDefined::new()
+            .with_environment(environment)
+            .with_intra_threads(threads.max(1));
         // ort panics instead of returning some errors (an API version the library lacks).
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             TextEmbedding::try_new_from_user_defined(model, options)
@@ -86,26 +89,6 @@ fn local(dir: &Path, reason: String) -> EmbedError {
         dir: dir.display().to_string(),
         reason,
     }
-}
-
-/// ONNX Runtime can be loaded once per process; later calls return the first outcome.
-fn load_runtime(lib: &Path) -> Result<(), String> {
-    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            if !lib.is_file() {
-                return Err(format!(
-                    "ONNX Runtime's library {} is missing; fetch it with scripts/onnx-embedder.sh fetch \
-                     or point rag.onnxruntime_lib (SORI_ONNXRUNTIME_LIB) at libonnxruntime.so",
-                    lib.display()
-                ));
-            }
-            // Loading the library is all that is needed; fastembed builds the environment.
-            ort::init_from(lib)
-                .map(drop)
-                .map_err(|e| format!("ONNX Runtime {} does not load: {e}", lib.display()))
-        })
-        .clone()
 }
 
 /// The files of a model directory, read into memory.

@@ -17,6 +17,7 @@ pub mod load;
 pub mod noise;
 pub mod peers;
 pub mod rag;
+pub mod vad;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -38,6 +38,10 @@ pub struct NoiseArgs {
     /// Signal-to-noise ratios of the mixes, in dB (speech power ÷ noise power).
     #[arg(long, value_delimiter = ',', default_values_t = [10.0, 5.0, 0.0], allow_negative_numbers = true, requires = "noise")]
     pub snr: Vec<f32>,
+    /// With --noise: compare the voice detectors (earshot, Silero) on the mixes instead of
+    /// transcribing them: speech kept, noise taken for speech, utterances, time per second.
+    #[arg(long, requires = "noise")]
+    pub vad: bool,
 }
 
 /// One row of the table: a kind of noise at one SNR, or clean speech, or a noise alone.
@@ -53,7 +57,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match (self.noise_only, self.snr_db) {
             (true, _) => format!("{} alone", self.noise),
             (false, Some(snr)) => format!("{}, {snr} dB", self.noise),
@@ -95,7 +99,7 @@ pub fn run(
 }
 
 /// Writes clean speech, each noise at each SNR, and each noise alone, with references.
-fn write_mixes(snrs: &[f32]) -> anyhow::Result<Vec<Condition>> {
+pub(crate) fn write_mixes(snrs: &[f32]) -> anyhow::Result<Vec<Condition>> {
     let speech = load_16k_mono(Path::new(SPEECH))
         .with_context(|| format!("cannot read {SPEECH}; run ./scripts/peers.sh fetch"))?;
     let reference = std::fs::read_to_string(Path::new(SPEECH).with_extension("txt"))

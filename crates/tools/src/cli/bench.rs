@@ -136,6 +136,14 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
     if let Some(system) = peers.runner {
         return crate::bench::peers::run_child(system, config, &files, language);
     }
+    if noise.vad {
+        let report = crate::bench::vad::run(&config, &noise.snr)?;
+        println!("{}", report.to_markdown());
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
     if noise.noise {
         let report = crate::bench::noise::run(&config, &noise, &peers, runs.max(1), language)?;
         println!("{}", report.to_markdown());
