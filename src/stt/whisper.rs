@@ -45,42 +45,89 @@ fn dtw_min_audio_ctx(samples: usize) -> u32 {
 }
 
 /// The earliest timestamp token a DTW decode may end a segment on, in 20 ms steps (0.16 s).
-/// whisper.cpp aligns a decode's words over the audio up to its last timestamp, through a
-/// median filter of width 7 that aborts the whole process (`WHISPER_ASSERT(filter_width <
-/// a->ne[2])`) when that span holds fewer than 8 encoder frames. No segment of speech ends
-/// that early, so the timestamps between (0.02–0.14 s) are never sampled in DTW decodes.
+/// whisper.cpp aligns each pass's words over the audio up to the pass's last timestamp (or to
+/// the end of the audio, if sooner), through a median filter of width 7 that aborts the whole
+/// process (`WHISPER_ASSERT(filter_width < a->ne[2])`) when that span holds fewer than 8
+/// encoder frames (16 mel frames). No segment of speech ends that early, so the timestamps
+/// between (0.02–0.14 s) are never sampled in DTW decodes.
 const FIRST_DTW_TIMESTAMP: usize = 8;
+/// The same span in mel frames (10 ms).
+const MIN_DTW_MEL_FRAMES: i64 = 2 * FIRST_DTW_TIMESTAMP as i64;
+/// whisper.cpp stops when less audio than this is left (mel frames: 0.1 s); with more, it
+/// starts another pass over the rest.
+const WHISPER_DELTA_MIN: i64 = 10;
 
 /// A DTW decode of less audio than this is padded with silence to it, for the same reason.
 const MIN_DTW_SAMPLES: usize = 3_200;
 // One encoder frame is 20 ms, 320 samples.
 const _: () = assert!(MIN_DTW_SAMPLES / 320 >= FIRST_DTW_TIMESTAMP);
 
-/// Sets the logits of the timestamps 0.02–0.14 s to −∞ (see [`FIRST_DTW_TIMESTAMP`]);
-/// `timestamp_begin` is the index of `<|0.00|>`.
-fn suppress_early_timestamps(logits: &mut [f32], timestamp_begin: usize) {
-    let end = (timestamp_begin + FIRST_DTW_TIMESTAMP).min(logits.len());
-    for logit in logits.iter_mut().take(end).skip(timestamp_begin + 1) {
-        *logit = f32::NEG_INFINITY;
+/// Where a DTW decode's current pass stands, for [`suppress_unsafe_timestamps`].
+#[derive(Debug, Clone, Copy)]
+struct PassPosition {
+    /// The pass's start in the audio (mel frames, 10 ms).
+    seek: i64,
+    /// The audio's length (mel frames).
+    end: i64,
+    /// The pass has sampled text already.
+    has_text: bool,
+}
+
+/// Sets to −∞ the logits of every timestamp that could leave whisper.cpp aligning fewer than
+/// [`MIN_DTW_MEL_FRAMES`], which aborts the process; `timestamp_begin` is the index of `<|0.00|>`.
+/// - 0.02–0.14 s: the pass would end that early (see [`FIRST_DTW_TIMESTAMP`]);
+/// - `<|0.00|>` after text: the pass would end where it started;
+/// - any timestamp leaving 0.10–0.16 s of audio after it: the pass ending there would start
+///   another over a rest too short to align.
+fn suppress_unsafe_timestamps(logits: &mut [f32], timestamp_begin: usize, pass: PassPosition) {
+    let Some(timestamps) = logits.get_mut(timestamp_begin..) else {
+        return;
+    };
+    for (i, logit) in timestamps.iter_mut().enumerate() {
+        let rest = pass.end - (pass.seek + 2 * i as i64);
+        let early = (1..FIRST_DTW_TIMESTAMP).contains(&i);
+        let empty = i == 0 && pass.has_text;
+        let short_rest = (WHISPER_DELTA_MIN..MIN_DTW_MEL_FRAMES).contains(&rest);
+        if early || empty || short_rest {
+            *logit = f32::NEG_INFINITY;
+        }
     }
 }
 
 /// whisper.cpp's logits filter for DTW decodes; its user data points at the model's
-/// `<|0.00|>` token id.
-unsafe extern "C" fn early_timestamps_filter(
-    _ctx: *mut whisper_rs_sys::whisper_context,
-    _state: *mut whisper_rs_sys::whisper_state,
-    _tokens: *const whisper_rs_sys::whisper_token_data,
-    _n_tokens: c_int,
+/// `<|0.00|>` token id. The pass's start is the end of the last segment whisper.cpp has
+/// committed (each pass starts where the previous one's last timestamp put it).
+unsafe extern "C" fn dtw_timestamps_filter(
+    ctx: *mut whisper_rs_sys::whisper_context,
+    state: *mut whisper_rs_sys::whisper_state,
+    tokens: *const whisper_rs_sys::whisper_token_data,
+    n_tokens: c_int,
     logits: *mut f32,
     user_data: *mut std::ffi::c_void,
 ) {
-    // SAFETY: `user_data` is `&WhisperModel::timestamp_begin` and `logits` holds the model's
-    // whole vocabulary, both alive for the `full` call that runs this filter.
+    // SAFETY: `user_data` is `&WhisperModel::timestamp_begin`, `logits` holds the model's
+    // whole vocabulary, `tokens` the pass's `n_tokens` sampled tokens, and `ctx` / `state` the
+    // context and state of the `full` call that runs this filter, all alive for that call.
     unsafe {
         let begin = *(user_data as *const c_int) as usize;
-        let logits = std::slice::from_raw_parts_mut(logits, begin + FIRST_DTW_TIMESTAMP);
-        suppress_early_timestamps(logits, begin);
+        let n_vocab = whisper_rs_sys::whisper_n_vocab(ctx).max(0) as usize;
+        let logits = std::slice::from_raw_parts_mut(logits, n_vocab);
+        let eot = whisper_rs_sys::whisper_token_eot(ctx);
+        let sampled = match usize::try_from(n_tokens) {
+            Ok(n) if n > 0 && !tokens.is_null() => std::slice::from_raw_parts(tokens, n),
+            _ => &[],
+        };
+        let segments = whisper_rs_sys::whisper_full_n_segments_from_state(state);
+        let seek = match segments {
+            0 => 0,
+            n => whisper_rs_sys::whisper_full_get_segment_t1_from_state(state, n - 1),
+        };
+        let pass = PassPosition {
+            seek,
+            end: i64::from(whisper_rs_sys::whisper_n_len_from_state(state)),
+            has_text: sampled.iter().any(|t| t.id < eot),
+        };
+        suppress_unsafe_timestamps(logits, begin, pass);
     }
 }
 
@@ -483,7 +530,7 @@ fn full_params<'a, 'b>(
         // SAFETY: the filter only writes the logits it is given, and reads the token id,
         // which the model holds (alive in the decoder) for the whole `full` call.
         unsafe {
-            params.set_filter_logits_callback(Some(early_timestamps_filter));
+            params.set_filter_logits_callback(Some(dtw_timestamps_filter));
             params.set_filter_logits_callback_user_data(
                 timestamp_begin as *const c_int as *mut std::ffi::c_void,
             );
@@ -671,13 +718,47 @@ mod tests {
     }
 
     #[test]
-    fn dtw_decodes_never_end_a_segment_before_the_median_filter_has_audio_enough() {
-        let mut logits = vec![0.5f32; 20];
-        suppress_early_timestamps(&mut logits, 4);
-        // <|0.00|> (index 4) may start a segment; 0.02–0.14 s (5..=11) may not end one.
+    fn dtw_decodes_never_end_a_pass_where_the_median_filter_lacks_audio() {
+        let neg = f32::NEG_INFINITY;
+        // <|0.00|> at index 4; 40 timestamps (0.00–0.78 s); a first pass over 0.6 s of audio.
+        let fresh = PassPosition {
+            seek: 0,
+            end: 60,
+            has_text: false,
+        };
+        let mut logits = vec![0.5f32; 44];
+        suppress_unsafe_timestamps(&mut logits, 4, fresh);
+        // Text tokens untouched; <|0.00|> may start a segment; 0.02–0.14 s may not end one;
+        assert!(logits[..4].iter().all(|l| *l == 0.5));
         assert_eq!(logits[4], 0.5);
-        assert!(logits[5..12].iter().all(|l| *l == f32::NEG_INFINITY));
-        assert!(logits[..4].iter().chain(&logits[12..]).all(|l| *l == 0.5));
+        assert!(logits[5..12].iter().all(|l| *l == neg));
+        // nor may 0.46–0.50 s, which leave 0.14–0.10 s for a pass of their own;
+        assert!(logits[12..27].iter().all(|l| *l == 0.5));
+        assert!(
+            logits[27..30].iter().all(|l| *l == neg),
+            "{:?}",
+            &logits[26..31]
+        );
+        assert!(logits[30..].iter().all(|l| *l == 0.5));
+
+        // and once the pass has text, <|0.00|> is out too. A later pass (starting at 0.2 s)
+        // has its short rest nearer its own start.
+        let later = PassPosition {
+            seek: 20,
+            end: 60,
+            has_text: true,
+        };
+        let mut logits = vec![0.5f32; 44];
+        suppress_unsafe_timestamps(&mut logits, 4, later);
+        assert_eq!(logits[4], neg);
+        assert!(logits[5..12].iter().all(|l| *l == neg));
+        assert!(logits[12..17].iter().all(|l| *l == 0.5));
+        assert!(
+            logits[17..20].iter().all(|l| *l == neg),
+            "{:?}",
+            &logits[16..21]
+        );
+        assert!(logits[20..].iter().all(|l| *l == 0.5));
     }
 
     #[test]
