@@ -59,9 +59,10 @@ fi
 fetch_pid=
 cat "$fetch_log"
 
-step "models and test audio (sori model fetch; the LibriVox clips for the compatibility tests)"
+step "models and test audio (sori model fetch; the LibriVox clips for the compatibility tests; the noise bench's music)"
 ./target/ci/sori model fetch
 ./scripts/peers.sh audio
+./scripts/peers.sh noise
 
 step "tool check: the external tools the tests rely on behave as assumed (scripts/check-tools.sh)"
 ./scripts/check-tools.sh

@@ -86,3 +86,79 @@ fn aligned_words_come_from_the_dtw_context_and_tiny_clips_never_abort() {
     let silence = vec![0.0f32; 1_000];
     assert!(decoder.decode(&silence, &opts(true, TRIMMED)).is_ok());
 }
+
+/// The noise bench's mixes, made by `sori bench --noise --vad` (which also compares the voice
+/// detectors on them): speech from `scripts/peers.sh audio`, music from `scripts/peers.sh noise`.
+fn noise_mixes() -> std::path::PathBuf {
+    let music = repo_root().join("data/bench/noise/music/.complete");
+    assert!(
+        music.is_file() && repo_root().join("data/bench/peers/joined.wav").is_file(),
+        "the noise bench's audio is missing; fetch it with: \
+         ./scripts/peers.sh audio && ./scripts/peers.sh noise"
+    );
+    let report = scratch_dir().join("vad-bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sori"))
+        .args(["bench", "--noise", "--vad", "--json"])
+        .arg(&report)
+        .current_dir(repo_root())
+        .env(
+            "SORI_ONNXRUNTIME_LIB",
+            ".tools/onnxruntime/libonnxruntime.so.1.31.1",
+        )
+        .output()
+        .expect("sori bench runs");
+    assert!(
+        out.status.success(),
+        "sori bench --noise --vad: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The bench's own figures: Silero never opens an utterance on the music alone.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let music_alone = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["detector"] == "silero" && r["condition"] == "music alone")
+        .expect("a row for Silero on the music alone");
+    assert_eq!(music_alone["utterances"], 0, "{music_alone}");
+    repo_root().join("data/bench/noise/mixes")
+}
+
+/// Conditioned file windows over music at 5 dB, segmented by Silero: one of them made
+/// whisper.cpp end a pass 0.10–0.16 s before the window's end, and its DTW over that rest
+/// aborted the process (checked on this mix before the guard). `sori transcribe` must read it.
+#[test]
+fn a_pass_ending_just_before_the_end_of_a_window_never_aborts_the_process() {
+    let mix = noise_mixes().join("music-5dB.wav");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sori"))
+        .arg("transcribe")
+        .arg(&mix)
+        .args([
+            "--language",
+            "en",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--model",
+        ])
+        .arg(model_path())
+        .current_dir(repo_root())
+        .env("SORI_CONDITION_ON_PREVIOUS_TEXT", "true")
+        .env("SORI_VAD_DETECTOR", "silero")
+        .env(
+            "SORI_ONNXRUNTIME_LIB",
+            ".tools/onnxruntime/libonnxruntime.so.1.31.1",
+        )
+        .output()
+        .expect("sori transcribe runs");
+    assert!(
+        out.status.success(),
+        "sori transcribe ended with {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains("dashwood"), "{text}");
+}
