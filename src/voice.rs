@@ -11,7 +11,7 @@ use sori_core::config::{VadConfig, VoiceDetectorKind};
 use sori_core::vad::{DetectorFactory, FRAME_SAMPLES, VoiceDetector, earshot_detector};
 
 /// Samples Silero scores at once at 16 kHz (32 ms): two of the segmenter's frames.
-pub const SILERO_CHUNK: usize = 512;
+const SILERO_CHUNK: usize = 512;
 /// The end of the previous chunk that Silero v5/v6 reads before each chunk at 16 kHz.
 const SILERO_CONTEXT: usize = 64;
 /// Silero's recurrent state: 2 × batch 1 × 128.

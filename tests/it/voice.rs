@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::support::*;
 use sori::config::{VadConfig, VoiceDetectorKind};
-use sori::vad::{Segmenter, Utterance, VadEvent};
+use sori::vad::{Segmenter, Utterance};
 use sori::voice::detector_factory;
 
 const SR: usize = 16_000;
@@ -38,19 +38,7 @@ fn silero_vad() -> (VadConfig, PathBuf) {
 
 fn utterances_of(vad: &VadConfig, lib: &std::path::Path, audio: &[f32]) -> Vec<Utterance> {
     let factory = detector_factory(vad, lib).expect("Silero loads");
-    let mut segmenter = Segmenter::with_detector(vad, factory());
-    let mut events = Vec::new();
-    for chunk in audio.chunks(320) {
-        segmenter.push(chunk, &mut events);
-    }
-    segmenter.flush(&mut events);
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            VadEvent::Ended(u) => Some(u),
-            _ => None,
-        })
-        .collect()
+    Segmenter::with_detector(vad, factory()).utterances(audio)
 }
 
 /// 2 s of white noise, JFK, 3 s of noise, at `snr_db` (JFK's power ÷ the noise's), and where

@@ -205,6 +205,21 @@ impl Segmenter {
         }
     }
 
+    /// Every utterance of `audio`, segmented whole and flushed at its end (benchmarks and
+    /// tests; a session pushes as audio arrives and reads the events).
+    pub fn utterances(mut self, audio: &[f32]) -> Vec<Utterance> {
+        let mut events = Vec::new();
+        self.push(audio, &mut events);
+        self.flush(&mut events);
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                VadEvent::Ended(u) => Some(u),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Ends the open utterance now (client `flush`, or end of stream).
     pub fn flush(&mut self, events: &mut Vec<VadEvent>) {
         if let Some(open) = self.open.as_mut() {

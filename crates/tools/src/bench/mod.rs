@@ -32,7 +32,7 @@ use sori_core::audio::decode::load_16k_mono;
 use sori_core::driver::{Driver, DriverConfig, Ending, Opening, Step};
 use sori_core::protocol::{Language, ServerMessage};
 use sori_core::session::default_options;
-use sori_core::vad::{Segmenter, Utterance, VadEvent};
+use sori_core::vad::{Segmenter, Utterance};
 
 /// One audio file with its reference transcript (if a `.txt` sits beside it).
 pub struct BenchFile {
@@ -270,19 +270,7 @@ impl FileRuns {
 
 /// The utterances the session's VAD cuts from `audio` (the same code and settings).
 fn vad_utterances(config: &Config, audio: &[f32]) -> Vec<Utterance> {
-    let mut vad = Segmenter::new(&config.vad);
-    let mut events = Vec::new();
-    for chunk in audio.chunks(TARGET_SAMPLE_RATE as usize / 2) {
-        vad.push(chunk, &mut events);
-    }
-    vad.flush(&mut events);
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            VadEvent::Ended(u) => Some(u),
-            _ => None,
-        })
-        .collect()
+    Segmenter::new(&config.vad).utterances(audio)
 }
 
 fn decode_options(

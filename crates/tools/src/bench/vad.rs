@@ -19,7 +19,7 @@ use sori::config::Config;
 use sori_core::audio::TARGET_SAMPLE_RATE;
 use sori_core::audio::decode::load_16k_mono;
 use sori_core::config::{VadConfig, VoiceDetectorKind};
-use sori_core::vad::{DetectorFactory, FRAME_SAMPLES, Segmenter, VadEvent, VoiceDetector, rms};
+use sori_core::vad::{DetectorFactory, FRAME_SAMPLES, Segmenter, VoiceDetector, rms};
 
 /// The speech the mixes are made of: the truth of which frames are speech.
 const SPEECH: &str = "data/bench/peers/joined.wav";
@@ -133,17 +133,7 @@ fn segment(
     detector: Box<dyn VoiceDetector>,
     audio: &[f32],
 ) -> (usize, usize, f64) {
-    let mut segmenter = Segmenter::with_detector(vad, detector);
-    let mut events = Vec::new();
-    segmenter.push(audio, &mut events);
-    segmenter.flush(&mut events);
-    let ended: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            VadEvent::Ended(u) => Some(u),
-            _ => None,
-        })
-        .collect();
+    let ended = Segmenter::with_detector(vad, detector).utterances(audio);
     let longest = ended
         .iter()
         .map(|u| u.samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE))
