@@ -27,7 +27,7 @@ use crate::driver::enrich::Enricher;
 use crate::driver::{Driver, DriverConfig, Ending, Opening, Step};
 use crate::engine::Engine;
 use crate::protocol::{Keyword, Language, RagHit, ServerMessage};
-use crate::session::default_options;
+use crate::session::{WindowJoin, default_options};
 use crate::stt::SttError;
 use crate::stt::engine::SttPool;
 use crate::stt::filter::FilterError;
@@ -58,9 +58,9 @@ pub struct Transcriber {
     file_jobs: Arc<Semaphore>,
     /// Where the model decodes (GPU or CPU, and why).
     pub placement: Placement,
-    /// Silence joining a file window's utterances: longer with DTW word times than with the
-    /// heuristic ones (`session::merge`).
-    window_gap_s: f64,
+    /// How a file window joins its utterances: the pauses' own audio with DTW word times,
+    /// a shorter silence with the heuristic ones (`session::merge`).
+    window_join: WindowJoin,
 }
 
 impl std::ops::Deref for Transcriber {
@@ -131,19 +131,19 @@ impl Transcriber {
             patterns = engine.filter.pattern_count(),
             "decoder pool ready"
         );
-        let window_gap_s = if model.dtw_timestamps() {
-            crate::session::GAP_S
+        let window_join = if model.dtw_timestamps() {
+            WindowJoin::ALIGNED
         } else {
-            crate::session::HEURISTIC_GAP_S
+            WindowJoin::HEURISTIC
         };
-        Ok(Self::assemble(config, engine, placement, window_gap_s))
+        Ok(Self::assemble(config, engine, placement, window_join))
     }
 
     fn assemble(
         config: Arc<Config>,
         engine: Engine,
         placement: Placement,
-        window_gap_s: f64,
+        window_join: WindowJoin,
     ) -> Self {
         let file_jobs = Arc::new(Semaphore::new(file_jobs_limit(&config)));
         Self {
@@ -151,7 +151,7 @@ impl Transcriber {
             engine,
             file_jobs,
             placement,
-            window_gap_s,
+            window_join,
         }
     }
 
@@ -178,7 +178,7 @@ impl Transcriber {
             config,
             engine,
             placement,
-            crate::session::GAP_S,
+            WindowJoin::ALIGNED,
         ))
     }
 
@@ -284,7 +284,7 @@ impl Transcriber {
         };
         let config = DriverConfig::for_files(self.config.stt.max_prompt_chars);
         let (driver, _ready) = Driver::start(&self.engine, config, opening, enrichers)?;
-        let mut driver = driver.merge_file_windows(self.config.stt.file_merge_s, self.window_gap_s);
+        let mut driver = driver.merge_file_windows(self.config.stt.file_merge_s, self.window_join);
 
         let mut events = Vec::new();
         // An error mid-file (damaged, too long) drops the session with whatever it holds.

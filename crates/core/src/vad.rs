@@ -37,6 +37,11 @@ pub struct Utterance {
     pub speech_final: bool,
     /// RMS over the whole utterance; the filter rejects text decoded from near-silence.
     pub rms: f32,
+    /// The audio between the end of the previous utterance (or the start of the stream) and
+    /// this one's start, when the segmenter keeps it ([`Segmenter::keep_gaps`]) and it was
+    /// no longer than asked; empty when this utterance goes on from the one before (a cut at
+    /// the maximum length).
+    pub lead: Option<Vec<f32>>,
 }
 
 impl Utterance {
@@ -116,6 +121,43 @@ pub struct Segmenter {
     pre_roll_cap: usize,
     onset_run: usize,
     open: Option<OpenUtterance>,
+    /// File sessions: the audio since the last utterance ended ([`Segmenter::keep_gaps`]).
+    gap: Option<GapAudio>,
+}
+
+/// The audio between two utterances, kept up to `cap` samples: a file's decode window joins
+/// the two with it instead of silence.
+struct GapAudio {
+    cap: usize,
+    samples: Vec<f32>,
+    /// False once the gap outgrew `cap` (or was dropped): this gap is not given.
+    whole: bool,
+}
+
+impl GapAudio {
+    fn restart(&mut self, samples: Vec<f32>) {
+        self.whole = samples.len() <= self.cap;
+        self.samples = if self.whole { samples } else { Vec::new() };
+    }
+
+    fn extend(&mut self, frame: &[f32]) {
+        if self.whole && self.samples.len() + frame.len() <= self.cap {
+            self.samples.extend_from_slice(frame);
+        } else {
+            self.whole = false;
+            self.samples = Vec::new();
+        }
+    }
+
+    /// The gap before an utterance that opened with its last `pre_roll` samples.
+    fn lead(&mut self, pre_roll: usize) -> Option<Vec<f32>> {
+        let mut samples = std::mem::take(&mut self.samples);
+        let whole = std::mem::replace(&mut self.whole, true);
+        (whole && samples.len() >= pre_roll).then(|| {
+            samples.truncate(samples.len() - pre_roll);
+            samples
+        })
+    }
 }
 
 struct OpenUtterance {
@@ -128,6 +170,8 @@ struct OpenUtterance {
     /// The gaps between consecutive words that a decode of this utterance found: where a cut
     /// at the maximum length may fall.
     word_gaps: Vec<WordGap>,
+    /// The gap before it, when gaps are kept.
+    lead: Option<Vec<f32>>,
 }
 
 /// The place between two consecutive words, from a decode's timestamps.
@@ -171,7 +215,20 @@ impl Segmenter {
             pre_roll_cap,
             onset_run: 0,
             open: None,
+            gap: None,
         }
+    }
+
+    /// Keeps the audio between utterances, up to `max_s` seconds of it, and gives it with the
+    /// next utterance ([`Utterance::lead`]). For file sessions, whose decode windows join
+    /// utterances: in noise, Whisper hears a word better with the real audio around it.
+    pub fn keep_gaps(&mut self, max_s: f64) {
+        let cap = (max_s.max(0.0) * f64::from(TARGET_SAMPLE_RATE)) as usize;
+        self.gap = Some(GapAudio {
+            cap,
+            samples: Vec::new(),
+            whole: self.consumed == 0 && self.open.is_none(),
+        });
     }
 
     /// Forgets the open utterance and the audio waiting before one (nothing is emitted).
@@ -179,6 +236,10 @@ impl Segmenter {
         self.open = None;
         self.pre_roll.clear();
         self.onset_run = 0;
+        if let Some(gap) = self.gap.as_mut() {
+            gap.whole = false;
+            gap.samples = Vec::new();
+        }
     }
 
     /// A session's own end-of-utterance silence and speech threshold (`None`: the server's),
@@ -315,6 +376,9 @@ impl Segmenter {
                 }
             }
             None => {
+                if let Some(gap) = self.gap.as_mut() {
+                    gap.extend(frame);
+                }
                 self.pre_roll.extend(frame.iter().copied());
                 while self.pre_roll.len() > self.pre_roll_cap {
                     self.pre_roll.pop_front();
@@ -331,6 +395,7 @@ impl Segmenter {
         let samples: Vec<f32> = self.pre_roll.drain(..).collect();
         let start_sample = self.consumed - samples.len() as u64;
         let frame_rms = samples.chunks(FRAME_SAMPLES).map(rms).collect();
+        let lead = self.gap.as_mut().and_then(|gap| gap.lead(samples.len()));
         self.open = Some(OpenUtterance {
             start_sample,
             voiced_samples: (ONSET_FRAMES * FRAME_SAMPLES) as u64,
@@ -338,6 +403,7 @@ impl Segmenter {
             samples,
             frame_rms,
             word_gaps: Vec::new(),
+            lead,
         });
         self.onset_run = 0;
         events.push(VadEvent::Started { start_sample });
@@ -358,16 +424,31 @@ impl Segmenter {
         self.pre_roll.extend(trimmed[from..].iter().copied());
 
         if open.voiced_samples < self.cfg.min_speech_ms * SAMPLES_PER_MS {
+            if let Some(gap) = self.gap.as_mut() {
+                // Too short to be an utterance: part of the gap after all.
+                match open.lead {
+                    Some(mut audio) => {
+                        audio.extend_from_slice(&open.samples);
+                        audio.extend_from_slice(&trimmed);
+                        gap.restart(audio);
+                    }
+                    None => gap.whole = false,
+                }
+            }
             events.push(VadEvent::Discarded {
                 start_sample: open.start_sample,
             });
             return;
+        }
+        if let Some(gap) = self.gap.as_mut() {
+            gap.restart(trimmed);
         }
         events.push(VadEvent::Ended(Utterance {
             start_sample: open.start_sample,
             rms: rms(&open.samples),
             samples: open.samples,
             speech_final,
+            lead: open.lead,
         }));
     }
 
@@ -417,7 +498,11 @@ impl Segmenter {
             rms: rms(&open.samples),
             samples: std::mem::take(&mut open.samples),
             speech_final: false,
+            lead: open.lead.take(),
         };
+        if self.gap.is_some() {
+            open.lead = Some(Vec::new());
+        }
         open.start_sample = rest_start;
         open.samples = rest;
         open.frame_rms = rest_rms;
@@ -601,6 +686,82 @@ mod tests {
         assert!(seg.open.as_ref().is_some_and(|o| o.word_gaps.is_empty()));
         seg.note_word_gaps(start, gaps.clone());
         assert_eq!(seg.open.as_ref().map(|o| o.word_gaps.clone()), Some(gaps));
+    }
+
+    /// Loud tone (speech to the energy detector) or a quiet one (a pause), `seconds` long.
+    fn tone_of(seconds: f64, amplitude: f32) -> Vec<f32> {
+        (0..(seconds * 16000.0) as usize)
+            .map(|i| amplitude * (i as f32 * 0.05).sin())
+            .collect()
+    }
+
+    #[test]
+    fn kept_gaps_are_the_audio_between_utterances_blips_included() {
+        let speech = |s| tone_of(s, 0.4);
+        let pause = |s| tone_of(s, 0.002);
+        let audio = [
+            pause(0.5),
+            speech(1.0),
+            pause(1.2),
+            speech(0.05), // a blip, too short for an utterance: part of the pause
+            pause(1.3),
+            speech(1.0),
+            pause(6.0), // longer than the 4 s kept
+            speech(1.0),
+            pause(1.5),
+        ]
+        .concat();
+        let mut seg = Segmenter::with_detector(&cfg(), Box::new(EnergyDetector));
+        seg.keep_gaps(4.0);
+        let mut events = Vec::new();
+        for chunk in audio.chunks(320) {
+            seg.push(chunk, &mut events);
+        }
+        seg.flush(&mut events);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, VadEvent::Discarded { .. }))
+        );
+        let utterances: Vec<&Utterance> = events
+            .iter()
+            .filter_map(|e| match e {
+                VadEvent::Ended(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(utterances.len(), 3, "{events:?}");
+        let between = |a: &Utterance, b: &Utterance| {
+            audio[a.end_sample() as usize..b.start_sample as usize].to_vec()
+        };
+        assert_eq!(
+            utterances[0].lead.as_deref(),
+            Some(&audio[..utterances[0].start_sample as usize])
+        );
+        let lead = utterances[1]
+            .lead
+            .as_ref()
+            .expect("a pause of about 2 s is kept");
+        assert_eq!(lead, &between(utterances[0], utterances[1]));
+        assert!(lead.iter().any(|s| s.abs() > 0.1), "with the blip in it");
+        assert_eq!(utterances[2].lead, None, "6 s is longer than kept");
+
+        let plain = Segmenter::with_detector(&cfg(), Box::new(EnergyDetector));
+        assert!(
+            plain.utterances(&audio).iter().all(|u| u.lead.is_none()),
+            "no gaps are kept unless asked"
+        );
+    }
+
+    #[test]
+    fn the_rest_of_a_cut_utterance_has_no_gap_before_it() {
+        let mut seg = Segmenter::with_detector(&split_cfg(), Box::new(EnergyDetector));
+        seg.keep_gaps(4.0);
+        let cuts = seg.utterances(&unbroken_speech());
+        assert_eq!(cuts.len(), 2);
+        assert!(!cuts[0].speech_final);
+        assert_eq!(cuts[1].lead.as_deref(), Some(&[][..]));
+        assert_eq!(cuts[1].start_sample, cuts[0].end_sample());
     }
 
     #[test]

@@ -229,10 +229,10 @@ impl Driver {
     }
 
     /// Marks a file session: its utterances are decoded together in windows of up to
-    /// `max_s` seconds (`stt.file_merge_s`; 0 = one decode each) joined by `gap_s` of
-    /// silence, each still its own final. Throughput over latency, so never for live sessions.
-    pub fn merge_file_windows(mut self, max_s: f64, gap_s: f64) -> Self {
-        self.stream.session.merge_file_windows(max_s, gap_s);
+    /// `max_s` seconds (`stt.file_merge_s`; 0 = one decode each), joined as `join` says, each
+    /// still its own final. Throughput over latency, so never for live sessions.
+    pub fn merge_file_windows(mut self, max_s: f64, join: crate::session::WindowJoin) -> Self {
+        self.stream.session.merge_file_windows(max_s, join);
         self
     }
 

@@ -21,7 +21,7 @@ mod events;
 mod language;
 mod latency;
 mod merge;
-pub use merge::{GAP_S, HEURISTIC_GAP_S};
+pub use merge::WindowJoin;
 pub mod options;
 pub mod scheduler;
 pub mod stream;

@@ -468,7 +468,8 @@ fn only_file_finals_ask_for_aligned_word_times() {
     assert!(live_final.opts.word_timestamps && !live_final.opts.aligned_words);
 
     let mut file = stream_with(1, |o| o.partials = false);
-    file.session.merge_file_windows(0.0, crate::session::GAP_S);
+    file.session
+        .merge_file_windows(0.0, crate::session::WindowJoin::ALIGNED);
     file.session.push_samples(&tone(1.5));
     file.session.push_samples(&silence(1.2));
     let file_final = file.session.next_job(false).expect("the file's final");
@@ -477,7 +478,8 @@ fn only_file_finals_ask_for_aligned_word_times() {
     // Nor does the decode that chooses where a file's too-long utterance is cut: it looks for
     // pauses between words, which only the heuristic times show.
     let mut long = stream_with(1, |o| o.partials = false);
-    long.session.merge_file_windows(0.0, crate::session::GAP_S);
+    long.session
+        .merge_file_windows(0.0, crate::session::WindowJoin::ALIGNED);
     long.session.push_samples(&tone(26.0));
     let boundary = long.session.next_job(true).expect("the boundary decode");
     assert!(

@@ -42,6 +42,11 @@ pub struct NoiseArgs {
     /// transcribing them: speech kept, noise taken for speech, utterances, time per second.
     #[arg(long, requires = "noise")]
     pub vad: bool,
+    /// Mixes per noisy row: other white-noise seeds and other stretches of the music, each
+    /// row's figure the mean over them. One mix is 93 words, so one word is 1.1 points;
+    /// four make a row's figure steady enough to tell two settings apart.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8), requires = "noise")]
+    pub mixes: u32,
 }
 
 /// One row of the table: a kind of noise at one SNR, or clean speech, or a noise alone.
@@ -53,6 +58,8 @@ pub struct Condition {
     pub snr_db: Option<f32>,
     /// A noise alone, no speech: the figure is the words transcribed (hallucinations).
     pub noise_only: bool,
+    /// Which mix of this row (0 for the first; `--mixes`).
+    pub mix: u32,
     pub file: PathBuf,
 }
 
@@ -82,7 +89,7 @@ pub fn run(
     runs: usize,
     language: Language,
 ) -> anyhow::Result<NoiseReport> {
-    let conditions = write_mixes(&args.snr)?;
+    let conditions = write_mixes(&args.snr, args.mixes)?;
     let mut peers = peers.clone();
     // The bar is faster-whisper as its users run it: its defaults, conditioning included.
     peers.fw_condition_on_previous_text = true;
@@ -98,16 +105,22 @@ pub fn run(
     })
 }
 
-/// Writes clean speech, each noise at each SNR, and each noise alone, with references.
-pub(crate) fn write_mixes(snrs: &[f32]) -> anyhow::Result<Vec<Condition>> {
+/// Writes clean speech, each noise at each SNR (`mixes` of each: other white-noise seeds, other
+/// stretches of the music), and each noise alone, with references. The first mix of a row is
+/// `{noise}-{snr}dB.wav`, the others `{noise}-{snr}dB-{n}.wav`.
+pub(crate) fn write_mixes(snrs: &[f32], mixes: u32) -> anyhow::Result<Vec<Condition>> {
     let speech = load_16k_mono(Path::new(SPEECH))
         .with_context(|| format!("cannot read {SPEECH}; run ./scripts/peers.sh fetch"))?;
     let reference = std::fs::read_to_string(Path::new(SPEECH).with_extension("txt"))
         .with_context(|| format!("no reference beside {SPEECH}; run ./scripts/peers.sh fetch"))?;
-    let noises = [
-        ("music", music(speech.len())?),
-        ("white", white_noise(speech.len(), WHITE_SEED)),
-    ];
+    let music = music_tracks()?;
+    let mut noises: Vec<(&str, Vec<Vec<f32>>)> = vec![("music", Vec::new()), ("white", Vec::new())];
+    for mix in 0..mixes {
+        noises[0].1.push(music_stretch(&music, speech.len(), mix)?);
+        noises[1]
+            .1
+            .push(white_noise(speech.len(), WHITE_SEED + u64::from(mix)));
+    }
     let dir = Path::new(MIX_DIR);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {MIX_DIR}"))?;
     let write = |name: &str, samples: &[f32], reference: Option<&str>| -> anyhow::Result<PathBuf> {
@@ -128,20 +141,28 @@ pub(crate) fn write_mixes(snrs: &[f32]) -> anyhow::Result<Vec<Condition>> {
         noise: "clean".into(),
         snr_db: None,
         noise_only: false,
+        mix: 0,
         file: write("clean", &speech, Some(&reference))?,
     }];
     let loudest = snrs.iter().copied().fold(f32::INFINITY, f32::min);
-    for (kind, noise) in &noises {
+    for (kind, realizations) in &noises {
         for &snr in snrs {
-            let mix = mix_at_snr(&speech, noise, snr)?;
-            conditions.push(Condition {
-                noise: (*kind).into(),
-                snr_db: Some(snr),
-                noise_only: false,
-                file: write(&format!("{kind}-{snr}dB"), &mix, Some(&reference))?,
-            });
+            for (mix, noise) in (0u32..).zip(realizations) {
+                let name = match mix {
+                    0 => format!("{kind}-{snr}dB"),
+                    n => format!("{kind}-{snr}dB-{}", n + 1),
+                };
+                conditions.push(Condition {
+                    noise: (*kind).into(),
+                    snr_db: Some(snr),
+                    noise_only: false,
+                    mix,
+                    file: write(&name, &mix_at_snr(&speech, noise, snr)?, Some(&reference))?,
+                });
+            }
         }
-        // The noise alone, at the level it has in the loudest mix.
+        // The noise alone (its first stretch), at the level it has in the loudest mix.
+        let noise = &realizations[0];
         let gain = (mean_power(&speech) / mean_power(noise) / 10f64.powf(f64::from(loudest) / 10.0))
             .sqrt() as f32;
         let alone: Vec<f32> = noise
@@ -152,15 +173,20 @@ pub(crate) fn write_mixes(snrs: &[f32]) -> anyhow::Result<Vec<Condition>> {
             noise: (*kind).into(),
             snr_db: Some(loudest),
             noise_only: true,
+            mix: 0,
             file: write(&format!("{kind}-alone"), &alone, None)?,
         });
     }
     Ok(conditions)
 }
 
-/// The music tracks, decoded and joined in name order, then cut to `len` samples starting 30 s
-/// in (past the quiet intros).
-fn music(len: usize) -> anyhow::Result<Vec<f32>> {
+/// Where the first mix's music starts in the joined tracks: past the quiet intros.
+const MUSIC_START_S: usize = 30;
+/// How much further each next mix's music starts.
+const MUSIC_STRIDE_S: usize = 90;
+
+/// The music tracks, decoded and joined in name order.
+fn music_tracks() -> anyhow::Result<Vec<f32>> {
     let fetch = "run ./scripts/peers.sh noise (Debian's asc-music package)";
     let mut tracks: Vec<PathBuf> = std::fs::read_dir(MUSIC_DIR)
         .with_context(|| format!("{MUSIC_DIR} is missing; {fetch}"))?
@@ -177,19 +203,51 @@ fn music(len: usize) -> anyhow::Result<Vec<f32>> {
             load_16k_mono(track).with_context(|| format!("cannot decode {}", track.display()))?,
         );
     }
-    let skip = (30 * 16_000).min(all.len().saturating_sub(len));
-    Ok(all.into_iter().skip(skip).take(len).collect())
+    Ok(all)
+}
+
+/// `len` samples of the music for mix number `mix`.
+fn music_stretch(music: &[f32], len: usize, mix: u32) -> anyhow::Result<Vec<f32>> {
+    let start = (MUSIC_START_S + MUSIC_STRIDE_S * mix as usize) * 16_000;
+    if mix > 0 && start + len > music.len() {
+        bail!(
+            "the music is {} s long: too short for {} mixes",
+            music.len() / 16_000,
+            mix + 1
+        );
+    }
+    let start = start.min(music.len().saturating_sub(len));
+    Ok(music[start..(start + len).min(music.len())].to_vec())
 }
 
 impl NoiseReport {
-    /// One row per condition, one column per system: WER in %, or for a noise alone the
-    /// number of words transcribed.
+    /// The table's rows in order: each label with the conditions (its mixes) under it.
+    fn rows(&self) -> Vec<(String, Vec<usize>)> {
+        let mut rows: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, condition) in self.conditions.iter().enumerate() {
+            let label = condition.label();
+            match rows.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, indices)) => indices.push(i),
+                None => rows.push((label, vec![i])),
+            }
+        }
+        rows
+    }
+
+    /// One row per condition, one column per system: WER in % (the mean over the row's
+    /// mixes), or for a noise alone the number of words transcribed.
     pub fn to_markdown(&self) -> String {
         let systems = &self.peers.systems;
+        let mixes = self.conditions.iter().map(|c| c.mix + 1).max().unwrap_or(1);
         let mut out = format!(
-            "{:.1} s of speech per mix; {} thread(s), beam {}; sori streaming is real time over /ws; \
+            "{:.1} s of speech per mix{}; {} thread(s), beam {}; sori streaming is real time over /ws; \
              sori conditioning on previous text {}, faster-whisper with its defaults (conditioning on)\n\n| audio |",
             self.peers.audio_s / self.conditions.len() as f64,
+            if mixes > 1 {
+                format!(", {mixes} mixes per noisy row (the mean of their error rates)")
+            } else {
+                String::new()
+            },
             self.peers.threads,
             self.peers.beam_size,
             if self.sori_conditioning { "on" } else { "off" },
@@ -200,18 +258,22 @@ impl NoiseReport {
         out.push_str("\n|---|");
         out.push_str(&"---|".repeat(systems.len()));
         out.push('\n');
-        for (i, condition) in self.conditions.iter().enumerate() {
-            out.push_str(&format!("| {} |", condition.label()));
+        for (label, rows) in self.rows() {
+            out.push_str(&format!("| {label} |"));
             for s in systems {
-                let file = &s.files[i];
-                let cell = match file.error_rate {
-                    Some(rate) if !condition.noise_only => format!("{:.1} %", rate * 100.0),
+                let first = &s.files[rows[0]];
+                let rates: Option<Vec<f64>> = rows.iter().map(|&i| s.files[i].error_rate).collect();
+                let cell = match rates {
+                    Some(rates) if !self.conditions[rows[0]].noise_only => {
+                        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+                        format!("{:.1} %", mean * 100.0)
+                    }
                     _ => {
-                        let words = file.text.split_whitespace().count();
+                        let words = first.text.split_whitespace().count();
                         if words == 0 {
                             "no text".into()
                         } else {
-                            format!("{words} word(s): “{}”", file.text)
+                            format!("{words} word(s): “{}”", first.text)
                         }
                     }
                 };

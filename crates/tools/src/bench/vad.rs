@@ -52,7 +52,7 @@ pub struct VadReport {
 
 /// Scores every mix of `snrs` with each detector sori has.
 pub fn run(config: &Config, snrs: &[f32]) -> anyhow::Result<VadReport> {
-    let conditions = write_mixes(snrs)?;
+    let conditions = write_mixes(snrs, 1)?;
     let clean = load_16k_mono(Path::new(SPEECH))
         .with_context(|| format!("cannot read {SPEECH}; run ./scripts/peers.sh fetch"))?;
     let truth = speech_frames(&clean);
