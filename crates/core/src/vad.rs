@@ -144,9 +144,14 @@ impl GapAudio {
         if self.whole && self.samples.len() + frame.len() <= self.cap {
             self.samples.extend_from_slice(frame);
         } else {
-            self.whole = false;
-            self.samples = Vec::new();
+            self.lose();
         }
+    }
+
+    /// This gap will not be given (too long, or its audio was dropped).
+    fn lose(&mut self) {
+        self.whole = false;
+        self.samples = Vec::new();
     }
 
     /// The gap before an utterance that opened with its last `pre_roll` samples.
@@ -237,8 +242,7 @@ impl Segmenter {
         self.pre_roll.clear();
         self.onset_run = 0;
         if let Some(gap) = self.gap.as_mut() {
-            gap.whole = false;
-            gap.samples = Vec::new();
+            gap.lose();
         }
     }
 
@@ -432,7 +436,7 @@ impl Segmenter {
                         audio.extend_from_slice(&trimmed);
                         gap.restart(audio);
                     }
-                    None => gap.whole = false,
+                    None => gap.lose(),
                 }
             }
             events.push(VadEvent::Discarded {

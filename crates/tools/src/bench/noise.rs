@@ -114,13 +114,20 @@ pub(crate) fn write_mixes(snrs: &[f32], mixes: u32) -> anyhow::Result<Vec<Condit
     let reference = std::fs::read_to_string(Path::new(SPEECH).with_extension("txt"))
         .with_context(|| format!("no reference beside {SPEECH}; run ./scripts/peers.sh fetch"))?;
     let music = music_tracks()?;
-    let mut noises: Vec<(&str, Vec<Vec<f32>>)> = vec![("music", Vec::new()), ("white", Vec::new())];
-    for mix in 0..mixes {
-        noises[0].1.push(music_stretch(&music, speech.len(), mix)?);
-        noises[1]
-            .1
-            .push(white_noise(speech.len(), WHITE_SEED + u64::from(mix)));
-    }
+    let noises = [
+        (
+            "music",
+            (0..mixes)
+                .map(|mix| music_stretch(&music, speech.len(), mix))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+        (
+            "white",
+            (0..mixes)
+                .map(|mix| white_noise(speech.len(), WHITE_SEED + u64::from(mix)))
+                .collect(),
+        ),
+    ];
     let dir = Path::new(MIX_DIR);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {MIX_DIR}"))?;
     let write = |name: &str, samples: &[f32], reference: Option<&str>| -> anyhow::Result<PathBuf> {
