@@ -228,7 +228,7 @@ static STT: &[Setting] = &[
         "re-decode cadence of the open utterance for `partial`"
     ),
     setting!(stt.file_merge_s, env "SORI_FILE_MERGE_S",
-        "files: consecutive utterances decoded as one window of up to this many seconds (≤ 30), each still its own segment; 0 = one decode each"),
+        "files: consecutive utterances decoded as one window of up to this many seconds (≤ 120; over 30 s whisper.cpp decodes it in passes cut where its segments end), each still its own segment; 0 = one decode each"),
     setting!(stt.condition_on_previous_text, env "SORI_CONDITION_ON_PREVIOUS_TEXT",
         "prompt each decode with the session's previous finals (filtered text never; reset after \
          30 s of silence or a language change); finals of one session then decode one at a time"),

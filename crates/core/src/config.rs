@@ -50,14 +50,14 @@ pub struct SttConfig {
     pub partial_interval_ms: u64,
     /// Files only (`POST /api/transcribe`, `/v1/audio/transcriptions`, `sori transcribe`):
     /// consecutive utterances are decoded together in one window of up to this many seconds
-    /// (at most the model's 30 s), each still its own segment; 0 = one decode per utterance.
-    /// Whisper's encoder pays for at least `audio_ctx_min_s` and every decode for the decoder's
-    /// start, so short utterances cost less joined, and in noise each word gains from the
-    /// speech around it (20 s windows: 3–7 WER points better than 10 s, docs/accuracy.md); but
-    /// on the CPU a window's cost per second grows past ~16 s (a 28 s window costs twice as
-    /// much per second as a 10 s one), hence 20 (docs/benchmarks.md, "File windows"). Beyond
-    /// 10 s it needs `dtw_timestamps` to put each word in its own segment. Live sessions never
-    /// wait to fill a window.
+    /// (at most 120), each still its own segment; 0 = one decode per utterance. Whisper's
+    /// encoder pays for at least `audio_ctx_min_s` and every decode for the decoder's start, so
+    /// short utterances cost less joined, and in noise each word gains from the speech around
+    /// it: 20 s windows are 3–7 WER points better than 10 s. Windows over 30 s, which
+    /// whisper.cpp decodes in passes of up to 30 s cut where its own segments end, gain about
+    /// one point more in noise but cost 1.3–1.5× the decode time (docs/accuracy.md, "File
+    /// windows longer than 30 s"), hence 20. Beyond 10 s it needs `dtw_timestamps` to put each
+    /// word in its own segment. Live sessions never wait to fill a window.
     pub file_merge_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,

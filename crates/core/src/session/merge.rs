@@ -3,11 +3,13 @@
 //! Whisper's encoder pays for at least `stt.audio_ctx_min_s` of audio and every decode pays the
 //! decoder's start, so a file's many short utterances cost more one by one than joined (JFK in
 //! ~0.7× the decode time; docs/benchmarks.md, "File windows"), and each word hears more of the
-//! speech around it, which in noise is worth 3–7 WER points from 10 to 20 s windows
-//! (docs/accuracy.md); on the CPU a window's cost per second grows with its length, hence
-//! `stt.file_merge_s` = 20 s rather than the model's 30 s. A file session (never a live one:
-//! its finals would wait for the window to fill) gathers its utterances into a window of up to
-//! `stt.file_merge_s` seconds. Two neighbours are joined by the audio that was between them
+//! speech around it: in noise 3–7 WER points from 10 to 20 s windows. A window longer than the
+//! model's 30 s is decoded by whisper.cpp in passes of up to 30 s, each starting where the
+//! previous pass's last whole segment ended, so no pass starts mid-word; that gains about a
+//! point more in noise for 1.3–1.5× the decode time (docs/accuracy.md, "File windows longer
+//! than 30 s"), so it is an option, not the default. A file session (never a live one: its
+//! finals would wait for the window to fill) gathers its utterances into a window of up to
+//! `stt.file_merge_s` seconds (20 by default, at most [`MAX_WINDOW_S`]). Two neighbours are joined by the audio that was between them
 //! when that pause lasted at most [`WindowJoin::pause_s`] (the segmenter keeps it,
 //! [`crate::vad::Segmenter::keep_gaps`]): in noise Whisper hears a word better within the
 //! real audio around it, and a word the detector missed in the pause is heard too. A longer
@@ -66,8 +68,10 @@ impl WindowJoin {
     };
 }
 
-/// The model's window: no merged window is longer.
-const MAX_WINDOW_S: f64 = 30.0;
+/// The longest window: two minutes of a file's speech in one decode (four of whisper.cpp's
+/// passes), so a long file still gives every worker windows to decode and its finals come out
+/// as it goes.
+pub const MAX_WINDOW_S: f64 = 120.0;
 
 /// A window with less room than this left (after the gap) takes no more utterances: it is sent
 /// at once instead of waiting for one that cannot fit. The VAD's shortest utterance (voiced
@@ -119,7 +123,7 @@ pub(super) struct Windows {
 }
 
 impl Windows {
-    /// Windows of up to `max_s` seconds (at most 30), utterances joined by `gap_s` of silence;
+    /// Windows of up to `max_s` seconds (at most [`MAX_WINDOW_S`]), utterances joined by `gap_s` of silence;
     /// `None` (one decode per utterance) for 0, a negative or a non-finite value, or one too
     /// short to hold two utterances.
     pub(super) fn new(max_s: f64, gap_s: f64) -> Option<Self> {
@@ -695,7 +699,7 @@ mod tests {
             "too short for two utterances"
         );
         let w = Windows::new(600.0, GAP_S).unwrap();
-        assert_eq!(w.limit, samples(30.0), "never beyond the model's window");
+        assert_eq!(w.limit, samples(MAX_WINDOW_S), "never beyond two minutes");
     }
 
     #[test]
