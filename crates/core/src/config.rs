@@ -53,11 +53,12 @@ pub struct SttConfig {
     /// (at most 120), each still its own segment; 0 = one decode per utterance. Whisper's
     /// encoder pays for at least `audio_ctx_min_s` and every decode for the decoder's start, so
     /// short utterances cost less joined, and in noise each word gains from the speech around
-    /// it: 20 s windows are 3–7 WER points better than 10 s. Windows over 30 s, which
-    /// whisper.cpp decodes in passes of up to 30 s cut where its own segments end, gain about
-    /// one point more in noise but cost 1.3–1.5× the decode time (docs/accuracy.md, "File
-    /// windows longer than 30 s"), hence 20. Beyond 10 s it needs `dtw_timestamps` to put each
-    /// word in its own segment. Live sessions never wait to fill a window.
+    /// it: 20 s windows are 3–7 WER points better than 10 s, and 60 s windows, which
+    /// whisper.cpp decodes in passes of up to 30 s cut where its own segments end, 2–3 points
+    /// better again in white noise, for ~20 % more CPU per file (docs/accuracy.md, "File
+    /// windows longer than 30 s"; 20 is the cheaper choice). Beyond 10 s it needs
+    /// `dtw_timestamps` to put each word in its own segment. Live sessions never wait to fill a
+    /// window.
     pub file_merge_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,
@@ -174,7 +175,7 @@ impl Default for SttConfig {
             audio_ctx_margin_s: 1.0,
             audio_ctx_min_s: 6.0,
             partial_interval_ms: 1000,
-            file_merge_s: 20.0,
+            file_merge_s: 60.0,
             condition_on_previous_text: false,
             dtw_timestamps: true,
             initial_prompt: None,

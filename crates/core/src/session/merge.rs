@@ -3,13 +3,13 @@
 //! Whisper's encoder pays for at least `stt.audio_ctx_min_s` of audio and every decode pays the
 //! decoder's start, so a file's many short utterances cost more one by one than joined (JFK in
 //! ~0.7× the decode time; docs/benchmarks.md, "File windows"), and each word hears more of the
-//! speech around it: in noise 3–7 WER points from 10 to 20 s windows. A window longer than the
-//! model's 30 s is decoded by whisper.cpp in passes of up to 30 s, each starting where the
-//! previous pass's last whole segment ended, so no pass starts mid-word; that gains about a
-//! point more in noise for 1.3–1.5× the decode time (docs/accuracy.md, "File windows longer
-//! than 30 s"), so it is an option, not the default. A file session (never a live one: its
-//! finals would wait for the window to fill) gathers its utterances into a window of up to
-//! `stt.file_merge_s` seconds (20 by default, at most [`MAX_WINDOW_S`]). Two neighbours are joined by the audio that was between them
+//! speech around it: in noise 3–7 WER points from 10 to 20 s windows, and 2–3 more in white
+//! noise from 20 to 60 s (docs/accuracy.md, "File windows longer than 30 s"). A window longer
+//! than the model's 30 s is decoded by whisper.cpp in passes of up to 30 s, each starting where
+//! the previous pass's last whole segment ended, so no pass starts mid-word, and each pass hears
+//! a full 30 s. A file session (never a live one: its finals would wait for the window to fill)
+//! gathers its utterances into a window of up to `stt.file_merge_s` seconds (60 by default, at
+//! most [`MAX_WINDOW_S`]). Two neighbours are joined by the audio that was between them
 //! when that pause lasted at most [`WindowJoin::pause_s`] (the segmenter keeps it,
 //! [`crate::vad::Segmenter::keep_gaps`]): in noise Whisper hears a word better within the
 //! real audio around it, and a word the detector missed in the pause is heard too. A longer
@@ -622,6 +622,33 @@ mod tests {
             offset: samples(offset_s),
             len: samples(len_s),
         }
+    }
+
+    /// With a worker idle after every tenth of a second, a live session would decode each
+    /// utterance speculatively once its silence reached the tail; a file session must not, or
+    /// the speculation becomes the final and the utterance leaves the window.
+    #[test]
+    fn a_file_session_never_speculates_so_every_utterance_shares_the_window() {
+        let script = script();
+        let mut s = file_stream(&script, 60.0);
+        let session = &mut s.session;
+        let (mut events, mut decodes) = (Vec::new(), Vec::new());
+        let mut run = |session: &mut Session| {
+            while let Some(job) = session.next_job(true) {
+                decodes.push(seconds(&job));
+                session.on_outcome(decode(&script, &job));
+                events.extend(session.take_events());
+            }
+        };
+        for chunk in speech(&[2.0, 3.0, 2.0]).chunks(1600) {
+            session.push_samples(chunk);
+            run(session);
+        }
+        session.finish();
+        run(session);
+        assert!(session.is_drained());
+        assert_eq!(finals(&events).len(), 3, "{events:?}");
+        assert_eq!(decodes.len(), 1, "one window and nothing else: {decodes:?}");
     }
 
     #[test]

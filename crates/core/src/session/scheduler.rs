@@ -251,8 +251,12 @@ impl Session {
         worker_idle && self.in_flight == 0 && self.open_segment.is_some()
     }
 
+    /// A file session whose utterances are decoded in windows never speculates: a speculative
+    /// decode adopted as the final takes its utterance out of the window (it was the file's
+    /// first utterance every time, and one or two more of each noisy mix), where it would hear
+    /// the speech around it; and nobody waits on a file's final the way a live speaker does.
     pub(super) fn speculation_due(&self, worker_idle: bool) -> bool {
-        if !self.optional_work_allowed(worker_idle) {
+        if !self.optional_work_allowed(worker_idle) || self.windows.is_some() {
             return false;
         }
         match self.vad.pending_final() {
