@@ -71,7 +71,7 @@ impl WindowJoin {
 /// The longest window: two minutes of a file's speech in one decode (four of whisper.cpp's
 /// passes), so a long file still gives every worker windows to decode and its finals come out
 /// as it goes.
-pub const MAX_WINDOW_S: f64 = 120.0;
+const MAX_WINDOW_S: f64 = 120.0;
 
 /// A window with less room than this left (after the gap) takes no more utterances: it is sent
 /// at once instead of waiting for one that cannot fit. The VAD's shortest utterance (voiced
@@ -123,9 +123,9 @@ pub(super) struct Windows {
 }
 
 impl Windows {
-    /// Windows of up to `max_s` seconds (at most [`MAX_WINDOW_S`]), utterances joined by `gap_s` of silence;
-    /// `None` (one decode per utterance) for 0, a negative or a non-finite value, or one too
-    /// short to hold two utterances.
+    /// Windows of up to `max_s` seconds (at most [`MAX_WINDOW_S`]), utterances joined by
+    /// `gap_s` of silence; `None` (one decode per utterance) for 0, a negative or a non-finite
+    /// value, or one too short to hold two utterances.
     pub(super) fn new(max_s: f64, gap_s: f64) -> Option<Self> {
         let gap_s = if gap_s.is_finite() {
             gap_s.clamp(0.0, 5.0)
