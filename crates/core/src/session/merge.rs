@@ -21,7 +21,8 @@
 //! joins: DTW timestamps (`stt.dtw_timestamps`); whisper.cpp's heuristic ones spread a segment
 //! that spans a pause over it and are only safe in windows of up to 10 s joined by silence
 //! ([`WindowJoin::HEURISTIC`]). When the decoder marks a window's word times doubtful (DTW's
-//! path lost the audio), its utterances are queued again and decoded one by one.
+//! path lost the audio), its utterances are queued again ([`redecode`]): in windows of up to
+//! 20 s if it was longer, else one by one.
 //!
 //! A window is handed to the decoder when the next utterance would not fit, when it has no room
 //! left for any utterance, and when the stream ends or is flushed; so at most one window is
@@ -72,6 +73,10 @@ impl WindowJoin {
 /// passes), so a long file still gives every worker windows to decode and its finals come out
 /// as it goes.
 const MAX_WINDOW_S: f64 = 120.0;
+
+/// The longest window a doubtful window is decoded again in: long enough for the utterances to
+/// hear each other, short enough for one pass (the 20 s default before 2026-12-07).
+const REDECODE_WINDOW_S: f64 = 20.0;
 
 /// A window with less room than this left (after the gap) takes no more utterances: it is sent
 /// at once instead of waiting for one that cannot fit. The VAD's shortest utterance (voiced
@@ -203,6 +208,43 @@ pub(super) struct Part {
     audio: Vec<f32>,
     /// The audio between the utterance before it and this one, when the segmenter kept it.
     lead: Option<Vec<f32>>,
+}
+
+/// A window whose word times were doubtful, decoded again: a window longer than
+/// [`REDECODE_WINDOW_S`] as windows of at most that (the same audio, pauses and gaps as they
+/// were), where DTW's shorter path rarely piles words up; a shorter one an utterance at a time.
+/// Each utterance in noise hears less alone than in any window (docs/accuracy.md, "File
+/// windows longer than 30 s").
+fn redecode(audio: &[f32], placed: &[Placed]) -> Vec<Ready> {
+    let own = |p: &Placed| audio[p.offset..p.offset + p.len].to_vec();
+    let shorter =
+        Windows::new(REDECODE_WINDOW_S, 0.0).filter(|w| audio.len() > w.limit && placed.len() > 1);
+    let Some(mut windows) = shorter else {
+        return placed
+            .iter()
+            .map(|p| Ready::Alone {
+                job_id: p.job_id,
+                audio: own(p),
+            })
+            .collect();
+    };
+    let mut ready = Vec::new();
+    let mut end_before = None;
+    for p in placed {
+        // What lay between this utterance and the one before, as the window had it.
+        let lead = end_before.map(|end| audio[end..p.offset].to_vec());
+        end_before = Some(p.offset + p.len);
+        let (made, alone) = windows.add(p.job_id, own(p), lead);
+        ready.extend(made);
+        if let Some(audio) = alone {
+            ready.push(Ready::Alone {
+                job_id: p.job_id,
+                audio,
+            });
+        }
+    }
+    ready.extend(windows.seal());
+    ready
 }
 
 /// Utterances joined by the audio that was between them where it was kept, else by `gap`
@@ -438,16 +480,14 @@ impl Session {
                     .map(|(job_id, t)| (job_id, Ok(t)))
                     .collect(),
                 None => {
+                    let again = redecode(&audio, &placed);
                     tracing::debug!(
                         utterances = placed.len(),
-                        "the window's word times are doubtful: its utterances decode one by one"
+                        decodes = again.len(),
+                        "the window's word times are doubtful: its utterances decode again in shorter windows or one by one"
                     );
-                    for p in &placed {
-                        let own = audio[p.offset..p.offset + p.len].to_vec();
-                        self.queue_ready(Ready::Alone {
-                            job_id: p.job_id,
-                            audio: own,
-                        });
+                    for ready in again {
+                        self.queue_ready(ready);
                     }
                     return None;
                 }
@@ -915,6 +955,39 @@ mod tests {
             "the window, then each utterance: {decodes:?}"
         );
         assert!(decodes[0] > decodes[1] + decodes[2], "{decodes:?}");
+        let (alone, _) = transcribe(&script(), 0.0, &audio);
+        assert_eq!(
+            finals(&events),
+            finals(&alone),
+            "the same finals as when decoded one by one from the start"
+        );
+    }
+
+    #[test]
+    fn a_long_doubtful_window_is_decoded_again_in_windows_of_up_to_20_s() {
+        // Seven utterances of ~4.6 s, 0.6 s apart: one window of 35.5 s, then one of four and
+        // one of three.
+        let audio = speech(&[4.0; 7]);
+        // Word times doubtful in any window over 20 s, as DTW's path over a long pass can
+        // pile words up.
+        let doubting = Script::new()
+            .answer(|a, o| {
+                let mut t = bursts(a, o);
+                t.words_doubtful = a.len() as f64 / RATE > REDECODE_WINDOW_S;
+                Ok(t)
+            })
+            .shared();
+        let (events, decodes) = transcribe(&doubting, 60.0, &audio);
+        assert!(decodes[0] > 30.0, "one long window first: {decodes:?}");
+        let again = &decodes[1..];
+        assert!(
+            again.len() == 2,
+            "shorter windows, not one by one: {decodes:?}"
+        );
+        assert!(
+            again.iter().all(|&s| 8.0 < s && s <= REDECODE_WINDOW_S),
+            "windows of two or more utterances, none over 20 s: {decodes:?}"
+        );
         let (alone, _) = transcribe(&script(), 0.0, &audio);
         assert_eq!(
             finals(&events),
