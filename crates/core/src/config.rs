@@ -55,10 +55,10 @@ pub struct SttConfig {
     /// short utterances cost less joined, and in noise each word gains from the speech around
     /// it: 20 s windows are 3–7 WER points better than 10 s, and 60 s windows, which
     /// whisper.cpp decodes in passes of up to 30 s cut where its own segments end, 2–3 points
-    /// better again in white noise, for ~20 % more CPU per file (docs/accuracy.md, "File
-    /// windows longer than 30 s"; 20 is the cheaper choice). Beyond 10 s it needs
-    /// `dtw_timestamps` to put each word in its own segment. Live sessions never wait to fill a
-    /// window.
+    /// better again in white noise, for 1.2–2.5× the decode time per file (docs/accuracy.md,
+    /// "File windows longer than 30 s"; docs/benchmarks.md; 20 is the cheaper choice). Beyond
+    /// 10 s it needs `dtw_timestamps` to put each word in its own segment. Live sessions never
+    /// wait to fill a window.
     pub file_merge_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,
