@@ -110,6 +110,13 @@ impl Transcriber {
             );
             sized.stt.file_merge_s = HEURISTIC_WINDOW_S;
         }
+        if !model.dtw_timestamps() && sized.stt.live_revision_s > 0.0 {
+            tracing::info!(
+                "live finals are not revised: revision windows need DTW word times \
+                 (stt.dtw_timestamps off, or no preset for this model)"
+            );
+            sized.stt.live_revision_s = 0.0;
+        }
         let config = Arc::new(sized);
         let decoder_model = Arc::clone(&model);
         let pool = SttPool::start(config.stt.workers, config.stt.queue_capacity, move || {
@@ -184,6 +191,11 @@ impl Transcriber {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// How live sessions' revision windows join their utterances (as file windows do).
+    pub fn window_join(&self) -> WindowJoin {
+        self.window_join
     }
 
     /// A place for one file transcription, released when the [`FileJob`] drops; `None` when
@@ -320,6 +332,8 @@ impl Transcriber {
 
     fn file_options(&self, request: &FileRequest) -> crate::protocol::EffectiveOptions {
         let mut options = default_options(&self.config.stt, false);
+        // A file's windows already hear the speech around each utterance.
+        options.revisions = false;
         options.language = request.language;
         options.sample_rate = TARGET_SAMPLE_RATE;
         options.encoding = Encoding::PcmF32le;

@@ -229,6 +229,10 @@ static STT: &[Setting] = &[
     ),
     setting!(stt.file_merge_s, env "SORI_FILE_MERGE_S",
         "files: consecutive utterances decoded as one window of up to this many seconds (≤ 120; over 30 s whisper.cpp decodes it in passes cut where its segments end), each still its own segment; 0 = one decode each"),
+    setting!(stt.live_revision_s, env "SORI_LIVE_REVISION_S",
+        "live /ws sessions: finished utterances decoded again together in windows of up to this \
+         many seconds (≤ 120) on an idle worker, after their finals were sent; changed segments \
+         get a `revision` event; 0 = none (needs stt.dtw_timestamps)"),
     setting!(stt.condition_on_previous_text, env "SORI_CONDITION_ON_PREVIOUS_TEXT",
         "prompt each decode with the session's previous finals (filtered text never; reset after \
          30 s of silence or a language change); finals of one session then decode one at a time"),

@@ -43,6 +43,12 @@ impl Config {
         if !(0.0..=30.0).contains(&stt.audio_ctx_min_s) {
             return invalid("stt.audio_ctx_min_s", "must be between 0 and 30 seconds");
         }
+        if !(stt.live_revision_s == 0.0 || (5.0..=120.0).contains(&stt.live_revision_s)) {
+            return invalid(
+                "stt.live_revision_s",
+                "must be 0 (no revisions) or between 5 and 120 seconds",
+            );
+        }
         if stt.max_prompt_chars == 0 || stt.max_prompt_chars > 10_000 {
             return invalid("stt.max_prompt_chars", "must be between 1 and 10000");
         }

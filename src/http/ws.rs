@@ -137,6 +137,7 @@ struct SoriProtocol;
 
 impl Protocol for SoriProtocol {
     const NAME: &'static str = "sori";
+    const REVISIONS: bool = true;
 
     fn on_events(&mut self, _driver: &mut Driver, events: Vec<ServerMessage>, out: &mut Outbox) {
         out.push_all(&events);

@@ -60,6 +60,13 @@ pub struct SttConfig {
     /// 10 s it needs `dtw_timestamps` to put each word in its own segment. Live sessions never
     /// wait to fill a window.
     pub file_merge_s: f64,
+    /// Live `/ws` sessions (sori's own protocol, `revisions=true`): finished utterances are
+    /// gathered into windows of up to this many seconds (at most 120) and, once their finals
+    /// have been sent, decoded again together on an idle worker; a segment whose text changed
+    /// gets a `revision` event. Each final then hears the speech around it, as a file's do
+    /// (docs/accuracy.md, "Live finals revised in windows"). Lowest-priority work: a final
+    /// that needs the worker cancels it. Needs `dtw_timestamps`; 0 = no revisions.
+    pub live_revision_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,
     /// Time words by dynamic time warping over the model's alignment heads (whisper.cpp's DTW
@@ -176,6 +183,7 @@ impl Default for SttConfig {
             audio_ctx_min_s: 6.0,
             partial_interval_ms: 1000,
             file_merge_s: 60.0,
+            live_revision_s: 60.0,
             condition_on_previous_text: false,
             dtw_timestamps: true,
             initial_prompt: None,

@@ -7,6 +7,7 @@
 
 pub mod prune;
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,14 +128,17 @@ impl<S: LineSink> LineFile<S> {
     }
 }
 
-/// Writes one session's transcript under `dir` as `<session>.jsonl` (a line per final and per
-/// keywords event), then `.srt` and `.vtt` — all of them only once there is a final.
+/// Writes one session's transcript under `dir` as `<session>.jsonl` (a line per final, per
+/// revision and per keywords event), then `.srt` and `.vtt` (with the revised texts) — all of
+/// them only once there is a final.
 pub struct TranscriptWriter {
     dir: PathBuf,
     session_id: String,
     /// Opened at the first line to write.
     jsonl: Option<LineFile<File>>,
-    cues: Vec<Cue>,
+    /// Each segment's cue by segment id (time order), as revised.
+    cues: BTreeMap<u64, Cue>,
+    finals: bool,
 }
 
 impl TranscriptWriter {
@@ -144,7 +148,8 @@ impl TranscriptWriter {
             dir: dir.to_owned(),
             session_id: session_id.to_owned(),
             jsonl: None,
-            cues: Vec::new(),
+            cues: BTreeMap::new(),
+            finals: false,
         }
     }
 
@@ -152,15 +157,38 @@ impl TranscriptWriter {
         self.dir.join(format!("{}.{extension}", self.session_id))
     }
 
-    /// Appends a final or a keywords event as one JSON line and hands it to the OS at once;
-    /// other messages are ignored. The first such event creates the folder and the file.
+    /// Appends a final, a revision or a keywords event as one JSON line and hands it to the OS
+    /// at once; other messages are ignored. The first such event creates the folder and the
+    /// file.
     pub fn record(&mut self, message: &ServerMessage) -> Result<(), TranscriptError> {
-        let cue = Cue::from_final(message);
-        if cue.is_none() && !matches!(message, ServerMessage::Keywords { .. }) {
-            return Ok(());
-        }
         // The subtitles hold every final the client got, whether or not its line was saved.
-        self.cues.extend(cue);
+        match message {
+            ServerMessage::Final { segment_id, .. } => {
+                self.cues
+                    .extend(Cue::from_final(message).map(|cue| (*segment_id, cue)));
+                self.finals = true;
+            }
+            ServerMessage::Revision {
+                segment_id,
+                text,
+                start,
+                end,
+                ..
+            } => {
+                if text.is_empty() {
+                    self.cues.remove(segment_id);
+                } else {
+                    let cue = Cue {
+                        start: *start,
+                        end: *end,
+                        text: text.clone(),
+                    };
+                    self.cues.insert(*segment_id, cue);
+                }
+            }
+            ServerMessage::Keywords { .. } => {}
+            _ => return Ok(()),
+        }
         let path = self.path("jsonl");
         let file = match &mut self.jsonl {
             Some(file) => file,
@@ -181,7 +209,7 @@ impl TranscriptWriter {
 
     /// Whether any final was recorded (and so there is a transcript to finish).
     pub fn has_finals(&self) -> bool {
-        !self.cues.is_empty()
+        self.finals
     }
 
     /// Writes the subtitle files (again, if called again) and returns every file of this
@@ -195,9 +223,10 @@ impl TranscriptWriter {
         if self.jsonl.is_some() {
             files.push(self.path("jsonl"));
         }
+        let cues: Vec<Cue> = self.cues.values().cloned().collect();
         let subtitles = [
-            (self.path("srt"), to_srt(&self.cues)),
-            (self.path("vtt"), to_vtt(&self.cues)),
+            (self.path("srt"), to_srt(&cues)),
+            (self.path("vtt"), to_vtt(&cues)),
         ];
         for (path, text) in subtitles {
             std::fs::create_dir_all(&self.dir)
@@ -348,6 +377,61 @@ mod tests {
             std::fs::read_to_string(dir.join("s1.srt"))
                 .unwrap()
                 .contains("hello")
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn segment(segment_id: u64, start: f64, text: &str) -> ServerMessage {
+        let ServerMessage::Final {
+            language,
+            words,
+            avg_logprob,
+            no_speech_prob,
+            ..
+        } = a_final(text)
+        else {
+            unreachable!()
+        };
+        ServerMessage::Revision {
+            segment_id,
+            text: text.into(),
+            start,
+            end: start + 1.0,
+            language,
+            words,
+            avg_logprob,
+            no_speech_prob,
+        }
+    }
+
+    #[test]
+    fn revisions_are_kept_as_lines_and_the_subtitles_carry_the_revised_text() {
+        let dir = scratch("revised");
+        let mut w = TranscriptWriter::new(&dir, "s1");
+        w.record(&a_final("and so my fellow americans")).unwrap();
+        let mut second = a_final("ask not");
+        if let ServerMessage::Final {
+            segment_id,
+            start,
+            end,
+            ..
+        } = &mut second
+        {
+            (*segment_id, *start, *end) = (1, 2.0, 3.0);
+        }
+        w.record(&second).unwrap();
+        // Segment 1 corrected, segment 0 withdrawn (its words went to a neighbour).
+        w.record(&segment(1, 2.0, "ask not what your country"))
+            .unwrap();
+        w.record(&segment(0, 0.0, "")).unwrap();
+        let jsonl = std::fs::read_to_string(dir.join("s1.jsonl")).unwrap();
+        assert_eq!(jsonl.lines().count(), 4, "{jsonl}");
+        assert_eq!(jsonl.matches("\"type\":\"revision\"").count(), 2, "{jsonl}");
+        w.finish().unwrap();
+        let srt = std::fs::read_to_string(dir.join("s1.srt")).unwrap();
+        assert_eq!(
+            srt, "1\n00:00:02,000 --> 00:00:03,000\nask not what your country\n\n",
+            "{srt}"
         );
         std::fs::remove_dir_all(dir).ok();
     }

@@ -82,6 +82,9 @@ pub struct StreamOptions {
     pub partials: Option<bool>,
     /// Send `filtered` events for segments the hallucination filter dropped (default false).
     pub filtered: Option<bool>,
+    /// Decode finished utterances again together and send `revision` events for finals whose
+    /// text changed (default: true where the server has `stt.live_revision_s`).
+    pub revisions: Option<bool>,
     /// Keyword extraction for finals (used once the keyword service is configured).
     pub keywords: Option<bool>,
     /// Live retrieval for finals (used once RAG is configured).
@@ -267,6 +270,9 @@ pub struct EffectiveOptions {
     /// Utterances end only on `flush` or at the maximum length.
     #[serde(default)]
     pub manual_turns: bool,
+    /// Finals are decoded again in windows and corrected with `revision` events.
+    #[serde(default)]
+    pub revisions: bool,
     /// This session's speech threshold; `None`: the server's `vad.speech_threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speech_threshold: Option<f64>,
@@ -280,6 +286,9 @@ pub struct SessionSummary {
     pub partials: u64,
     pub filtered: u64,
     pub errors: u64,
+    /// `revision` events sent.
+    #[serde(default)]
+    pub revisions: u64,
     /// Files this session's transcript was written to.
     pub outputs: Vec<String>,
 }
@@ -361,6 +370,19 @@ pub enum ServerMessage {
         segment_id: u64,
         locked: bool,
     },
+    /// A final decoded again with the speech around it (only with `revisions`): the segment's
+    /// new final, replacing the one sent before. An empty `text` withdraws the segment (its
+    /// words went to a neighbour, or the filter dropped it). Keywords are not extracted again.
+    Revision {
+        segment_id: u64,
+        text: String,
+        start: f64,
+        end: f64,
+        language: String,
+        words: Vec<Word>,
+        avg_logprob: f32,
+        no_speech_prob: f32,
+    },
     /// A segment the hallucination filter dropped (only sent to clients that asked).
     Filtered {
         segment_id: u64,
@@ -389,6 +411,33 @@ pub enum ServerMessage {
         session_id: String,
         summary: SessionSummary,
     },
+}
+
+/// What a client ends up showing: each segment's final text, replaced by its `revision` when
+/// one came (an empty revision withdraws the segment), in segment order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentTexts(std::collections::BTreeMap<u64, String>);
+
+impl SegmentTexts {
+    /// Takes in a final or a revision; any other message is ignored.
+    pub fn take(&mut self, message: &ServerMessage) {
+        match message {
+            ServerMessage::Final {
+                segment_id, text, ..
+            }
+            | ServerMessage::Revision {
+                segment_id, text, ..
+            } => {
+                self.0.insert(*segment_id, text.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// The segments' texts in order, withdrawn ones left out.
+    pub fn texts(&self) -> Vec<String> {
+        self.0.values().filter(|t| !t.is_empty()).cloned().collect()
+    }
 }
 
 impl ServerMessage {

@@ -103,7 +103,9 @@ fn http_error(status: StatusCode, code: &'static str, message: String, id: Strin
 /// The session's options; an error (HTTP 400) when the format or prompt cannot be used.
 fn opening(state: &AppState, id: &str, params: &ListenParams) -> Result<Opening, String> {
     let config = &state.transcriber.config;
-    let base = default_options(&config.stt, config.llm.enabled);
+    let mut base = default_options(&config.stt, config.llm.enabled);
+    // Its protocol has no message for a revised final.
+    base.revisions = false;
     let mut requested = params.options.clone();
     requested.rag = Some(params.sori_extras && config.rag.enabled);
     let options = resolve_options(&base, &requested, config.stt.max_prompt_chars)

@@ -54,6 +54,9 @@ pub trait Protocol: Send {
     /// The label of this protocol in metrics and logs (`sori`, `deepgram`, `openai_realtime`).
     const NAME: &'static str;
 
+    /// Whether the protocol has a message for a revised final (sori's `revision`).
+    const REVISIONS: bool = false;
+
     /// What the driver yields (events to send, or a limit's notice) in this protocol's frames.
     fn on_events(&mut self, driver: &mut Driver, events: Vec<ServerMessage>, out: &mut Outbox);
 
@@ -158,6 +161,12 @@ async fn converse_session<P: Protocol>(
         )))
         .report_lag_to(state.lags.clone())
         .measure_latency();
+    if P::REVISIONS {
+        driver = driver.revise_live(
+            state.transcriber.config.stt.live_revision_s,
+            state.transcriber.window_join(),
+        );
+    }
     protocol.on_events(&mut driver, greeting, &mut out);
     match converse(&mut driver, &mut protocol, &mut out, &mut rx).await {
         Exit::Farewell => {

@@ -105,7 +105,9 @@ fn http_error(status: StatusCode, code: &str, message: String) -> Response {
 
 fn opening(state: &AppState, id: &str) -> Result<Opening, String> {
     let config = &state.transcriber.config;
-    let base = default_options(&config.stt, false);
+    let mut base = default_options(&config.stt, false);
+    // Its protocol has no message for a revised final.
+    base.revisions = false;
     let requested = SessionConfig::default().stream_options();
     let options = resolve_options(&base, &requested, config.stt.max_prompt_chars)
         .map_err(|e| e.to_string())?;

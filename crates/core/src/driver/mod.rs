@@ -236,6 +236,14 @@ impl Driver {
         self
     }
 
+    /// Revises a live session's finals in windows of up to `max_s` seconds
+    /// (`stt.live_revision_s`; 0 = none) when its `revisions` option is on: sori's own
+    /// protocol only, which has the `revision` event.
+    pub fn revise_live(mut self, max_s: f64, join: crate::session::WindowJoin) -> Self {
+        self.stream.session.revise_live(max_s, join);
+        self
+    }
+
     /// Reports this session's lag in `lags` with every `status` tick (removed when it closes).
     pub fn report_lag_to(mut self, lags: SessionLags) -> Self {
         self.lags = Some(lags);

@@ -20,6 +20,7 @@ impl Session {
         };
         let job_id = outcome.job_id;
         let event = self.final_event(&meta, speech_final, outcome);
+        self.note_sent(meta.segment_id, &event);
         self.finished.insert(job_id, event);
         self.release_in_order();
     }
@@ -86,16 +87,7 @@ impl Session {
                 }
                 self.summary.finals += 1;
                 crate::metrics::global().segment_final();
-                let words = transcript
-                    .words
-                    .iter()
-                    .map(|w| crate::protocol::Word {
-                        word: w.word.clone(),
-                        start: round_ms((meta.start_s + w.start).min(meta.end_s)),
-                        end: round_ms((meta.start_s + w.end).min(meta.end_s)),
-                        probability: w.probability,
-                    })
-                    .collect();
+                let words = self.absolute_words(meta, &transcript);
                 events.push(ServerMessage::Final {
                     segment_id: meta.segment_id,
                     text,
@@ -132,6 +124,24 @@ impl Session {
                     .collect()
             }
         }
+    }
+
+    /// A decode's words, timed from the stream's start (a decode times them from its audio's).
+    pub(super) fn absolute_words(
+        &self,
+        meta: &JobMeta,
+        transcript: &Transcript,
+    ) -> Vec<crate::protocol::Word> {
+        transcript
+            .words
+            .iter()
+            .map(|w| crate::protocol::Word {
+                word: w.word.clone(),
+                start: round_ms((meta.start_s + w.start).min(meta.end_s)),
+                end: round_ms((meta.start_s + w.end).min(meta.end_s)),
+                probability: w.probability,
+            })
+            .collect()
     }
 
     /// Applies the hallucination filter; returns the text to send or why it was dropped.

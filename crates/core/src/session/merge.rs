@@ -510,7 +510,7 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -529,7 +529,7 @@ mod tests {
 
     /// The scripted decoder hearing each burst of tone as one word named by its length
     /// ("1.5s"), timed where it lies in the audio, as Whisper times the words of a window.
-    fn bursts(audio: &[f32], opts: &DecodeOptions) -> Transcript {
+    pub(in crate::session) fn bursts(audio: &[f32], opts: &DecodeOptions) -> Transcript {
         let mut words = Vec::new();
         let mut start = None;
         let mut quiet = 0usize;
@@ -577,7 +577,7 @@ mod tests {
         s
     }
 
-    fn decode(script: &Arc<Script>, job: &Job) -> DecodeOutcome {
+    pub(in crate::session) fn decode(script: &Arc<Script>, job: &Job) -> DecodeOutcome {
         let mut decoder = ScriptedDecoder::new(Arc::clone(script));
         DecodeOutcome {
             job_id: job.job_id,
@@ -587,12 +587,12 @@ mod tests {
         }
     }
 
-    fn seconds(job: &Job) -> f64 {
+    pub(in crate::session) fn seconds(job: &Job) -> f64 {
         job.audio.len() as f64 / RATE
     }
 
     /// Tone bursts of these lengths, each followed by 1.2 s of silence (which ends it).
-    fn speech(lengths: &[f64]) -> Vec<f32> {
+    pub(in crate::session) fn speech(lengths: &[f64]) -> Vec<f32> {
         lengths
             .iter()
             .flat_map(|&s| [tone(s), silence(1.2)].concat())
@@ -600,9 +600,9 @@ mod tests {
     }
 
     /// (segment id, text, start, end, words as (text, start, end)) of each final.
-    type FinalView = (u64, String, f64, f64, Vec<(String, f64, f64)>);
+    pub(in crate::session) type FinalView = (u64, String, f64, f64, Vec<(String, f64, f64)>);
 
-    fn finals(events: &[ServerMessage]) -> Vec<FinalView> {
+    pub(in crate::session) fn finals(events: &[ServerMessage]) -> Vec<FinalView> {
         events
             .iter()
             .filter_map(|e| match e {

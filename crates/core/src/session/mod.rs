@@ -9,6 +9,8 @@
 //! - `language`: with `auto`, the languages a decode may choose from and the session lock;
 //! - `merge`: file sessions only, consecutive utterances decoded together in one window and
 //!   split back into their own finals;
+//! - `revise`: live sessions only, finals already sent decoded again in windows on an idle
+//!   worker, and corrected with `revision` events;
 //! - `events`: decode outcomes into `partial` / `final` / `filtered` events through the
 //!   hallucination filter;
 //! - [`options`]: what a client may ask for, validated;
@@ -23,6 +25,7 @@ mod latency;
 mod merge;
 pub use merge::WindowJoin;
 pub mod options;
+mod revise;
 pub mod scheduler;
 pub mod stream;
 #[cfg(test)]
@@ -111,6 +114,11 @@ pub struct Session {
     windows: Option<merge::Windows>,
     /// A file session (`merge_file_windows` was called): its feed waits for decodes.
     file: bool,
+    /// Live sessions: the revision windows' length and joins (`revise_live`), when the server
+    /// revises finals.
+    revision_window: Option<(f64, WindowJoin)>,
+    /// Live sessions with `revisions`: finals gathered to be decoded again together.
+    revisions: Option<revise::Revisions>,
     /// The open utterance a boundary decode was asked for (the cut at the maximum length).
     boundary_for: Option<u64>,
     boundary_in_flight: bool,
@@ -188,6 +196,8 @@ impl Session {
             arrivals: None,
             windows: None,
             file: false,
+            revision_window: None,
+            revisions: None,
             boundary_for: None,
             boundary_in_flight: false,
         })
@@ -248,6 +258,7 @@ impl Session {
             options.manual_turns,
         );
         self.options = options;
+        self.apply_revision_option();
         Ok(())
     }
 
@@ -324,6 +335,7 @@ impl Session {
         self.feed_vad(&tail);
         self.resampled = tail;
         self.flush();
+        self.finish_revisions();
     }
 
     pub(super) fn feed_vad(&mut self, samples: &[f32]) {
@@ -333,6 +345,7 @@ impl Session {
         self.handle_vad_events(&mut events);
         self.vad_events = events;
         self.cancel_stale_partial();
+        self.seal_revision_when_quiet();
     }
 
     pub(super) fn handle_vad_events(&mut self, events: &mut Vec<VadEvent>) {

@@ -85,6 +85,9 @@ pub fn resolve_options(
     if let Some(v) = requested.filtered {
         out.filtered = v;
     }
+    if let Some(v) = requested.revisions {
+        out.revisions = v;
+    }
     if let Some(v) = requested.keywords {
         out.keywords = v;
     }
@@ -144,6 +147,7 @@ pub fn default_options(stt: &SttConfig, keywords: bool) -> EffectiveOptions {
         silence_ms: None,
         manual_turns: false,
         speech_threshold: None,
+        revisions: stt.live_revision_s > 0.0,
     }
 }
 

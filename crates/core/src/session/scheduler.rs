@@ -78,6 +78,7 @@ impl Session {
     }
 
     pub(super) fn queue_final(&mut self, segment_id: u64, utterance: Utterance) {
+        self.gather_for_revision(segment_id, &utterance);
         if self.adopt_speculation(segment_id, &utterance) {
             return;
         }
@@ -224,6 +225,7 @@ impl Session {
         self.boundary_due(worker_idle)
             || self.speculation_due(worker_idle)
             || self.partial_due(worker_idle)
+            || self.revision_due(worker_idle)
     }
 
     /// Whether the open utterance nears its maximum length with no decode yet asked for to
@@ -298,10 +300,19 @@ impl Session {
             tracing::debug!(job_id = job.as_ref().map(|j| j.job_id), "final decode job");
             return job;
         }
-        let segment_id = self.open_segment?;
-        if self.boundary_due(true) {
-            return self.take_boundary_job(segment_id);
+        if let Some(segment_id) = self.open_segment {
+            if self.boundary_due(true) {
+                return self.take_boundary_job(segment_id);
+            }
+            if self.speculation_due(true) || self.partial_due(true) {
+                return self.take_open_job(segment_id);
+            }
         }
+        self.take_revision_job()
+    }
+
+    /// A speculative final or a partial of the open utterance.
+    fn take_open_job(&mut self, segment_id: u64) -> Option<Job> {
         let speculate = self.speculation_due(true);
         let (start_sample, samples) = if speculate {
             self.vad.pending_final()?
@@ -441,6 +452,9 @@ impl Session {
 
     /// Takes in a decode outcome; the events it releases are collected with `take_events`.
     pub fn on_outcome(&mut self, outcome: DecodeOutcome) {
+        let Some(outcome) = self.revision_outcome(outcome) else {
+            return; // a live revision window's (revise.rs): not one of the final slots
+        };
         self.in_flight = self.in_flight.saturating_sub(1);
         let Some(outcome) = self.window_outcome(outcome) else {
             return; // a file window's, split into its utterances' finals (merge.rs)
@@ -549,7 +563,10 @@ impl Session {
 
     /// Every final has been released and collected.
     pub fn is_drained(&self) -> bool {
-        self.waiting.is_empty() && self.final_order.is_empty() && self.outbox.is_empty()
+        self.waiting.is_empty()
+            && self.final_order.is_empty()
+            && self.outbox.is_empty()
+            && !self.revision_outstanding()
     }
 
     /// Audio of finals waiting for a decoder, in seconds (the open utterance is capped by

@@ -1,8 +1,9 @@
 //! The decoder pool's queue: every session's requests in one place, taken by urgency rather
 //! than arrival. Finals (and speculative finals) go before any partial, the one whose speech
 //! ended first first; partials go by the time their session last got one, so every session
-//! gets its turn. A final that finds every worker busy cancels the partial started last, so it
-//! waits for one decode step instead of a whole partial.
+//! gets its turn; a live final's revision goes last. A final that finds every worker busy
+//! cancels the revision or partial started last, so it waits for one decode step instead of a
+//! whole decode.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
@@ -21,6 +22,9 @@ pub enum Urgency {
     Final,
     /// Text that will be replaced: worth a decode only when nothing else waits.
     Partial,
+    /// Finals already sent, decoded again together for a better text (a live session's
+    /// revision window): worth a decode only on a worker nobody else needs.
+    Revision,
 }
 
 /// A request's place in the queue: its urgency, then its deadline (earlier first).
@@ -42,6 +46,13 @@ impl Priority {
     pub fn partial_due(deadline: Instant) -> Self {
         Self {
             urgency: Urgency::Partial,
+            deadline,
+        }
+    }
+
+    pub fn revision_due(deadline: Instant) -> Self {
+        Self {
+            urgency: Urgency::Revision,
             deadline,
         }
     }
@@ -120,8 +131,9 @@ impl Schedule {
         urgent && self.preempt_for_final()
     }
 
-    /// When more finals wait than workers are free, cancels the partial started last (the one
-    /// with the most left to do). A cancelled decode stops within one ggml graph step.
+    /// When more finals wait than workers are free, cancels a revision, else a partial: the
+    /// one started last (with the most left to do). A cancelled decode stops within one ggml
+    /// graph step.
     fn preempt_for_final(&mut self) -> bool {
         let finals_waiting = self
             .waiting
@@ -136,10 +148,10 @@ impl Schedule {
             .running
             .iter()
             .flatten()
-            .filter(|r| r.urgency == Urgency::Partial)
-            .filter_map(|r| r.cancel.as_ref().map(|c| (r.started, c)))
+            .filter(|r| r.urgency != Urgency::Final)
+            .filter_map(|r| r.cancel.as_ref().map(|c| ((r.urgency, r.started), c)))
             .filter(|(_, c)| !c.load(Ordering::Relaxed))
-            .max_by_key(|(started, _)| *started);
+            .max_by_key(|(key, _)| *key);
         match victim {
             Some((_, cancel)) => {
                 cancel.store(true, Ordering::Relaxed);

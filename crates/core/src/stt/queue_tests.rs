@@ -58,7 +58,7 @@ async fn until_calls(script: &Script, n: usize) {
 }
 
 #[tokio::test]
-async fn finals_go_before_partials_each_by_deadline() {
+async fn finals_go_before_partials_and_partials_before_revisions() {
     let script = Script::new().delay(Duration::from_millis(30)).shared();
     let pool = pool(1, &script);
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -71,14 +71,15 @@ async fn finals_go_before_partials_each_by_deadline() {
     submit(&pool, 3, 3.0, Priority::final_due(at(20)), None, &tx).await;
     submit(&pool, 4, 4.0, Priority::final_due(at(10)), None, &tx).await;
     submit(&pool, 5, 5.0, Priority::partial_due(at(1)), None, &tx).await;
+    submit(&pool, 6, 6.0, Priority::revision_due(at(0)), None, &tx).await;
     let mut order = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         order.push(rx.recv().await.unwrap().job_id);
     }
     assert_eq!(
         order,
-        [1, 4, 3, 5, 2],
-        "the running one, finals by deadline, then partials by deadline"
+        [1, 4, 3, 5, 2, 6],
+        "the running one, finals by deadline, then partials by deadline, then revisions"
     );
 }
 
@@ -104,6 +105,46 @@ async fn a_final_cancels_the_partial_started_last_when_no_worker_is_free() {
     let done = rx.recv().await.unwrap();
     assert_eq!(done.job_id, 2);
     assert!(done.result.is_ok());
+}
+
+#[tokio::test]
+async fn a_final_cancels_a_running_revision_before_any_partial() {
+    let script = Script::new().delay(Duration::from_secs(3)).shared();
+    let pool = pool(2, &script);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    let revision = Arc::new(AtomicBool::new(false));
+    let partial = Arc::new(AtomicBool::new(false));
+    submit(
+        &pool,
+        1,
+        1.0,
+        Priority::revision_due(now),
+        Some(Arc::clone(&revision)),
+        &tx,
+    )
+    .await;
+    until_calls(&script, 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The partial starts last, so by start time alone it would be the one cancelled.
+    submit(
+        &pool,
+        2,
+        2.0,
+        Priority::partial_due(now),
+        Some(Arc::clone(&partial)),
+        &tx,
+    )
+    .await;
+    until_calls(&script, 2).await;
+    submit(&pool, 3, 3.0, Priority::final_due(now), None, &tx).await;
+    let first = rx.recv().await.unwrap();
+    assert_eq!(first.job_id, 1, "the revision gave way");
+    assert!(matches!(first.result, Err(SttError::Cancelled)));
+    assert!(
+        !partial.load(std::sync::atomic::Ordering::Relaxed),
+        "the partial ran on"
+    );
 }
 
 #[tokio::test]

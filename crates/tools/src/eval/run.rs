@@ -14,7 +14,7 @@ use sori::harness::{LocalServer, LocalServerError};
 use sori_core::audio::TARGET_SAMPLE_RATE;
 use sori_core::audio::decode::DecodedAudio;
 use sori_core::audio::noise::NoiseMix;
-use sori_core::protocol::{Language, ServerMessage};
+use sori_core::protocol::{Language, SegmentTexts, ServerMessage};
 use sori_score::metrics::{Metric, score};
 use sori_score::normalize::{Profile, has_hangul, words};
 
@@ -246,7 +246,8 @@ async fn evaluate_file(
 }
 
 /// Streams `samples` to `/ws` as `pcm_f32le` (the very samples the offline path gets) in
-/// 100 ms binary frames without pacing, sends `stop`, and returns the finals' texts, read
+/// 100 ms binary frames without pacing, sends `stop`, and returns the finals' texts as revised
+/// (`revision` events; `SORI_LIVE_REVISION_S=0` measures the finals as first sent), read
 /// until `closed`. Any `error` event fails the file: its figures would not be the session's.
 async fn stream_file(
     addr: SocketAddr,
@@ -262,7 +263,7 @@ async fn stream_file(
     let (mut sink, mut source) = socket.split();
     // Read on a task of its own, so the server's messages never back up while we send.
     let reader = tokio::spawn(async move {
-        let mut finals = Vec::new();
+        let mut finals = SegmentTexts::default();
         let mut ready = false;
         loop {
             match ws_client::recv(&mut source, MESSAGE_TIMEOUT).await {
@@ -274,12 +275,11 @@ async fn stream_file(
                 }
                 Ok(Incoming::Message(message)) => match message {
                     ServerMessage::Ready { .. } => ready = true,
-                    ServerMessage::Final { text, .. } => finals.push(text),
                     ServerMessage::Error { code, message, .. } => {
                         return Err(format!("error event {code}: {message}"));
                     }
-                    ServerMessage::Closed { .. } if ready => return Ok(finals),
-                    _ => {}
+                    ServerMessage::Closed { .. } if ready => return Ok(finals.texts()),
+                    other => finals.take(&other),
                 },
             }
         }

@@ -26,7 +26,7 @@ use sori::harness::ws_client::{self, Incoming, Ws};
 use sori::harness::{LocalServer, WsClientError};
 use sori_core::audio::TARGET_SAMPLE_RATE;
 use sori_core::audio::decode::load_16k_mono;
-use sori_core::protocol::{Language, ServerMessage};
+use sori_core::protocol::{Language, SegmentTexts, ServerMessage};
 use sori_score::JFK_REFERENCE;
 
 mod report;
@@ -404,7 +404,7 @@ async fn session(
     let origin = start
         .checked_sub(Duration::from_millis(FRAME_MS))
         .unwrap_or(start);
-    let text = state.finals.join(" ");
+    let text = state.texts.texts().join(" ");
     let latencies = state
         .final_ends
         .iter()
@@ -466,7 +466,8 @@ async fn read_session(
 /// What an admitted session has received so far.
 #[derive(Default)]
 struct Session {
-    finals: Vec<String>,
+    /// The finals' texts as revised (`revision` events).
+    texts: SegmentTexts,
     /// Each final's end (audio seconds) and arrival.
     final_ends: Vec<(f64, Instant)>,
     max_lag_ms: u64,
@@ -477,10 +478,11 @@ struct Session {
 impl Session {
     fn take(&mut self, at: Instant, message: ServerMessage) {
         match message {
-            ServerMessage::Final { text, end, .. } => {
-                self.finals.push(text);
+            ServerMessage::Final { end, .. } => {
+                self.texts.take(&message);
                 self.final_ends.push((end, at));
             }
+            ServerMessage::Revision { .. } => self.texts.take(&message),
             ServerMessage::Status { lag_ms, .. } => self.max_lag_ms = self.max_lag_ms.max(lag_ms),
             ServerMessage::Error { code, message, .. } => {
                 eprintln!("[load] error event {code}: {message}");
