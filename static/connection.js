@@ -8,7 +8,7 @@ import { showError } from './errors.js';
 import { controls, setConn } from './controls.js';
 import { noteAudioStart, sessionIdOf } from './segments.js';
 import {
-  addNote, hasTranscript, onFinal, onKeyword, onKeywords, onPartial, onRag, removeDeadPartials,
+  addNote, hasTranscript, onFinal, onKeyword, onKeywords, onPartial, onRag, onRevision, removeDeadPartials,
 } from './transcript.js';
 
 const PENDING_MAX_SECONDS = 5; // audio kept while the socket is down (older audio is dropped)
@@ -177,6 +177,7 @@ function onSocketMessage(conn, event) {
       case 'ready': onReady(conn, msg); break;
       case 'partial': onPartial(conn, msg); break;
       case 'final': onFinal(conn, msg); break;
+      case 'revision': onRevision(conn, msg); break;
       case 'keyword': onKeyword(conn, msg); break;
       case 'keywords': onKeywords(conn, msg); break;
       case 'rag': onRag(conn, msg); break;

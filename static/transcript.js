@@ -128,6 +128,55 @@ export function onFinal(conn, msg) {
   afterTranscriptChange();
 }
 
+/**
+ * A final decoded again with the speech around it (`revision`): its text is replaced and the
+ * line marked as revised; an empty text withdraws the line (its words went to a neighbour).
+ * The revised text's `keywords` (and `rag`) follow and replace the line's chips.
+ */
+export function onRevision(conn, msg) {
+  const id = segmentIdOf(msg);
+  if (id == null) return;
+  const seg = segmentFor(conn, id);
+  const text = str(msg.text).trim();
+  if (!seg.final) {
+    // Its final was filtered: the revision is the first text this segment has.
+    if (text) onFinal(conn, msg);
+    else store.segments.delete(seg.key);
+    if (text) markRevised(seg);
+    return;
+  }
+  seg.text = text;
+  seg.start = num(msg.start) ?? seg.start;
+  seg.end = num(msg.end) ?? seg.end;
+  if (!text) {
+    if (seg.el) seg.el.remove();
+    seg.el = null;
+    // Its keywords went with its words; the neighbour's revision brings them again.
+    seg.keywords = [];
+    seg.early = [];
+    scheduleTopKeywords();
+    updateFinalCount();
+    afterTranscriptChange();
+    return;
+  }
+  if (!seg.el) {
+    buildSegmentElement(seg);
+    insertFinalInOrder(seg);
+    paintChips(seg);
+    paintRelated(seg);
+  }
+  paintSegment(seg);
+  markRevised(seg);
+  afterTranscriptChange();
+}
+
+function markRevised(seg) {
+  seg.revised = true;
+  if (!seg.el) return;
+  seg.el.classList.add('revised');
+  seg.textEl.title = '앞뒤 발화와 함께 다시 인식해 고쳤습니다 · revised with the speech around it';
+}
+
 /** A line between segments: a new session, a session's end. */
 export function addNote(ko, en) {
   const note = h('div', 'note');

@@ -238,8 +238,8 @@ static STT: &[Setting] = &[
          30 s of silence or a language change); finals of one session then decode one at a time"),
     setting!(stt.dtw_timestamps, env "SORI_DTW_TIMESTAMPS",
         "files: time words by DTW over the model's alignment heads (whisper.cpp presets, tiny … \
-         large-v3-turbo), in a second copy of the model loaded on the first file; live streams \
-         never use it; false = whisper.cpp's heuristic, which can put words in a pause"),
+         large-v3-turbo), in a second copy of the model loaded on first use; live finals and \
+         partials never use it, live revision windows do; false = whisper.cpp's heuristic, which can put words in a pause"),
     setting!(stt.initial_prompt, env "SORI_INITIAL_PROMPT", parse prompt,
         "domain vocabulary; sessions may set their own with `prompt`"),
     setting!(stt.max_prompt_chars, env "SORI_MAX_PROMPT_CHARS",

@@ -16,19 +16,6 @@ use crate::support::tls::{make_certificate, start_tls_server};
 use crate::support::*;
 use sori::harness::ws_client;
 
-/// The speech the SDK tests stream: JFK and five LibriVox clips with pauses (~48 s;
-/// `scripts/peers.sh audio`).
-fn joined_speech() -> (PathBuf, String) {
-    let wav = repo_root().join("data/bench/peers/joined.wav");
-    assert!(
-        wav.is_file(),
-        "{} is missing; fetch it with `./scripts/peers.sh audio` (./test.sh does)",
-        wav.display()
-    );
-    let reference = std::fs::read_to_string(wav.with_extension("txt")).unwrap();
-    (wav, reference)
-}
-
 const JFK_TEXT: &str = "And so my fellow Americans, ask not what your country can do for you, \
                         ask what you can do for your country.";
 

@@ -32,6 +32,7 @@ mod page;
 mod rag;
 mod rag_onnx;
 mod replicas;
+mod revisions;
 mod stream_cli;
 mod tls;
 mod vad;

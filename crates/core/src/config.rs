@@ -64,14 +64,15 @@ pub struct SttConfig {
     /// gathered into windows of up to this many seconds (at most 120) and, once their finals
     /// have been sent, decoded again together on an idle worker; a segment whose text changed
     /// gets a `revision` event. Each final then hears the speech around it, as a file's do
-    /// (docs/accuracy.md, "Live finals revised in windows"). Lowest-priority work: a final
-    /// that needs the worker cancels it. Needs `dtw_timestamps`; 0 = no revisions.
+    /// (docs/accuracy.md, "Live finals revised in windows"). Lowest-priority work: a final or
+    /// partial that needs the worker cancels it. Needs `dtw_timestamps`; 0 = no revisions.
     pub live_revision_s: f64,
     /// Conditioning on the previous text feeds repetition loops, so it is off by default.
     pub condition_on_previous_text: bool,
     /// Time words by dynamic time warping over the model's alignment heads (whisper.cpp's DTW
     /// token timestamps) instead of the heuristic that spreads a segment's time over its
-    /// tokens, in file windows only (live decodes skip its cost). Models whose shape has no
+    /// tokens, in file windows and live revision windows only (live finals and partials skip
+    /// its cost). Models whose shape has no
     /// preset keep the heuristic.
     pub dtw_timestamps: bool,
     /// Words to bias recognition towards (road names, facility names, …).

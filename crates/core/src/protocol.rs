@@ -372,7 +372,8 @@ pub enum ServerMessage {
     },
     /// A final decoded again with the speech around it (only with `revisions`): the segment's
     /// new final, replacing the one sent before. An empty `text` withdraws the segment (its
-    /// words went to a neighbour, or the filter dropped it). Keywords are not extracted again.
+    /// words went to a neighbour, or the filter dropped it). A revision with text gets its own
+    /// keywords and documents, as a final does.
     Revision {
         segment_id: u64,
         text: String,

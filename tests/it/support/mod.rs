@@ -129,6 +129,19 @@ pub fn to_f32le(samples: &[f32]) -> Vec<u8> {
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
+/// JFK and five LibriVox clips joined with pauses (~48 s; `scripts/peers.sh audio`) and its
+/// reference: the speech the SDK and revision tests stream.
+pub fn joined_speech() -> (PathBuf, String) {
+    let wav = repo_root().join("data/bench/peers/joined.wav");
+    assert!(
+        wav.is_file(),
+        "{} is missing; fetch it with `./scripts/peers.sh audio` (./test.sh does)",
+        wav.display()
+    );
+    let reference = std::fs::read_to_string(wav.with_extension("txt")).unwrap();
+    (wav, reference)
+}
+
 /// Deterministic white noise at the given RMS.
 pub fn white_noise(samples: usize, rms: f32) -> Vec<f32> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -1,5 +1,5 @@
 //! Work done on each final after it was sent — keywords, related documents — one task per
-//! final, with results streamed back as events. One generic fan-out serves every kind; the
+//! final (and per revision that changed one), with results streamed back as events. One generic fan-out serves every kind; the
 //! kinds themselves (LLM keywords, RAG retrieval) live in the server and implement
 //! [`Enricher`].
 
@@ -86,12 +86,16 @@ impl FanOut {
         self.enricher.drain_limit()
     }
 
-    /// Starts a task for every non-empty final among `events`.
+    /// Starts a task for every non-empty final among `events`, and for every revision: its
+    /// keywords and documents replace those of the text it corrected.
     pub fn request(&mut self, events: &[ServerMessage]) {
         for event in events {
-            let ServerMessage::Final {
+            let (ServerMessage::Final {
                 segment_id, text, ..
-            } = event
+            }
+            | ServerMessage::Revision {
+                segment_id, text, ..
+            }) = event
             else {
                 continue;
             };

@@ -405,11 +405,15 @@ impl Driver {
         Box::pin(self.next()).await
     }
 
-    /// Events the session released: finals go to the transcript and to the enrichers.
+    /// Events the session released: finals and revisions go to the transcript and to the
+    /// enrichers.
     fn released(&mut self, events: Vec<ServerMessage>) -> Vec<ServerMessage> {
-        let has_final = events
-            .iter()
-            .any(|e| matches!(e, ServerMessage::Final { .. }));
+        let has_final = events.iter().any(|e| {
+            matches!(
+                e,
+                ServerMessage::Final { .. } | ServerMessage::Revision { .. }
+            )
+        });
         if has_final && !self.client_gone() {
             let options = self.stream.session.options();
             for fanout in &mut self.fanouts {
@@ -421,7 +425,8 @@ impl Driver {
         self.recorded(events)
     }
 
-    /// Writes what belongs in the transcript file (finals, keywords); passes everything on.
+    /// Writes what belongs in the transcript file (finals, revisions, keywords); passes
+    /// everything on.
     /// A failed write adds one `transcript_not_saved` error (the first time only).
     fn recorded(&mut self, mut events: Vec<ServerMessage>) -> Vec<ServerMessage> {
         let mut failure = None;

@@ -414,6 +414,48 @@ async fn every_final_gets_its_keywords_before_closed() {
     }
 }
 
+/// The scripted decoder names the audio it heard ("1.50 s"), so the revision window (both
+/// utterances, one "word" over them all) changes the text: the segment its word lands in gets
+/// the window's name, the other is withdrawn. The revised text gets its own keywords.
+#[tokio::test]
+async fn a_revision_with_text_gets_keywords_for_the_revised_text() {
+    let engine = engine();
+    let shouting: Arc<dyn Enricher> = Arc::new(Shouting {
+        fail_first: 0,
+        calls: AtomicUsize::new(0),
+    });
+    let (driver, _) = start(&engine, live_config(), &[shouting]);
+    let mut driver = driver.revise_live(60.0, crate::session::WindowJoin::ALIGNED);
+    speak_two_utterances(&mut driver);
+    driver.apply(ClientMessage::Stop);
+    let (sent, closed) = run_to_close(&mut driver).await;
+    let revised: Vec<(u64, String)> = sent
+        .iter()
+        .filter_map(|e| match e {
+            ServerMessage::Revision {
+                segment_id, text, ..
+            } if !text.is_empty() => Some((*segment_id, text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revised.len(), 1, "{sent:?}");
+    assert_eq!(closed.summary.revisions, 2, "one revised, one withdrawn");
+    let (id, text) = &revised[0];
+    let revision_at = sent
+        .iter()
+        .position(|e| matches!(e, ServerMessage::Revision { segment_id, .. } if segment_id == id))
+        .unwrap();
+    let after = &sent[revision_at..];
+    assert!(
+        after.iter().any(
+            |e| matches!(e, ServerMessage::Keywords { segment_id, keywords, .. }
+            if segment_id == id && keywords[0].text == text.to_uppercase())
+        ),
+        "no keywords for the revised text {text:?}: {sent:?}"
+    );
+    assert_eq!(keywords_of(&sent).len(), 3, "two finals and one revision");
+}
+
 #[tokio::test]
 async fn an_outage_is_reported_once_not_per_final() {
     let engine = engine();

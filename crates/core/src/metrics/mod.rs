@@ -146,6 +146,8 @@ pub struct Metrics {
     partials_preempted: Counter,
     segments_final: Counter,
     segments_filtered: Family<Counter>,
+    segments_revised: Counter,
+    revision_windows: Family<Counter>,
     final_latency_seconds: Histogram,
     /// (when, latency in seconds) of the finals of the last minute.
     recent_final_latency: Mutex<VecDeque<(Instant, f64)>>,
@@ -196,6 +198,8 @@ impl Metrics {
             partials_preempted: Counter::default(),
             segments_final: Counter::default(),
             segments_filtered: Family::new(&["reason"], Counter::default),
+            segments_revised: Counter::default(),
+            revision_windows: Family::new(&["outcome"], Counter::default),
             final_latency_seconds: Histogram::new(FINAL_LATENCY_BUCKETS),
             recent_final_latency: Mutex::new(VecDeque::new()),
             llm_request_seconds: Family::new(&["purpose"], || Histogram::new(LLM_BUCKETS)),
@@ -213,6 +217,9 @@ impl Metrics {
         }
         for reason in crate::stt::filter::DropReason::LABELS {
             metrics.segments_filtered.touch(&[reason]);
+        }
+        for outcome in RevisionOutcome::ALL {
+            metrics.revision_windows.touch(&[outcome.as_str()]);
         }
         for purpose in LlmPurpose::ALL {
             metrics.llm_request_seconds.touch(&[purpose.as_str()]);
@@ -275,7 +282,7 @@ impl Metrics {
         }
     }
 
-    /// A waiting final cancelled a running partial.
+    /// A waiting final cancelled a running partial or revision.
     pub fn partial_preempted(&self) {
         self.partials_preempted.inc();
     }
@@ -321,6 +328,13 @@ impl Metrics {
     /// A final segment was sent.
     pub fn segment_final(&self) {
         self.segments_final.inc();
+    }
+
+    /// A live session's revision window came to `outcome`; `revised` segments got a `revision`.
+    pub fn revision_window(&self, outcome: RevisionOutcome, revised: u64) {
+        self.revision_windows
+            .with(&[outcome.as_str()], Counter::inc);
+        self.segments_revised.add(revised as f64);
     }
 
     /// The hallucination filter dropped a final segment (`reason`: `DropReason::as_str`).
@@ -476,7 +490,7 @@ impl Metrics {
         );
         out.counter(
             "sori_decode_partials_preempted_total",
-            "Partial decodes cancelled so that a waiting final could start.",
+            "Partial and revision decodes cancelled so that a waiting final (or, for a revision, a partial) could start.",
             &self.partials_preempted,
         );
         out.histogram(
@@ -497,6 +511,16 @@ impl Metrics {
             "sori_segments_filtered_total",
             "Final segments the hallucination filter dropped, by reason.",
             &self.segments_filtered,
+        );
+        out.counter(
+            "sori_segments_revised_total",
+            "Live finals corrected by a revision event.",
+            &self.segments_revised,
+        );
+        out.counter_family(
+            "sori_revision_windows_total",
+            "Live revision windows, by outcome: decoded, skipped (no idle decoder before the next window), dropped (cancelled for a final, failed, or doubtful word times).",
+            &self.revision_windows,
         );
         out.histogram(
             "sori_final_latency_seconds",
@@ -548,6 +572,29 @@ impl Metrics {
     }
 }
 
+/// What became of a live session's revision window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionOutcome {
+    /// Decoded and split back into its segments.
+    Decoded,
+    /// Replaced by the next window before a decoder was idle.
+    Skipped,
+    /// Cancelled for a final, failed, or its word times were doubtful: the finals stand.
+    Dropped,
+}
+
+impl RevisionOutcome {
+    pub const ALL: [Self; 3] = [Self::Decoded, Self::Skipped, Self::Dropped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decoded => "decoded",
+            Self::Skipped => "skipped",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,5 +626,6 @@ mod tests {
         assert!(text.contains("sori_decode_real_time_factor_bucket{le=\"0.3\"} 1\n"));
         assert!(text.contains("sori_cache_misses_total{namespace=\"keywords\"} 0\n"));
         assert!(text.contains("sori_segments_filtered_total{reason=\"no_speech\"} 0\n"));
+        assert!(text.contains("sori_revision_windows_total{outcome=\"skipped\"} 0\n"));
     }
 }

@@ -9,12 +9,12 @@
 //! sent and a worker is idle, it is decoded as one and split back into its utterances; each
 //! segment whose text changed gets a `revision` event carrying its new final.
 //!
-//! Revisions never hold a final back: they take no final slot of the session, they are the
-//! pool's least urgent work, and a final that finds no free worker cancels a running one
-//! ([`crate::stt::queue`]). A cancelled or failed revision is dropped, not retried: the
+//! Revisions never hold a final or a partial back: they take no final slot of the session,
+//! they are the pool's least urgent work, and a final or partial that finds no free worker
+//! cancels a running one ([`crate::stt::queue`]). A cancelled or failed revision is dropped, not retried: the
 //! finals stand. At most one sealed window waits per session (a newer one replaces it), so a
 //! loaded server skips revisions instead of queueing them. When the stream ends, the last
-//! window is decoded before `closed`, on any worker.
+//! window is decoded before `closed` if a worker is idle, and skipped if none is.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use super::merge::{Joined, Placed, Ready, WindowJoin, Windows, split};
 use super::round_ms;
 use super::scheduler::{Job, JobKind, JobMeta};
 use crate::audio::TARGET_SAMPLE_RATE;
+use crate::metrics::RevisionOutcome;
 use crate::protocol::ServerMessage;
 use crate::stt::engine::DecodeOutcome;
 use crate::stt::queue::Priority;
@@ -56,7 +57,8 @@ pub(super) struct Revisions {
     running: Option<(u64, Vec<Placed>)>,
     /// Where the last gathered utterance ended (sample), for the quiet seal.
     last_end: Option<u64>,
-    /// The stream ended: the last window is required work, not optional.
+    /// The stream ended: the last window is decoded before the session closes, if a worker is
+    /// idle ([`Session::skip_revision_when_busy`]).
     finishing: bool,
     /// The session's `revisions` option: off, nothing is gathered (a running decode's outcome
     /// is still taken in, and dropped).
@@ -94,6 +96,7 @@ impl Revisions {
             }
             Ready::Window(joined) => {
                 if let Some(skipped) = self.pending.replace(joined) {
+                    crate::metrics::global().revision_window(RevisionOutcome::Skipped, 0);
                     tracing::debug!(
                         utterances = skipped.placed.len(),
                         "a revision window was replaced before a worker was idle: skipped"
@@ -216,15 +219,45 @@ impl Session {
     }
 
     /// Whether a revision can be handed out: a window waits, none is decoding, every final of
-    /// the session has been released, and a worker is idle (any worker once the stream ended).
+    /// the session has been released, and a worker is idle.
     pub(super) fn revision_due(&self, worker_idle: bool) -> bool {
+        worker_idle && self.revision_waits()
+    }
+
+    fn revision_waits(&self) -> bool {
         self.revisions.as_ref().is_some_and(|r| {
             r.pending.is_some()
                 && r.running.is_none()
-                && (worker_idle || r.finishing)
                 && self.waiting.is_empty()
                 && self.final_order.is_empty()
         })
+    }
+
+    /// At the end of the stream, the last window is decoded only if a worker is idle now;
+    /// otherwise it is skipped, so a closing session never waits on a busy server for it.
+    /// Called by the stream before it waits for an outcome.
+    /// Returns whether it skipped one.
+    pub fn skip_revision_when_busy(&mut self, worker_idle: bool) -> bool {
+        if worker_idle
+            || !self.revision_waits()
+            || !self.revisions.as_ref().is_some_and(|r| r.finishing)
+        {
+            return false;
+        }
+        let Some(revisions) = self.revisions.as_mut() else {
+            return false;
+        };
+        if let Some(skipped) = revisions.pending.take() {
+            crate::metrics::global().revision_window(RevisionOutcome::Skipped, 0);
+            tracing::debug!(
+                utterances = skipped.placed.len(),
+                "the last revision window was skipped: no worker was idle"
+            );
+            for p in &skipped.placed {
+                revisions.segments.remove(&p.job_id);
+            }
+        }
+        true
     }
 
     pub(super) fn revision_outstanding(&self) -> bool {
@@ -290,7 +323,11 @@ impl Session {
             }
         };
         // A revision turned off while it decoded, failed, or with doubtful word times: dropped.
-        let parts = parts.filter(|_| revisions.enabled).unwrap_or_default();
+        let Some(parts) = parts.filter(|_| revisions.enabled) else {
+            crate::metrics::global().revision_window(RevisionOutcome::Dropped, 0);
+            return None;
+        };
+        let before = self.summary.revisions;
         for ((segment_id, transcript), (_, segment)) in parts.into_iter().zip(segments) {
             let Some(segment) = segment else { continue };
             let meta = JobMeta {
@@ -322,6 +359,8 @@ impl Session {
                 no_speech_prob: transcript.no_speech_prob,
             });
         }
+        let revised = self.summary.revisions - before;
+        crate::metrics::global().revision_window(RevisionOutcome::Decoded, revised);
         None
     }
 }

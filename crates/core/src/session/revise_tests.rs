@@ -82,7 +82,7 @@ fn revisions(events: &[ServerMessage]) -> Vec<(u64, String)> {
 }
 
 #[test]
-fn the_finals_are_revised_together_only_when_a_worker_is_idle_or_the_stream_ends() {
+fn the_finals_are_revised_together_once_sent_and_only_on_an_idle_worker() {
     let script = Script::new()
         .answer(|a, o| Ok(heard_in_context(a, o)))
         .shared();
@@ -99,13 +99,9 @@ fn the_finals_are_revised_together_only_when_a_worker_is_idle_or_the_stream_ends
     assert!(revisions(&live).is_empty());
 
     session.finish();
-    let end = run(session, &script, false);
+    let end = run(session, &script, true);
     let calls = script.calls();
-    assert_eq!(
-        calls.len(),
-        4,
-        "the last window is decoded at the end, idle or not"
-    );
+    assert_eq!(calls.len(), 4, "the last window is decoded at the end");
     assert!(
         calls[3].seconds > 7.0,
         "the three utterances in one decode: {} s",
@@ -130,7 +126,7 @@ fn a_revision_that_changes_no_text_sends_nothing() {
     let session = &mut s.session;
     let mut events = feed(session, &script, &speech(&[2.0, 3.0]), false);
     session.finish();
-    events.extend(run(session, &script, false));
+    events.extend(run(session, &script, true));
     assert_eq!(
         script.calls().len(),
         3,
@@ -175,7 +171,7 @@ fn a_window_of_one_utterance_is_not_decoded_again() {
     let session = &mut s.session;
     feed(session, &script, &speech(&[2.0]), false);
     session.finish();
-    let end = run(session, &script, false);
+    let end = run(session, &script, true);
     assert_eq!(script.calls().len(), 1);
     assert!(revisions(&end).is_empty());
 }
@@ -197,7 +193,7 @@ fn a_client_that_turns_revisions_off_gets_none() {
     session.reconfigure(options).expect("same format");
     feed(session, &script, &speech(&[3.0]), false);
     session.finish();
-    let end = run(session, &script, false);
+    let end = run(session, &script, true);
     assert_eq!(script.calls().len(), 2, "two finals, no revision");
     assert!(revisions(&end).is_empty());
     assert!(!session.options().revisions);
@@ -213,7 +209,7 @@ fn windows_are_as_long_as_the_setting_allows() {
     // 4 s utterances: two share a 10 s window (4 + 1.2 s kept pause + 4), a third does not.
     let mut events = feed(session, &script, &speech(&[4.0, 4.0, 4.0, 4.0]), true);
     session.finish();
-    events.extend(run(session, &script, false));
+    events.extend(run(session, &script, true));
     let windows: Vec<f64> = script
         .calls()
         .iter()
@@ -223,4 +219,20 @@ fn windows_are_as_long_as_the_setting_allows() {
     assert_eq!(windows.len(), 2, "two windows of two: {windows:?}");
     assert!(windows.iter().all(|&s| s <= 10.0), "{windows:?}");
     assert_eq!(revisions(&events).len(), 4);
+}
+
+#[test]
+fn a_closing_session_skips_its_last_revision_when_no_worker_is_idle() {
+    let script = Script::new()
+        .answer(|a, o| Ok(heard_in_context(a, o)))
+        .shared();
+    let mut s = live_stream(&script, 60.0);
+    let session = &mut s.session;
+    feed(session, &script, &speech(&[2.0, 3.0]), false);
+    session.finish();
+    assert!(finals(&run(session, &script, false)).is_empty());
+    assert!(!session.is_drained(), "the window waits");
+    assert!(session.skip_revision_when_busy(false));
+    assert!(session.is_drained(), "closes without it");
+    assert_eq!(script.calls().len(), 2, "never decoded");
 }

@@ -36,7 +36,12 @@ impl Stream {
             if !released.is_empty() {
                 return released;
             }
-            if self.session.has_job(self.pool.has_idle_worker()) {
+            let idle = self.pool.has_idle_worker();
+            if self.session.skip_revision_when_busy(idle) {
+                // Callers waiting for `is_drained` see the change.
+                return Vec::new();
+            }
+            if self.session.has_job(idle) {
                 tokio::select! {
                     permit = self.pool.reserve() => {
                         let Ok(permit) = permit else {

@@ -2,8 +2,9 @@
 //! than arrival. Finals (and speculative finals) go before any partial, the one whose speech
 //! ended first first; partials go by the time their session last got one, so every session
 //! gets its turn; a live final's revision goes last. A final that finds every worker busy
-//! cancels the revision or partial started last, so it waits for one decode step instead of a
-//! whole decode.
+//! cancels a running revision, else the partial started last, and a partial cancels a
+//! revision, so each waits for one decode step instead of a whole decode: revisions only ever
+//! use a worker nobody else needs.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
@@ -118,9 +119,10 @@ impl Schedule {
         }
     }
 
-    /// Queues a request. Returns true when it cancelled a running partial to make room.
+    /// Queues a request. Returns true when it cancelled a less urgent running decode to make
+    /// room.
     pub(super) fn push(&mut self, request: DecodeRequest, place: OwnedSemaphorePermit) -> bool {
-        let urgent = request.priority.urgency == Urgency::Final;
+        let urgency = request.priority.urgency;
         self.next_seq += 1;
         self.waiting.push(Reverse(Waiting {
             request,
@@ -128,27 +130,41 @@ impl Schedule {
             _place: place,
             seq: self.next_seq,
         }));
-        urgent && self.preempt_for_final()
+        self.preempt_for(urgency)
     }
 
-    /// When more finals wait than workers are free, cancels a revision, else a partial: the
-    /// one started last (with the most left to do). A cancelled decode stops within one ggml
-    /// graph step.
-    fn preempt_for_final(&mut self) -> bool {
-        let finals_waiting = self
+    /// When more requests of `urgency` or above wait than workers are free, cancels every
+    /// waiting revision and a running decode less urgent than `urgency`: the least urgent (a revision before a partial), the
+    /// one started last among equals (the most left to do). A final may cancel a partial or
+    /// a revision, a partial only a revision. A cancelled decode stops within one ggml graph
+    /// step.
+    fn preempt_for(&mut self, urgency: Urgency) -> bool {
+        if urgency == Urgency::Revision {
+            return false;
+        }
+        let waiting = self
             .waiting
             .iter()
-            .filter(|w| w.0.request.priority.urgency == Urgency::Final)
+            .filter(|w| w.0.request.priority.urgency <= urgency)
             .count();
         let free = self.running.iter().filter(|r| r.is_none()).count();
-        if finals_waiting <= free {
+        if waiting <= free {
             return false;
+        }
+        // Revisions still waiting would only run on a worker nobody needs: there is none.
+        for w in self.waiting.iter() {
+            let request = &w.0.request;
+            if request.priority.urgency == Urgency::Revision
+                && let Some(cancel) = &request.opts.cancel
+            {
+                cancel.store(true, Ordering::Relaxed);
+            }
         }
         let victim = self
             .running
             .iter()
             .flatten()
-            .filter(|r| r.urgency != Urgency::Final)
+            .filter(|r| r.urgency > urgency)
             .filter_map(|r| r.cancel.as_ref().map(|c| ((r.urgency, r.started), c)))
             .filter(|(_, c)| !c.load(Ordering::Relaxed))
             .max_by_key(|(key, _)| *key);

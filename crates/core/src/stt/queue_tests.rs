@@ -148,6 +148,43 @@ async fn a_final_cancels_a_running_revision_before_any_partial() {
 }
 
 #[tokio::test]
+async fn a_partial_cancels_a_running_revision_but_never_another_partial() {
+    let script = Script::new().delay(Duration::from_secs(3)).shared();
+    let pool = pool(1, &script);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    let revision = Arc::new(AtomicBool::new(false));
+    submit(
+        &pool,
+        1,
+        1.0,
+        Priority::revision_due(now),
+        Some(Arc::clone(&revision)),
+        &tx,
+    )
+    .await;
+    until_calls(&script, 1).await;
+    let partial = Arc::new(AtomicBool::new(false));
+    submit(
+        &pool,
+        2,
+        2.0,
+        Priority::partial_due(now),
+        Some(Arc::clone(&partial)),
+        &tx,
+    )
+    .await;
+    let first = rx.recv().await.unwrap();
+    assert_eq!(first.job_id, 1);
+    assert!(matches!(first.result, Err(SttError::Cancelled)));
+    until_calls(&script, 2).await;
+    // Another partial waits its turn: partials are equals.
+    submit(&pool, 3, 3.0, Priority::partial_due(now), None, &tx).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!partial.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+#[tokio::test]
 async fn a_final_leaves_partials_alone_while_a_worker_is_free() {
     let script = Script::new().delay(Duration::from_millis(300)).shared();
     let pool = pool(2, &script);
