@@ -350,6 +350,7 @@ fn every_existing_variable_is_in_the_table() {
         "SORI_DTW_TIMESTAMPS",
         "SORI_VAD_DETECTOR",
         "SORI_VAD_SILERO_MODEL",
+        "SORI_LIVE_REVISION_S",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");

@@ -160,10 +160,10 @@ pub struct WhisperModel {
     /// Decodes whose words need no more than whisper.cpp's heuristic times (live streams).
     ctx: WhisperContext,
     /// The same weights again with DTW over the alignment heads, for decodes that ask for
-    /// [`DecodeOptions::aligned_words`] (file windows). whisper.cpp turns DTW on per context,
-    /// and it costs every decode ~14 % on the CPU, so live decodes keep the context without
-    /// it; this one is loaded on the first decode that needs it, so a server that only
-    /// streams never holds the weights twice.
+    /// [`DecodeOptions::aligned_words`] (file windows, live revision windows). whisper.cpp
+    /// turns DTW on per context, and it costs every decode ~14 % on the CPU, so live finals
+    /// and partials keep the context without it; this one is loaded on the first decode that
+    /// needs it, so a server whose streams ask for no revisions never holds the weights twice.
     aligned: OnceLock<Result<WhisperContext, String>>,
     /// The alignment-head preset for this model's shape (`None`: DTW off or unknown shape).
     dtw_preset: Option<DtwModelPreset>,
