@@ -25,7 +25,8 @@ fn replica(redis_url: &str, name: &str) -> std::net::SocketAddr {
 }
 
 async fn stream_jfk(addr: std::net::SocketAddr) -> Vec<Value> {
-    let (mut ws, _) = connect_ready(addr, "?language=en").await;
+    // Finals only: a revision's keywords would be a second answer for the same segment.
+    let (mut ws, _) = connect_ready(addr, "?language=en&revisions=false").await;
     send_pcm(&mut ws, &to_s16le(&jfk_16k()), 32000, 100, false).await;
     stop_and_collect(&mut ws).await
 }

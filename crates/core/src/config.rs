@@ -62,7 +62,7 @@ pub struct SttConfig {
     pub file_merge_s: f64,
     /// Live `/ws` sessions (sori's own protocol, `revisions=true`): finished utterances are
     /// gathered into windows of up to this many seconds (at most 120) and, once their finals
-    /// have been sent, decoded again together on an idle worker; a segment whose text changed
+    /// have been sent, decoded again together on an idle worker; a segment whose words changed
     /// gets a `revision` event. Each final then hears the speech around it, as a file's do
     /// (docs/accuracy.md, "Live finals revised in windows"). Lowest-priority work: a final or
     /// partial that needs the worker cancels it. Needs `dtw_timestamps`; 0 = no revisions.

@@ -7,13 +7,13 @@
 //! `stt.live_revision_s` of speech). A window is sealed when the next utterance would not fit,
 //! after [`QUIET_SEAL_S`] of silence, and when the stream ends. Once every final in it has been
 //! sent and a worker is idle, it is decoded as one and split back into its utterances; each
-//! segment whose text changed gets a `revision` event carrying its new final.
+//! segment whose words changed gets a `revision` event carrying its new final.
 //!
 //! Revisions never hold a final or a partial back: they take no final slot of the session,
 //! they are the pool's least urgent work, and a final or partial that finds no free worker
-//! cancels a running one ([`crate::stt::queue`]). A cancelled or failed revision is dropped, not retried: the
-//! finals stand. At most one sealed window waits per session (a newer one replaces it), so a
-//! loaded server skips revisions instead of queueing them. When the stream ends, the last
+//! cancels a running one ([`crate::stt::queue`]). A cancelled or failed revision is dropped,
+//! not retried: the finals stand. At most one sealed window waits per session (a newer one
+//! replaces it), so a loaded server skips revisions instead of queueing them. When the stream ends, the last
 //! window is decoded before `closed` if a worker is idle, and skipped if none is.
 
 use std::collections::BTreeMap;
@@ -57,8 +57,8 @@ pub(super) struct Revisions {
     running: Option<(u64, Vec<Placed>)>,
     /// Where the last gathered utterance ended (sample), for the quiet seal.
     last_end: Option<u64>,
-    /// The stream ended: the last window is decoded before the session closes, if a worker is
-    /// idle ([`Session::skip_revision_when_busy`]).
+    /// The stream ended: the last window is decoded before the session closes, on the next
+    /// free worker unless contention cancels it first.
     finishing: bool,
     /// The session's `revisions` option: off, nothing is gathered (a running decode's outcome
     /// is still taken in, and dropped).
@@ -119,6 +119,18 @@ impl Revisions {
     fn outstanding(&self) -> bool {
         self.running.is_some() || (self.finishing && self.pending.is_some())
     }
+}
+
+/// Whether two texts say the same words: case, punctuation and spacing aside. A revision that
+/// only moves a comma is not worth a client's redraw, nor a second keyword extraction.
+fn same_words(a: &str, b: &str) -> bool {
+    let letters = |t: &str| {
+        t.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    letters(a) == letters(b)
 }
 
 impl Session {
@@ -219,45 +231,17 @@ impl Session {
     }
 
     /// Whether a revision can be handed out: a window waits, none is decoding, every final of
-    /// the session has been released, and a worker is idle.
+    /// the session has been released, and a worker is idle, or the stream ended (the last
+    /// window then waits in the queue, where the first final or partial that finds no free
+    /// worker cancels it: a closing session never waits long on a busy server for it).
     pub(super) fn revision_due(&self, worker_idle: bool) -> bool {
-        worker_idle && self.revision_waits()
-    }
-
-    fn revision_waits(&self) -> bool {
         self.revisions.as_ref().is_some_and(|r| {
             r.pending.is_some()
                 && r.running.is_none()
+                && (worker_idle || r.finishing)
                 && self.waiting.is_empty()
                 && self.final_order.is_empty()
         })
-    }
-
-    /// At the end of the stream, the last window is decoded only if a worker is idle now;
-    /// otherwise it is skipped, so a closing session never waits on a busy server for it.
-    /// Called by the stream before it waits for an outcome.
-    /// Returns whether it skipped one.
-    pub fn skip_revision_when_busy(&mut self, worker_idle: bool) -> bool {
-        if worker_idle
-            || !self.revision_waits()
-            || !self.revisions.as_ref().is_some_and(|r| r.finishing)
-        {
-            return false;
-        }
-        let Some(revisions) = self.revisions.as_mut() else {
-            return false;
-        };
-        if let Some(skipped) = revisions.pending.take() {
-            crate::metrics::global().revision_window(RevisionOutcome::Skipped, 0);
-            tracing::debug!(
-                utterances = skipped.placed.len(),
-                "the last revision window was skipped: no worker was idle"
-            );
-            for p in &skipped.placed {
-                revisions.segments.remove(&p.job_id);
-            }
-        }
-        true
     }
 
     pub(super) fn revision_outstanding(&self) -> bool {
@@ -339,7 +323,11 @@ impl Session {
                 created: Instant::now(),
             };
             let text = self.clean_text(&transcript, &meta).unwrap_or_default();
-            if segment.sent.as_deref() == Some(text.as_str()) {
+            if segment
+                .sent
+                .as_deref()
+                .is_some_and(|sent| same_words(sent, &text))
+            {
                 continue;
             }
             let words = if text.is_empty() {

@@ -36,12 +36,7 @@ impl Stream {
             if !released.is_empty() {
                 return released;
             }
-            let idle = self.pool.has_idle_worker();
-            if self.session.skip_revision_when_busy(idle) {
-                // Callers waiting for `is_drained` see the change.
-                return Vec::new();
-            }
-            if self.session.has_job(idle) {
+            if self.session.has_job(self.pool.has_idle_worker()) {
                 tokio::select! {
                     permit = self.pool.reserve() => {
                         let Ok(permit) = permit else {

@@ -185,6 +185,34 @@ async fn a_partial_cancels_a_running_revision_but_never_another_partial() {
 }
 
 #[tokio::test]
+async fn a_waiting_revision_is_cancelled_when_a_final_finds_no_free_worker() {
+    let script = Script::new().delay(Duration::from_millis(300)).shared();
+    let pool = pool(1, &script);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    submit(&pool, 1, 1.0, Priority::final_due(now), None, &tx).await;
+    until_calls(&script, 1).await;
+    let revision = Arc::new(AtomicBool::new(false));
+    submit(
+        &pool,
+        2,
+        2.0,
+        Priority::revision_due(now),
+        Some(Arc::clone(&revision)),
+        &tx,
+    )
+    .await;
+    submit(&pool, 3, 3.0, Priority::final_due(now), None, &tx).await;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let o = rx.recv().await.unwrap();
+        outcomes.push((o.job_id, matches!(o.result, Err(SttError::Cancelled))));
+    }
+    assert_eq!(outcomes, [(1, false), (3, false), (2, true)]);
+    assert_eq!(script.calls().len(), 2, "the revision was never decoded");
+}
+
+#[tokio::test]
 async fn a_final_leaves_partials_alone_while_a_worker_is_free() {
     let script = Script::new().delay(Duration::from_millis(300)).shared();
     let pool = pool(2, &script);
