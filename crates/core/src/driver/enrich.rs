@@ -1,7 +1,7 @@
 //! Work done on each final after it was sent — keywords, related documents — one task per
-//! final (and per revision that changed one), with results streamed back as events. One generic fan-out serves every kind; the
-//! kinds themselves (LLM keywords, RAG retrieval) live in the server and implement
-//! [`Enricher`].
+//! final (and per revision that changed one), with results streamed back as events. One
+//! generic fan-out serves every kind; the kinds themselves (LLM keywords, RAG retrieval) live
+//! in the server and implement [`Enricher`].
 
 use std::future::Future;
 use std::pin::Pin;
