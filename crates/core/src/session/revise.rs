@@ -13,8 +13,9 @@
 //! they are the pool's least urgent work, and a final or partial that finds no free worker
 //! cancels a running one ([`crate::stt::queue`]). A cancelled or failed revision is dropped,
 //! not retried: the finals stand. At most one sealed window waits per session (a newer one
-//! replaces it), so a loaded server skips revisions instead of queueing them. When the stream ends, the last
-//! window is decoded before `closed` if a worker is idle, and skipped if none is.
+//! replaces it), so a loaded server skips revisions instead of queueing them. When the stream
+//! ends, the last window is decoded before `closed` on the next free worker, unless a final
+//! or partial that finds no free worker cancels it first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
