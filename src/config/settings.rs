@@ -210,7 +210,11 @@ static STT: &[Setting] = &[
          (one per CPU core up to 8 cores, then one per 2 cores, at most 12)"),
     setting!(stt.threads, env "SORI_THREADS", flag "--threads",
         "CPU threads per decode; 0 = automatic (1 up to 8 cores, 2 beyond)"),
-    setting!(stt.beam_size, env "SORI_BEAM_SIZE", "0/1 greedy, >1 beam search"),
+    setting!(stt.beam_size, env "SORI_BEAM_SIZE",
+        "live finals and partials: 0/1 greedy, >1 beam search of this width"),
+    setting!(stt.window_beam_size, env "SORI_WINDOW_BEAM_SIZE",
+        "file windows and live revisions: 0/1 greedy, >1 beam search of this width (5: 9 % \
+         fewer word errors in noise than greedy, 1.7× the decode time on the CPU)"),
     setting!(stt.draft_partials, env "SORI_DRAFT_PARTIALS",
         "decode partials cheaply: no timestamp tokens, one segment, no temperature fallback"),
     setting!(stt.audio_ctx_trim, env "SORI_AUDIO_CTX_TRIM",

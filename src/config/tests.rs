@@ -198,6 +198,10 @@ fn validation_names_the_knob() {
     c.vad.max_utterance_s = 45.0;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("vad.max_utterance_s"), "{err}");
+    let mut c = Config::default();
+    c.stt.window_beam_size = 17;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("stt.window_beam_size"), "{err}");
 }
 
 #[test]
@@ -351,6 +355,7 @@ fn every_existing_variable_is_in_the_table() {
         "SORI_VAD_DETECTOR",
         "SORI_VAD_SILERO_MODEL",
         "SORI_LIVE_REVISION_S",
+        "SORI_WINDOW_BEAM_SIZE",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");
@@ -370,6 +375,10 @@ fn settings_are_found_by_key() {
     assert_eq!(c.stt.beam_size, 5);
     assert_eq!((beam.show)(&c).text, "5");
     assert!((settings::by_key("llm.categories").unwrap().set)(&mut c, "x").is_err());
+    let window_beam = settings::by_key("stt.window_beam_size").unwrap();
+    assert_eq!(window_beam.env, Some("SORI_WINDOW_BEAM_SIZE"));
+    (window_beam.set)(&mut c, "3").unwrap();
+    assert_eq!((c.stt.window_beam_size, c.stt.beam_size), (3, 5));
 }
 
 #[test]

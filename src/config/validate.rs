@@ -34,6 +34,9 @@ impl Config {
         if stt.beam_size > 16 {
             return invalid("stt.beam_size", "must be between 0 (greedy) and 16");
         }
+        if stt.window_beam_size > 16 {
+            return invalid("stt.window_beam_size", "must be between 0 (greedy) and 16");
+        }
         if stt.queue_capacity == 0 {
             return invalid("stt.queue_capacity", "must be at least 1");
         }

@@ -664,6 +664,17 @@ pub(super) mod tests {
         }
     }
 
+    #[test]
+    fn a_file_window_searches_with_the_window_beam() {
+        let stt = SttConfig::default();
+        assert_ne!(stt.beam_size, stt.window_beam_size, "the defaults differ");
+        let script = script();
+        let (_, decodes) = transcribe(&script, 60.0, &speech(&[2.0, 3.0, 2.0]));
+        assert_eq!(decodes.len(), 1, "one window");
+        let calls = script.calls();
+        assert_eq!(calls[0].beam_size, stt.window_beam_size);
+    }
+
     /// With a worker idle after every tenth of a second, a live session would decode each
     /// utterance speculatively once its silence reached the tail; a file session must not, or
     /// the speculation becomes the final and the utterance leaves the window.

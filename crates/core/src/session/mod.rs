@@ -114,6 +114,8 @@ pub struct Session {
     windows: Option<merge::Windows>,
     /// A file session (`merge_file_windows` was called): its feed waits for decodes.
     file: bool,
+    /// Beam width of window decodes: a file's, and live revisions (`stt.window_beam_size`).
+    window_beam_size: usize,
     /// Live sessions: the revision windows' length and joins (`revise_live`), when the server
     /// revises finals.
     revision_window: Option<(f64, WindowJoin)>,
@@ -196,6 +198,7 @@ impl Session {
             arrivals: None,
             windows: None,
             file: false,
+            window_beam_size: stt.window_beam_size,
             revision_window: None,
             revisions: None,
             boundary_for: None,

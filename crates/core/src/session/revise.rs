@@ -265,7 +265,7 @@ impl Session {
         let seconds = joined.audio.len() as f32 / TARGET_SAMPLE_RATE as f32;
         let mut opts = self.decode_options(seconds, true, None);
         opts.initial_prompt = self.prompt_at(start_s);
-        opts.aligned_words = true;
+        self.in_window(&mut opts);
         opts.cancel = Some(Arc::default());
         tracing::debug!(
             job_id,

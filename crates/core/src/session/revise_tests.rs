@@ -120,6 +120,26 @@ fn the_finals_are_revised_together_on_an_idle_worker_or_when_the_stream_ends() {
 }
 
 #[test]
+fn a_revision_searches_with_the_window_beam_and_the_finals_with_the_live_one() {
+    let stt = SttConfig::default();
+    assert_ne!(stt.beam_size, stt.window_beam_size, "the defaults differ");
+    let script = Script::new()
+        .answer(|a, o| Ok(heard_in_context(a, o)))
+        .shared();
+    let mut s = live_stream(&script, 60.0);
+    let session = &mut s.session;
+    feed(session, &script, &speech(&[2.0, 3.0]), false);
+    session.finish();
+    run(session, &script, true);
+    let beams: Vec<usize> = script.calls().iter().map(|c| c.beam_size).collect();
+    assert_eq!(
+        beams,
+        [stt.beam_size, stt.beam_size, stt.window_beam_size],
+        "two finals, then their revision window"
+    );
+}
+
+#[test]
 fn a_revision_that_changes_no_text_sends_nothing() {
     let script = Script::new().answer(|a, o| Ok(bursts(a, o))).shared();
     let mut s = live_stream(&script, 60.0);

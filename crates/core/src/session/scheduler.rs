@@ -176,9 +176,18 @@ impl Session {
             .ctx_trim
             .map(|(margin, min)| trimmed_audio_ctx(f64::from(seconds), margin, min));
         opts.word_timestamps = words;
-        // A file window's words are split between its utterances by their times (merge.rs).
-        opts.aligned_words = words && self.file;
+        if words && self.file {
+            self.in_window(&mut opts);
+        }
         opts
+    }
+
+    /// Makes `opts` a window decode: a file's window (merge.rs) or a live revision (revise.rs).
+    /// Its words are split between its utterances by their DTW times, and nobody waits on it as
+    /// on a live final, so it searches wider.
+    pub(super) fn in_window(&self, opts: &mut DecodeOptions) {
+        opts.aligned_words = true;
+        opts.beam_size = self.window_beam_size;
     }
 
     /// The prompt of a decode of audio from `start_s`: the previous text when conditioning is

@@ -25,6 +25,8 @@ pub struct Call {
     pub words: bool,
     /// With `auto`: the languages the decode could choose from.
     pub languages: Option<Vec<&'static str>>,
+    /// The beam width asked for (0 or 1 = greedy).
+    pub beam_size: usize,
     /// The decode was cancelled before it finished.
     pub cancelled: bool,
     /// When it started.
@@ -137,6 +139,7 @@ impl Decoder for ScriptedDecoder {
                 seconds: audio.len() as f32 / TARGET_SAMPLE_RATE as f32,
                 words: opts.word_timestamps,
                 languages: opts.languages.as_ref().map(|set| set.codes().to_vec()),
+                beam_size: opts.beam_size,
                 cancelled: false,
                 started: Instant::now(),
             });

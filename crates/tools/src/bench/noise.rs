@@ -247,7 +247,7 @@ impl NoiseReport {
         let systems = &self.peers.systems;
         let mixes = self.conditions.iter().map(|c| c.mix + 1).max().unwrap_or(1);
         let mut out = format!(
-            "{:.1} s of speech per mix{}; {} thread(s), beam {}; sori streaming is real time over /ws; \
+            "{:.1} s of speech per mix{}; {} thread(s), {}; sori streaming is real time over /ws; \
              sori conditioning on previous text {}, faster-whisper with its defaults (conditioning on)\n\n| audio |",
             self.peers.audio_s / self.conditions.len() as f64,
             if mixes > 1 {
@@ -256,7 +256,7 @@ impl NoiseReport {
                 String::new()
             },
             self.peers.threads,
-            self.peers.beam_size,
+            super::peers::beam_label(self.peers.beam_size),
             if self.sori_conditioning { "on" } else { "off" },
         );
         for s in systems {

@@ -96,9 +96,11 @@ pub struct PeersArgs {
         requires = "side_by_side"
     )]
     pub q8_model: PathBuf,
-    /// Beam size for every system (1 = greedy, sori's default; faster-whisper's own is 5).
-    #[arg(long, default_value_t = 1, requires = "side_by_side")]
-    pub beam_size: usize,
+    /// Beam size for every system, sori's file windows and live finals alike (1 = greedy).
+    /// Without it `--peers` runs every system greedy, and `--noise` each at its own defaults
+    /// (sori's `stt.window_beam_size` and `stt.beam_size`; faster-whisper's beam of 5).
+    #[arg(long, requires = "side_by_side")]
+    pub beam_size: Option<usize>,
     /// faster-whisper conditions each window on the text before it, as its own default does
     /// (off by default here to match sori's `stt.condition_on_previous_text`; --noise turns it on).
     #[arg(long, requires = "side_by_side")]
@@ -165,7 +167,8 @@ pub struct SystemFile {
 pub struct PeersReport {
     pub runs: usize,
     pub threads: usize,
-    pub beam_size: usize,
+    /// Every system's beam; `None`: each at its own default.
+    pub beam_size: Option<usize>,
     pub audio_s: f64,
     pub files: Vec<(String, f64)>,
     pub systems: Vec<SystemFigures>,
@@ -303,7 +306,10 @@ fn child_command(
                     },
                 ])
                 .args(["--threads", &threads])
-                .args(["--beam-size", &args.beam_size.to_string()])
+                .args([
+                    "--beam-size",
+                    &args.beam_size.unwrap_or(FW_DEFAULT_BEAM).to_string(),
+                ])
                 .args(["--language", language.as_str()]);
             if args.fw_condition_on_previous_text {
                 c.arg("--condition-on-previous-text");
@@ -326,12 +332,28 @@ fn child_command(
                 .args(["--threads", &threads])
                 .args(["--workers", &config.stt.workers.to_string()])
                 .args(["--language", language.as_str()]);
-            c.env("SORI_BEAM_SIZE", args.beam_size.to_string());
+            if let Some(beam) = args.beam_size {
+                c.env("SORI_BEAM_SIZE", beam.to_string());
+                c.env("SORI_WINDOW_BEAM_SIZE", beam.to_string());
+            }
             c
         }
     };
     command.args(clips.iter().map(|c| &c.path));
     Ok(command)
+}
+
+/// faster-whisper's own beam width (`WhisperModel.transcribe(beam_size=5)`).
+const FW_DEFAULT_BEAM: usize = 5;
+
+/// The beam the systems ran with, as the reports print it.
+pub fn beam_label(beam_size: Option<usize>) -> String {
+    match beam_size {
+        Some(beam) => format!("beam {beam} for every system"),
+        None => format!(
+            "each system's default beam (sori's configuration; faster-whisper {FW_DEFAULT_BEAM})"
+        ),
+    }
 }
 
 fn runner_name(system: System) -> &'static str {
@@ -503,11 +525,11 @@ impl PeersReport {
         let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1} %", v * 100.0));
         let secs = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
         let mut out = format!(
-            "{} file(s), {:.1} s of audio; {} thread(s), beam {}; medians of {} run(s)\n\n",
+            "{} file(s), {:.1} s of audio; {} thread(s), {}; medians of {} run(s)\n\n",
             self.files.len(),
             self.audio_s,
             self.threads,
-            self.beam_size,
+            beam_label(self.beam_size),
             self.runs
         );
         out.push_str("| system | transcribe s | RTF | CPU s | process s (with load) | peak MB | WER | CER | final latency p50 / p95 s | time ÷ fw-int8 | CPU ÷ fw-int8 | memory ÷ fw-int8 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");

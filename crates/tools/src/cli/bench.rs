@@ -153,6 +153,9 @@ pub fn run(args: BenchArgs, config_path: Option<&Path>) -> anyhow::Result<()> {
         return Ok(());
     }
     if peers.peers {
+        // Side by side for speed: every system greedy unless told otherwise.
+        let mut peers = peers;
+        peers.beam_size.get_or_insert(1);
         let files = if files.is_empty() {
             peer_bench_files()?
         } else {
