@@ -519,7 +519,7 @@ impl Metrics {
         );
         out.counter_family(
             "sori_revision_windows_total",
-            "Live revision windows, by outcome: decoded, skipped (no idle decoder before the next window), dropped (cancelled for a final, failed, or doubtful word times).",
+            "Live revision windows, by outcome: decoded, skipped (no idle decoder before the next window), dropped (cancelled for a final, or failed), redecoded (doubtful word times: decoded again in shorter windows).",
             &self.revision_windows,
         );
         out.histogram(
@@ -579,18 +579,21 @@ pub enum RevisionOutcome {
     Decoded,
     /// Replaced by the next window before a decoder was idle.
     Skipped,
-    /// Cancelled for a final, failed, or its word times were doubtful: the finals stand.
+    /// Cancelled for a final, or failed: the finals stand.
     Dropped,
+    /// Its word times were doubtful: decoded again in shorter windows, each counted again.
+    Redecoded,
 }
 
 impl RevisionOutcome {
-    pub const ALL: [Self; 3] = [Self::Decoded, Self::Skipped, Self::Dropped];
+    pub const ALL: [Self; 4] = [Self::Decoded, Self::Skipped, Self::Dropped, Self::Redecoded];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decoded => "decoded",
             Self::Skipped => "skipped",
             Self::Dropped => "dropped",
+            Self::Redecoded => "redecoded",
         }
     }
 }

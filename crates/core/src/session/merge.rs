@@ -76,7 +76,7 @@ const MAX_WINDOW_S: f64 = 120.0;
 
 /// The longest window a doubtful window is decoded again in: long enough for the utterances to
 /// hear each other, short enough for one pass (the 20 s default before 2026-12-07).
-const REDECODE_WINDOW_S: f64 = 20.0;
+pub(super) const REDECODE_WINDOW_S: f64 = 20.0;
 
 /// A window with less room than this left (after the gap) takes no more utterances: it is sent
 /// at once instead of waiting for one that cannot fit. The VAD's shortest utterance (voiced
@@ -215,7 +215,7 @@ pub(super) struct Part {
 /// were), where DTW's shorter path rarely piles words up; a shorter one an utterance at a time.
 /// Each utterance in noise hears less alone than in any window (docs/accuracy.md, "File
 /// windows longer than 30 s").
-fn redecode(audio: &[f32], placed: &[Placed]) -> Vec<Ready> {
+pub(super) fn redecode(audio: &[f32], placed: &[Placed]) -> Vec<Ready> {
     let own = |p: &Placed| audio[p.offset..p.offset + p.len].to_vec();
     let shorter =
         Windows::new(REDECODE_WINDOW_S, 0.0).filter(|w| audio.len() > w.limit && placed.len() > 1);

@@ -12,17 +12,19 @@
 //! Revisions never hold a final or a partial back: they take no final slot of the session,
 //! they are the pool's least urgent work, and a final or partial that finds no free worker
 //! cancels a running one ([`crate::stt::queue`]). A cancelled or failed revision is dropped,
-//! not retried: the finals stand. At most one sealed window waits per session (a newer one
-//! replaces it), so a loaded server skips revisions instead of queueing them. When the stream
+//! not retried: the finals stand. A window whose word times are doubtful is decoded again in
+//! shorter windows, as a file's is (merge.rs, `redecode`). At most one sealed window waits per
+//! session (a newer one replaces it and those shorter ones), so a loaded server skips
+//! revisions instead of queueing them. When the stream
 //! ends, the last window is decoded before `closed` on the next free worker, unless a final
 //! or partial that finds no free worker cancels it first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Session;
-use super::merge::{Joined, Placed, Ready, WindowJoin, Windows, split};
+use super::merge::{Joined, Placed, Ready, WindowJoin, Windows, redecode, split};
 use super::round_ms;
 use super::scheduler::{Job, JobKind, JobMeta};
 use crate::audio::TARGET_SAMPLE_RATE;
@@ -47,15 +49,26 @@ struct Segment {
     sent: Option<String>,
 }
 
+/// A revision window being decoded.
+#[derive(Debug)]
+struct Running {
+    job_id: u64,
+    /// Where its utterances lie in `audio`.
+    placed: Vec<Placed>,
+    /// Kept to decode it again in shorter windows if its word times are doubtful.
+    audio: Arc<[f32]>,
+}
+
 /// One live session's revision windows.
 #[derive(Debug)]
 pub(super) struct Revisions {
     windows: Windows,
     segments: BTreeMap<u64, Segment>,
-    /// The sealed window waiting for an idle worker.
-    pending: Option<Joined>,
-    /// The window being decoded: its decode job id, and where its utterances lie.
-    running: Option<(u64, Vec<Placed>)>,
+    /// The sealed window waiting for an idle worker, or the shorter windows a doubtful one
+    /// is decoded again in, oldest first.
+    pending: VecDeque<Joined>,
+    /// The window being decoded.
+    running: Option<Running>,
     /// Where the last gathered utterance ended (sample), for the quiet seal.
     last_end: Option<u64>,
     /// The stream ended: the last window is decoded before the session closes, on the next
@@ -71,7 +84,7 @@ impl Revisions {
         Self {
             windows,
             segments: BTreeMap::new(),
-            pending: None,
+            pending: VecDeque::new(),
             running: None,
             last_end: None,
             finishing: false,
@@ -82,7 +95,7 @@ impl Revisions {
     fn set_enabled(&mut self, enabled: bool) {
         if self.enabled && !enabled {
             self.windows.seal();
-            self.pending = None;
+            self.pending.clear();
             self.segments.clear();
             self.last_end = None;
         }
@@ -96,7 +109,7 @@ impl Revisions {
                 self.segments.remove(&job_id);
             }
             Ready::Window(joined) => {
-                if let Some(skipped) = self.pending.replace(joined) {
+                for skipped in std::mem::take(&mut self.pending) {
                     crate::metrics::global().revision_window(RevisionOutcome::Skipped, 0);
                     tracing::debug!(
                         utterances = skipped.placed.len(),
@@ -106,6 +119,7 @@ impl Revisions {
                         self.segments.remove(&p.job_id);
                     }
                 }
+                self.pending.push_back(joined);
             }
         }
     }
@@ -116,9 +130,40 @@ impl Revisions {
         }
     }
 
+    /// A window whose word times were doubtful: its utterances wait to be decoded again in the
+    /// shorter windows a file's would be, ahead of any newer window. Those that would decode
+    /// alone are left as their finals were (a window of one is not decoded again).
+    fn decode_again(&mut self, audio: &[f32], placed: &[Placed]) {
+        let mut again = Vec::new();
+        for ready in redecode(audio, placed) {
+            match ready {
+                Ready::Window(joined) => again.push(joined),
+                Ready::Alone { job_id, .. } => {
+                    self.segments.remove(&job_id);
+                }
+            }
+        }
+        crate::metrics::global().revision_window(
+            if again.is_empty() {
+                RevisionOutcome::Dropped
+            } else {
+                RevisionOutcome::Redecoded
+            },
+            0,
+        );
+        tracing::debug!(
+            utterances = placed.len(),
+            windows = again.len(),
+            "a revision window's word times are doubtful: decoded again in shorter windows"
+        );
+        for joined in again.into_iter().rev() {
+            self.pending.push_front(joined);
+        }
+    }
+
     /// A revision is decoding, or one must still be decoded before the stream can close.
     fn outstanding(&self) -> bool {
-        self.running.is_some() || (self.finishing && self.pending.is_some())
+        self.running.is_some() || (self.finishing && !self.pending.is_empty())
     }
 }
 
@@ -237,7 +282,7 @@ impl Session {
     /// worker cancels it: a closing session never waits long on a busy server for it).
     pub(super) fn revision_due(&self, worker_idle: bool) -> bool {
         self.revisions.as_ref().is_some_and(|r| {
-            r.pending.is_some()
+            !r.pending.is_empty()
                 && r.running.is_none()
                 && (worker_idle || r.finishing)
                 && self.waiting.is_empty()
@@ -255,7 +300,7 @@ impl Session {
         if !self.revision_due(true) {
             return None;
         }
-        let joined = self.revisions.as_mut()?.pending.take()?;
+        let joined = self.revisions.as_mut()?.pending.pop_front()?;
         let start_s = joined
             .placed
             .first()
@@ -273,12 +318,17 @@ impl Session {
             seconds,
             "revision window"
         );
+        let audio: Arc<[f32]> = Arc::from(joined.audio);
         if let Some(revisions) = self.revisions.as_mut() {
-            revisions.running = Some((job_id, joined.placed));
+            revisions.running = Some(Running {
+                job_id,
+                placed: joined.placed,
+                audio: Arc::clone(&audio),
+            });
         }
         Some(Job {
             job_id,
-            audio: Arc::from(joined.audio),
+            audio,
             opts,
             priority: Priority::revision_due(Instant::now()),
             start_s,
@@ -291,24 +341,32 @@ impl Session {
         let Some(revisions) = self.revisions.as_mut().filter(|r| {
             r.running
                 .as_ref()
-                .is_some_and(|(job_id, _)| *job_id == outcome.job_id)
+                .is_some_and(|running| running.job_id == outcome.job_id)
         }) else {
             return Some(outcome);
         };
-        let (_, placed) = revisions.running.take()?;
-        let segments: Vec<(u64, Option<Segment>)> = placed
-            .iter()
-            .map(|p| (p.job_id, revisions.segments.remove(&p.job_id)))
-            .collect();
+        let Running { placed, audio, .. } = revisions.running.take()?;
         let parts = match &outcome.result {
-            Ok(window) => split(window, &placed),
+            Ok(window) if revisions.enabled => {
+                let parts = split(window, &placed);
+                if parts.is_none() {
+                    revisions.decode_again(&audio, &placed);
+                    return None;
+                }
+                parts
+            }
+            Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "revision dropped: the finals stand");
                 None
             }
         };
-        // A revision turned off while it decoded, failed, or with doubtful word times: dropped.
-        let Some(parts) = parts.filter(|_| revisions.enabled) else {
+        let segments: Vec<(u64, Option<Segment>)> = placed
+            .iter()
+            .map(|p| (p.job_id, revisions.segments.remove(&p.job_id)))
+            .collect();
+        // A revision turned off while it decoded, or failed: dropped.
+        let Some(parts) = parts else {
             crate::metrics::global().revision_window(RevisionOutcome::Dropped, 0);
             return None;
         };

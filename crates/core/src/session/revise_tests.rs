@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::super::merge::REDECODE_WINDOW_S;
 use super::super::merge::tests::{bursts, decode, finals, speech};
 use crate::config::{SttConfig, VadConfig};
 use crate::protocol::ServerMessage;
@@ -194,6 +195,46 @@ fn a_window_of_one_utterance_is_not_decoded_again() {
     let end = run(session, &script, true);
     assert_eq!(script.calls().len(), 1);
     assert!(revisions(&end).is_empty());
+}
+
+#[test]
+fn a_window_with_doubtful_word_times_is_revised_in_shorter_windows() {
+    // Word times doubtful in any window over 20 s, as DTW's path over a long pass can pile
+    // words up.
+    let script = Script::new()
+        .answer(|a, o| {
+            let mut t = heard_in_context(a, o);
+            t.words_doubtful = a.len() as f32 / 16_000.0 > REDECODE_WINDOW_S as f32;
+            Ok(t)
+        })
+        .shared();
+    let mut s = live_stream(&script, 60.0);
+    let session = &mut s.session;
+    // Seven utterances of ~4.6 s, 0.6 s apart: one window of 35.5 s.
+    feed(session, &script, &speech(&[4.0; 7]), false);
+    session.finish();
+    let end = run(session, &script, true);
+    let windows: Vec<f32> = script.calls()[7..].iter().map(|c| c.seconds).collect();
+    assert_eq!(
+        windows.len(),
+        3,
+        "the long window, then two shorter: {windows:?}"
+    );
+    assert!(windows[0] > 30.0, "{windows:?}");
+    assert!(
+        windows[1..]
+            .iter()
+            .all(|&s| 8.0 < s && s <= REDECODE_WINDOW_S as f32),
+        "windows of two or more utterances, none over 20 s: {windows:?}"
+    );
+    let revised = revisions(&end);
+    assert_eq!(
+        revised.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..7).collect::<Vec<_>>(),
+        "every segment revised, in order"
+    );
+    assert!(revised.iter().all(|r| r.1 == "4.0sctx"), "{revised:?}");
+    assert!(session.is_drained());
 }
 
 #[test]

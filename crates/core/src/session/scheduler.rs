@@ -405,6 +405,8 @@ impl Session {
         // end is cut at twice the median spacing, so in running speech every gap is nil and
         // the cut fell inside "an ill-disposed young man" under music at 0 dB).
         opts.aligned_words = false;
+        // Only its word times are used, not its text: no need for a file window's beam.
+        opts.beam_size = self.decode_defaults.beam_size;
         if !self.file {
             // A live stream's is stale once the utterance ended, like a partial.
             let flag = Arc::new(AtomicBool::new(false));
