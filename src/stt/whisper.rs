@@ -299,8 +299,8 @@ unsafe extern "C" fn abort_when_set(flag: *mut std::ffi::c_void) -> bool {
 pub struct WhisperDecoder {
     model: Arc<WhisperModel>,
     state: WhisperState,
-    /// A state over the model's DTW context, made on the first decode that asks for aligned
-    /// words (file windows); live decodes never touch it.
+    /// A state over the model's DTW context, made afresh for each decode that asks for aligned
+    /// words (file and revision windows); live finals and partials never touch it.
     aligned: Option<WhisperState>,
     /// A second state for language detection, made on first use (only `auto` needs it).
     /// whisper.cpp's `lang_detect` leaves its state such that the next `full` decode on it
@@ -374,11 +374,15 @@ impl Decoder for WhisperDecoder {
 }
 
 impl WhisperDecoder {
-    /// Makes the state over the DTW context on the first decode that needs it.
+    /// Makes a fresh state over the DTW context for each window decode. whisper.cpp seeds the
+    /// sampler of a state's first decoder once, when the state is made, so a pass that falls
+    /// back to a higher temperature samples differently depending on everything the state
+    /// decoded before: with a beam of 5, the same file read differently as the first file
+    /// of a process and after others (docs/accuracy.md, "Beam search in windows"). A window's
+    /// text now depends on its audio only; the new state costs a few milliseconds against a
+    /// window's seconds.
     fn prepare_aligned_state(&mut self) -> Result<(), SttError> {
-        if self.aligned.is_some() {
-            return Ok(());
-        }
+        self.aligned = None;
         let ctx = self
             .model
             .aligned_context()?

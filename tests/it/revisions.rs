@@ -21,18 +21,10 @@ fn noisy_speech() -> (Vec<f32>, String) {
 
 /// A server of this module's own: on the server the other modules share, their requests would
 /// cancel the revision at the end of the stream (a final or partial that finds no free decoder
-/// does), as they should. Its windows decode greedily, where two decodes of the same window
-/// give the same text: with the default beam of 5 the live revision and the file window of
-/// this audio differed in a few words of 93 on one server (2026-12-07; not yet explained —
-/// whisper.cpp decodes the beams as one batch, the suspect). What the beam buys is measured by
-/// `sori eval` and the noise bench (docs/accuracy.md, "Beam search in windows").
+/// does), as they should.
 fn own_server() -> SocketAddr {
     static SERVER: OnceLock<SocketAddr> = OnceLock::new();
-    *SERVER.get_or_init(|| {
-        let mut config = test_config();
-        config.stt.window_beam_size = 1;
-        start_server(config)
-    })
+    *SERVER.get_or_init(|| start_server(test_config()))
 }
 
 /// Streams `samples` as fast as possible and returns every message up to `closed`.

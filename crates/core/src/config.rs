@@ -40,7 +40,7 @@ pub struct SttConfig {
     pub beam_size: usize,
     /// Beam width of the decodes that run in windows: a file's (`file_merge_s`) and a live
     /// session's revisions (`live_revision_s`); 0 or 1 = greedy. Nobody waits on them as on a
-    /// live final, and in noise a beam of 5 makes 9 % fewer word errors than greedy for 1.7×
+    /// live final, and in noise a beam of 5 makes 10 % fewer word errors than greedy for 1.7×
     /// the decode time on the CPU (docs/accuracy.md, "Beam search in windows").
     pub window_beam_size: usize,
     /// Decode partials as drafts: no timestamp tokens, one segment, no temperature fallback.
