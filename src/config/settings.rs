@@ -213,7 +213,7 @@ static STT: &[Setting] = &[
     setting!(stt.beam_size, env "SORI_BEAM_SIZE",
         "live finals and partials: 0/1 greedy, >1 beam search of this width"),
     setting!(stt.window_beam_size, env "SORI_WINDOW_BEAM_SIZE",
-        "file windows and live revisions: 0/1 greedy, >1 beam search of this width (5: 9 % \
+        "file windows and live revisions: 0/1 greedy, >1 beam search of this width (5: 10 % \
          fewer word errors in noise than greedy, 1.7× the decode time on the CPU)"),
     setting!(stt.draft_partials, env "SORI_DRAFT_PARTIALS",
         "decode partials cheaply: no timestamp tokens, one segment, no temperature fallback"),
