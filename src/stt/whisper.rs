@@ -379,8 +379,7 @@ impl WhisperDecoder {
     /// back to a higher temperature samples differently depending on everything the state
     /// decoded before: with a beam of 5, the same file read differently as the first file
     /// of a process and after others (docs/accuracy.md, "Beam search in windows"). A window's
-    /// text now depends on its audio only; the new state costs a few milliseconds against a
-    /// window's seconds.
+    /// text now depends on its audio only, for one state's allocation per window.
     fn prepare_aligned_state(&mut self) -> Result<(), SttError> {
         self.aligned = None;
         let ctx = self
