@@ -15,9 +15,9 @@
 //! not retried: the finals stand. A window whose word times are doubtful is decoded again in
 //! shorter windows, as a file's is (merge.rs, `redecode`). At most one sealed window waits per
 //! session (a newer one replaces it and those shorter ones), so a loaded server skips
-//! revisions instead of queueing them. When the stream
-//! ends, the last window is decoded before `closed` on the next free worker, unless a final
-//! or partial that finds no free worker cancels it first.
+//! revisions instead of queueing them. When the stream ends, the last window is decoded
+//! before `closed` on the next free worker, unless a final or partial that finds no free
+//! worker cancels it first.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
