@@ -159,14 +159,23 @@ pub fn white_noise(samples: usize, rms: f32) -> Vec<f32> {
 /// One server per test binary, on its own runtime thread, shared by the tests in it.
 pub fn server() -> SocketAddr {
     static SERVER: OnceLock<SocketAddr> = OnceLock::new();
-    *SERVER.get_or_init(|| start_server(test_config()))
+    *SERVER.get_or_init(|| {
+        let mut config = test_config();
+        config.stt.threads = 2;
+        start_server(config)
+    })
 }
 
+/// The configuration of a test server. It decodes on one thread: the test binary runs two
+/// tests at once beside the shared server (two threads), and ggml's spinning barriers make two
+/// servers of two threads each on 2 cores stall each other's decodes 40× over
+/// (docs/benchmarks.md, "Sharing the cores"). A revision test's own server once held a message
+/// past the two minutes a test waits that way.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.stt.model = model_path();
     config.stt.workers = 1;
-    config.stt.threads = 2;
+    config.stt.threads = 1;
     config.server.outputs_dir = scratch_dir().join("outputs");
     config.server.status_interval_ms = 500;
     // Tests of many modules share this server and post files at once; one file job per worker
