@@ -4,6 +4,7 @@
 
 pub mod alignment;
 pub mod placement;
+mod segments;
 pub mod whisper;
 
 /// Offline model tooling lives in its own crate; re-exported so the CLI reads `sori::stt::…`.

@@ -12,11 +12,9 @@ use whisper_rs::{
 
 use super::alignment;
 use super::language::{Detection, LanguageSet};
+use super::segments::{self, SegmentRead};
 use super::{DecodeOptions, Decoder, SttError, Transcript};
-use crate::protocol::{Language, Word};
-
-/// Whisper timestamps are in units of 10 ms.
-const CENTISECONDS: f64 = 100.0;
+use crate::protocol::Language;
 
 /// 100 ms at 16 kHz: whisper.cpp processes nothing shorter.
 const MIN_DETECT_SAMPLES: usize = 1600;
@@ -324,10 +322,7 @@ impl Decoder for WhisperDecoder {
         if opts.is_cancelled() {
             return Err(SttError::Cancelled);
         }
-        let dtw = opts.aligned_words && opts.word_timestamps && self.model.dtw_timestamps();
-        if dtw {
-            self.prepare_aligned_state()?;
-        }
+        let dtw = self.dtw_for(opts);
         // Before the encoder window is sized: it must cover the padded audio.
         let padded;
         let audio = if dtw && audio.len() < MIN_DTW_SAMPLES {
@@ -336,20 +331,63 @@ impl Decoder for WhisperDecoder {
         } else {
             audio
         };
-        let eot = self.model.ctx.token_eot();
-
-        if let Some(prompt) = &opts.initial_prompt {
-            let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
-            if stale {
-                let tokens = self.model.prompt_tokens(prompt);
-                self.prompt_cache = Some((Arc::clone(prompt), tokens));
-            }
+        let prompt_tokens = self.prompt_tokens(opts);
+        let mut segments = self.full(audio, opts, language, &prompt_tokens, dtw)?;
+        if opts.aligned_words {
+            self.decode_passed_over_again(
+                audio,
+                opts,
+                language,
+                !prompt_tokens.is_empty(),
+                &mut segments,
+            )?;
         }
-        let prompt_tokens: &[c_int] = match (&opts.initial_prompt, &self.prompt_cache) {
-            (Some(_), Some((_, tokens))) => tokens,
-            _ => &[],
-        };
+        Ok(segments::assemble(
+            &segments,
+            dtw,
+            opts,
+            language,
+            detection,
+            audio.len(),
+        ))
+    }
+}
 
+impl WhisperDecoder {
+    /// Whether this decode's words are timed by DTW (a window decode, on a model with a preset).
+    fn dtw_for(&self, opts: &DecodeOptions) -> bool {
+        opts.aligned_words && opts.word_timestamps && self.model.dtw_timestamps()
+    }
+
+    /// The options' prompt as tokens, tokenised once while it stays the same.
+    fn prompt_tokens(&mut self, opts: &DecodeOptions) -> Vec<c_int> {
+        let Some(prompt) = &opts.initial_prompt else {
+            return Vec::new();
+        };
+        let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
+        if stale {
+            let tokens = self.model.prompt_tokens(prompt);
+            self.prompt_cache = Some((Arc::clone(prompt), tokens));
+        }
+        self.prompt_cache
+            .as_ref()
+            .map(|(_, tokens)| tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// One whisper.cpp `full` decode of `audio`, read back as segments: on a fresh state over
+    /// the DTW context when `dtw`, else on the decoder's plain state.
+    fn full(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+        language: &str,
+        prompt_tokens: &[c_int],
+        dtw: bool,
+    ) -> Result<Vec<SegmentRead>, SttError> {
+        if dtw {
+            self.prepare_aligned_state()?;
+        }
         let params = full_params(
             opts,
             language,
@@ -357,8 +395,6 @@ impl Decoder for WhisperDecoder {
             audio.len(),
             dtw.then_some(&self.model.timestamp_begin),
         );
-
-        // The state over the DTW context when `dtw` (made above), else the plain one.
         let state = match &mut self.aligned {
             Some(aligned) if dtw => aligned,
             _ => &mut self.state,
@@ -368,12 +404,44 @@ impl Decoder for WhisperDecoder {
             return Err(SttError::Cancelled);
         }
         decoded.map_err(|e| SttError::Decode(format!("{e:?}")))?;
-        let decoded = Decoded { state, eot, dtw };
-        Ok(decoded.collect(opts, language, detection, audio.len()))
+        Ok(segments::read_segments(state, self.model.ctx.token_eot()))
     }
-}
 
-impl WhisperDecoder {
+    /// A window decode that passed over a stretch of speech with next to no words
+    /// ([`segments::passed_over`]) decodes the audio from there on again, with no prompt, and
+    /// keeps that reading when it has more words. Only the first such stretch is tried, so a
+    /// window costs at most two decodes; a stretch at the very start is tried only when the
+    /// first decode had a prompt (without one, the second would be the same decode).
+    fn decode_passed_over_again(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+        language: &str,
+        prompted: bool,
+        segments: &mut Vec<SegmentRead>,
+    ) -> Result<(), SttError> {
+        let audio_cs = (audio.len() / segments::SAMPLES_PER_CS) as i64;
+        let Some(from) = segments::passed_over(segments, audio_cs) else {
+            return Ok(());
+        };
+        if from == 0 && !prompted {
+            return Ok(());
+        }
+        let start = segments[from].start_sample().min(audio.len());
+        let rest = &audio[start..];
+        if rest.len() < MIN_DTW_SAMPLES {
+            return Ok(());
+        }
+        let again = self.full(rest, opts, language, &[], self.dtw_for(opts))?;
+        let replaced = segments::splice_if_more_words(segments, from, again);
+        tracing::debug!(
+            from_s = start as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE),
+            replaced,
+            "a window decode passed over speech: decoded again from there without the prompt"
+        );
+        Ok(())
+    }
+
     /// Makes a fresh state over the DTW context for each window decode. whisper.cpp seeds the
     /// sampler of a state's first decoder once, when the state is made, so a pass that falls
     /// back to a higher temperature samples differently depending on everything the state
@@ -551,174 +619,9 @@ fn full_params<'a, 'b>(
     params
 }
 
-/// A finished decode, read back from the state it ran in.
-struct Decoded<'a> {
-    state: &'a WhisperState,
-    eot: c_int,
-    /// Its words carry DTW times.
-    dtw: bool,
-}
-
-impl Decoded<'_> {
-    /// Gathers text, words and scores of every segment of the decode.
-    fn collect(
-        &self,
-        opts: &DecodeOptions,
-        language: &str,
-        detection: Option<Detection>,
-        samples: usize,
-    ) -> Transcript {
-        let eot = self.eot;
-        let mut text = String::new();
-        let mut words = WordBuilder::default();
-        let mut logprob_sum = 0.0f64;
-        let mut token_count = 0usize;
-        let mut no_speech_prob = 0.0f32;
-
-        // Each segment's timestamp-token span, in seconds: whether DTW's path held is judged by it.
-        let mut spans = Vec::new();
-        for (i, segment) in self.state.as_iter().enumerate() {
-            if i == 0 {
-                no_speech_prob = segment.no_speech_probability();
-            }
-            if let Ok(seg_text) = segment.to_str_lossy() {
-                text.push_str(&seg_text);
-            }
-            for t in 0..segment.n_tokens() {
-                let Some(token) = segment.get_token(t) else {
-                    continue;
-                };
-                let data = token.token_data();
-                if data.id >= eot {
-                    continue; // timestamps and other special tokens
-                }
-                logprob_sum += data.plog as f64;
-                token_count += 1;
-                if let Ok(bytes) = token.to_bytes() {
-                    words.push(bytes, data.t0, data.t1, data.t_dtw, data.p);
-                }
-            }
-            // A segment's last word ends with it: the next segment starts a new word.
-            words.finish_word();
-            spans.push((
-                segment.start_timestamp() as f64 / CENTISECONDS,
-                segment.end_timestamp() as f64 / CENTISECONDS,
-            ));
-        }
-
-        let (words, words_doubtful) = if opts.word_timestamps {
-            let end_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
-            words.finish(self.dtw.then_some(end_s), &spans)
-        } else {
-            (Vec::new(), false)
-        };
-        Transcript {
-            text: text.trim().to_owned(),
-            language: language.to_owned(),
-            detection,
-            words,
-            words_doubtful,
-            avg_logprob: if token_count == 0 {
-                0.0
-            } else {
-                (logprob_sum / token_count as f64) as f32
-            },
-            no_speech_prob,
-            audio_ctx: opts.audio_ctx.unwrap_or(1500),
-        }
-    }
-}
-
-/// Joins BPE tokens into words. A token starting with a space starts a new word; Korean
-/// syllables can be split across tokens as partial UTF-8, so bytes are joined before decoding.
-#[derive(Default)]
-struct WordBuilder {
-    done: Vec<Word>,
-    /// Each done word's DTW time (its first token's), in centiseconds; negative where
-    /// whisper.cpp computed none.
-    dtw_starts: Vec<i64>,
-    bytes: Vec<u8>,
-    start: i64,
-    end: i64,
-    dtw_start: i64,
-    prob_sum: f32,
-    tokens: u32,
-}
-
-impl WordBuilder {
-    /// Adds a token: its bytes, whisper.cpp's heuristic times `t0`–`t1`, its DTW time and its
-    /// probability.
-    fn push(&mut self, token: &[u8], t0: i64, t1: i64, t_dtw: i64, p: f32) {
-        if token.first() == Some(&b' ') && !self.bytes.is_empty() {
-            self.finish_word();
-        }
-        if self.bytes.is_empty() {
-            self.start = t0;
-            self.dtw_start = t_dtw;
-        }
-        self.bytes.extend_from_slice(token);
-        self.end = t1.max(self.start);
-        self.prob_sum += p;
-        self.tokens += 1;
-    }
-
-    fn finish_word(&mut self) {
-        let word = String::from_utf8_lossy(&self.bytes).trim().to_owned();
-        if !word.is_empty() {
-            self.done.push(Word {
-                word,
-                start: self.start as f64 / CENTISECONDS,
-                end: self.end as f64 / CENTISECONDS,
-                probability: self.prob_sum / self.tokens.max(1) as f32,
-            });
-            self.dtw_starts.push(self.dtw_start);
-        }
-        self.bytes.clear();
-        self.prob_sum = 0.0;
-        self.tokens = 0;
-    }
-
-    /// The words, and whether their times are doubtful. Timed by DTW when `dtw_end_s` (the
-    /// audio's length) is given and DTW's path is sane ([`alignment::doubtful`], judged with the
-    /// decode's segment `spans`); by the heuristic otherwise, then marked doubtful when DTW was
-    /// asked for.
-    fn finish(mut self, dtw_end_s: Option<f64>, spans: &[(f64, f64)]) -> (Vec<Word>, bool) {
-        self.finish_word();
-        let Some(end_s) = dtw_end_s else {
-            return (self.done, false);
-        };
-        if alignment::doubtful(&self.dtw_starts, spans) {
-            return (self.done, true);
-        }
-        let starts: Vec<f64> = self
-            .dtw_starts
-            .iter()
-            .map(|&t| t as f64 / CENTISECONDS)
-            .collect();
-        alignment::retime(&mut self.done, &starts, end_s);
-        (self.done, false)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_join_tokens_and_split_korean_bytes_correctly() {
-        let mut b = WordBuilder::default();
-        let han = "한국".as_bytes(); // 6 bytes, split mid-syllable across tokens
-        b.push(b" And", 0, 20, -1, 0.9);
-        b.push(b" so", 20, 40, -1, 0.8);
-        b.push(&[b' ', han[0], han[1]], 40, 50, -1, 0.5);
-        b.push(&han[2..], 50, 60, -1, 0.5);
-        b.push(b",", 60, 61, -1, 0.7);
-        let (words, _) = b.finish(None, &[]);
-        let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
-        assert_eq!(texts, ["And", "so", "한국,"]);
-        assert_eq!(words[2].start, 0.40);
-        assert_eq!(words[2].end, 0.61);
-    }
 
     #[test]
     fn dtw_decodes_never_end_a_pass_where_the_median_filter_lacks_audio() {
