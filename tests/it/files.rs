@@ -371,3 +371,66 @@ async fn file_windows_keep_segments_words_and_accuracy() {
         }
     }
 }
+
+/// In white noise as loud as the speech, a file window's second whisper.cpp pass, prompted with
+/// the first pass's text, once read the last 22 s of speech as one short sentence borrowed from
+/// that text ("than how you can do for your country.") and moved on: the speech under it was
+/// lost. The mix is the noise bench's `white-0dB-3`, decoded as the bench does (the default
+/// q8_0 model, one thread); the f16 model happens to read this mix well either way. Decoded
+/// again from there without the prompt, the rest of the speech is read.
+#[test]
+fn a_window_that_passes_over_speech_in_loud_noise_is_decoded_again() {
+    let model = repo_root().join("models/ggml-base-q8_0.bin");
+    assert!(
+        model.is_file(),
+        "{} is missing: `sori model fetch` (./test.sh runs it) writes it",
+        model.display()
+    );
+    let wav = scratch_dir().join("joined-white-0db-3.wav");
+    let (speech_wav, reference) = joined_speech();
+    if !wav.is_file() {
+        use sori::audio::noise::{WHITE_SEED, mix_at_snr, white_noise};
+        let speech = sori::audio::decode::load_16k_mono(&speech_wav).unwrap();
+        let noise = white_noise(speech.len(), WHITE_SEED + 2);
+        let mixed = mix_at_snr(&speech, &noise, 0.0).expect("the clip has speech");
+        sori::audio::wav::write_wav_16k(&wav, &mixed).unwrap();
+    }
+    let out = sori()
+        .env("SORI_WORKERS", "1")
+        .env("SORI_THREADS", "1")
+        .env("RUST_LOG", "warn,sori::stt::whisper=debug")
+        .args([
+            "transcribe",
+            "--language",
+            "en",
+            "--format",
+            "json",
+            "--model",
+        ])
+        .arg(&model)
+        .arg(&wav)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, text) = segments_of(&body);
+    let words_after = |from_s: f64| {
+        body["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["words"].as_array().unwrap())
+            .filter(|w| w["start"].as_f64().unwrap() >= from_s)
+            .count()
+    };
+    // The reference has 93 words over 44.7 s; about 40 of them are spoken after 24 s.
+    let late = words_after(24.0);
+    let wer = sori::eval::wer(&reference, &text);
+    eprintln!("{late} words after 24 s, WER {:.1} %: {text}", wer * 100.0);
+    assert!(late >= 25, "{late} words after 24 s: {text}");
+    assert!(
+        log.contains("passed over speech"),
+        "the window was not decoded again: {log}"
+    );
+}
