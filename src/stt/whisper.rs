@@ -432,7 +432,15 @@ impl WhisperDecoder {
         if rest.len() < MIN_DTW_SAMPLES {
             return Ok(());
         }
-        let again = self.full(rest, opts, language, &[], self.dtw_for(opts))?;
+        let again = match self.full(rest, opts, language, &[], self.dtw_for(opts)) {
+            Ok(again) => again,
+            Err(SttError::Cancelled) => return Err(SttError::Cancelled),
+            // The first reading stands: it was whole, only poorer.
+            Err(e) => {
+                tracing::warn!(error = %e, "a window's second decode failed: its first reading stands");
+                return Ok(());
+            }
+        };
         let replaced = segments::splice_if_more_words(segments, from, again);
         tracing::debug!(
             from_s = start as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE),
