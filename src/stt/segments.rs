@@ -13,8 +13,8 @@ use crate::protocol::Word;
 /// Whisper timestamps are in units of 10 ms.
 pub(super) const CENTISECONDS: f64 = 100.0;
 
-/// Samples (16 kHz) in one centisecond.
-pub(super) const SAMPLES_PER_CS: usize = 160;
+/// Samples in one centisecond.
+pub(super) const SAMPLES_PER_CS: usize = crate::audio::TARGET_SAMPLE_RATE as usize / 100;
 
 /// A stretch of audio shorter than this is never judged passed over: a pause between
 /// sentences, or a pass's last words, can leave a few quiet seconds.

@@ -307,7 +307,7 @@ pub struct WhisperDecoder {
     /// detection. Costs one more state's buffers (~100–200 MB for base) per decoder.
     detector: Option<WhisperState>,
     /// Tokenised prompt, reused while the prompt text stays the same.
-    prompt_cache: Option<(Arc<str>, Vec<c_int>)>,
+    prompt_cache: Option<(Arc<str>, Arc<[c_int]>)>,
 }
 
 impl Decoder for WhisperDecoder {
@@ -359,20 +359,19 @@ impl WhisperDecoder {
         opts.aligned_words && opts.word_timestamps && self.model.dtw_timestamps()
     }
 
-    /// The options' prompt as tokens, tokenised once while it stays the same.
-    fn prompt_tokens(&mut self, opts: &DecodeOptions) -> Vec<c_int> {
+    /// The options' prompt as tokens (none: empty), tokenised once while it stays the same.
+    fn prompt_tokens(&mut self, opts: &DecodeOptions) -> Arc<[c_int]> {
         let Some(prompt) = &opts.initial_prompt else {
-            return Vec::new();
+            return Arc::new([]);
         };
-        let stale = self.prompt_cache.as_ref().is_none_or(|(p, _)| p != prompt);
-        if stale {
-            let tokens = self.model.prompt_tokens(prompt);
-            self.prompt_cache = Some((Arc::clone(prompt), tokens));
+        match &self.prompt_cache {
+            Some((cached, tokens)) if cached == prompt => Arc::clone(tokens),
+            _ => {
+                let tokens: Arc<[c_int]> = self.model.prompt_tokens(prompt).into();
+                self.prompt_cache = Some((Arc::clone(prompt), Arc::clone(&tokens)));
+                tokens
+            }
         }
-        self.prompt_cache
-            .as_ref()
-            .map(|(_, tokens)| tokens.clone())
-            .unwrap_or_default()
     }
 
     /// One whisper.cpp `full` decode of `audio`, read back as segments: on a fresh state over
