@@ -11,6 +11,6 @@ pub mod whisper;
 pub use sori_models::{convert, provision as model};
 
 pub use sori_core::stt::{
-    DecodeOptions, Decoder, SttError, Transcript, engine, filter, language, scripted,
+    DecodeOptions, Decoder, SegmentSpan, SttError, Transcript, engine, filter, language, scripted,
     trimmed_audio_ctx,
 };

@@ -7,7 +7,7 @@ use whisper_rs::WhisperState;
 
 use super::alignment;
 use super::language::Detection;
-use super::{DecodeOptions, Transcript};
+use super::{DecodeOptions, SegmentSpan, Transcript};
 use crate::protocol::Word;
 
 /// Whisper timestamps are in units of 10 ms.
@@ -106,6 +106,26 @@ pub(super) fn read_segments(state: &WhisperState, eot: c_int) -> Vec<SegmentRead
         .collect()
 }
 
+/// Logs each segment of a decode of `samples` of audio (at `trace` level: diagnosis only).
+pub(super) fn trace(segments: &[SegmentRead], samples: usize) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    for segment in segments {
+        let plogs = segment.tokens.iter().map(|t| f64::from(t.plog));
+        let mean_plog = plogs.clone().sum::<f64>() / segment.tokens.len().max(1) as f64;
+        tracing::trace!(
+            audio_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE),
+            t0_s = segment.t0 as f64 / CENTISECONDS,
+            t1_s = segment.t1 as f64 / CENTISECONDS,
+            mean_plog,
+            no_speech = segment.no_speech_prob,
+            text = %segment.text,
+            "segment read back"
+        );
+    }
+}
+
 /// The first segment from which on the decode gave fewer than
 /// [`PASSED_OVER_MAX_WORDS_PER_S`] to at least [`PASSED_OVER_MIN_S`] of audio: the segment's
 /// words against the audio from its start to the next segment's (or to `audio_cs`, the end).
@@ -161,8 +181,10 @@ pub(super) fn assemble(
     let mut token_count = 0usize;
     // Each segment's timestamp-token span, in seconds: whether DTW's path held is judged by it.
     let mut spans = Vec::with_capacity(segments.len());
+    let mut segment_spans = Vec::with_capacity(segments.len());
     for segment in segments {
         text.push_str(&segment.text);
+        let words_before = words.done.len();
         for token in &segment.tokens {
             logprob_sum += f64::from(token.plog);
             token_count += 1;
@@ -170,16 +192,23 @@ pub(super) fn assemble(
         }
         // A segment's last word ends with it: the next segment starts a new word.
         words.finish_word();
-        spans.push((
+        let span = (
             segment.t0 as f64 / CENTISECONDS,
             segment.t1 as f64 / CENTISECONDS,
-        ));
+        );
+        spans.push(span);
+        segment_spans.push(SegmentSpan {
+            start: span.0,
+            end: span.1,
+            words: words.done.len() - words_before,
+        });
     }
-    let (words, words_doubtful) = if opts.word_timestamps {
+    let (words, words_doubtful, segment_spans) = if opts.word_timestamps {
         let end_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
-        words.finish(dtw.then_some(end_s), &spans)
+        let (words, doubtful) = words.finish(dtw.then_some(end_s), &spans);
+        (words, doubtful, segment_spans)
     } else {
-        (Vec::new(), false)
+        (Vec::new(), false, Vec::new())
     };
     Transcript {
         text: text.trim().to_owned(),
@@ -187,6 +216,7 @@ pub(super) fn assemble(
         detection,
         words,
         words_doubtful,
+        segments: segment_spans,
         avg_logprob: if token_count == 0 {
             0.0
         } else {

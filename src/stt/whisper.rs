@@ -403,7 +403,9 @@ impl WhisperDecoder {
             return Err(SttError::Cancelled);
         }
         decoded.map_err(|e| SttError::Decode(format!("{e:?}")))?;
-        Ok(segments::read_segments(state, self.model.ctx.token_eot()))
+        let read = segments::read_segments(state, self.model.ctx.token_eot());
+        segments::trace(&read, audio.len());
+        Ok(read)
     }
 
     /// A window decode that passed over a stretch of speech with next to no words

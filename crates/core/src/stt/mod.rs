@@ -62,13 +62,25 @@ pub struct Transcript {
     pub detection: Option<Detection>,
     pub words: Vec<Word>,
     /// The words' times may put words in the wrong place (DTW's path lost the audio): a file
-    /// window's words are then not split by them, its utterances decode one by one.
+    /// window's words are then split by `segments`, or its utterances are decoded again.
     pub words_doubtful: bool,
+    /// The decoder's segments over `words`, in the order it wrote them: where a file window's
+    /// words go when their own times are doubtful. Empty when the decoder gives none.
+    pub segments: Vec<SegmentSpan>,
     /// Mean log-probability of the text tokens.
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
     /// Encoder window actually used, in whisper frames.
     pub audio_ctx: u32,
+}
+
+/// One segment of a decode: the span its timestamp tokens give, in seconds from the start of
+/// the decoded audio, and how many of the transcript's words (the next ones in order) it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentSpan {
+    pub start: f64,
+    pub end: f64,
+    pub words: usize,
 }
 
 /// A speech decoder: 16 kHz mono utterance audio plus options in, transcript out.

@@ -114,6 +114,7 @@ pub fn describe(audio: &[f32], opts: &DecodeOptions) -> Transcript {
         no_speech_prob: 0.0,
         audio_ctx: opts.audio_ctx.unwrap_or(1500),
         words_doubtful: false,
+        segments: Vec::new(),
     }
 }
 
