@@ -473,6 +473,18 @@ fn a_doubtful_windows_words_go_to_their_utterances_by_whole_segments() {
             segment["start"].as_f64().unwrap(),
             segment["end"].as_f64().unwrap(),
         );
+        let spelt: Vec<&str> = segment["words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["word"].as_str().unwrap())
+            .collect();
+        let text: Vec<&str> = segment["text"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(spelt, text, "the words spell the text");
         for word in segment["words"].as_array().unwrap() {
             let (s, e) = (
                 word["start"].as_f64().unwrap(),

@@ -3,7 +3,7 @@
 
 use super::scheduler::{JobKind, JobMeta};
 use super::{Session, round_ms};
-use crate::protocol::ServerMessage;
+use crate::protocol::{ServerMessage, Word};
 use crate::stt::Transcript;
 use crate::stt::engine::DecodeOutcome;
 use crate::stt::filter::Candidate;
@@ -87,7 +87,7 @@ impl Session {
                 }
                 self.summary.finals += 1;
                 crate::metrics::global().segment_final();
-                let words = self.absolute_words(meta, &transcript);
+                let words = self.absolute_words(meta, &transcript, &text);
                 events.push(ServerMessage::Final {
                     segment_id: meta.segment_id,
                     text,
@@ -126,15 +126,16 @@ impl Session {
         }
     }
 
-    /// A decode's words, timed from the stream's start (a decode times them from its audio's).
+    /// The words of a decode that its filtered `text` kept ([`words_in_text`]), timed from the
+    /// stream's start (a decode times them from its audio's).
     pub(super) fn absolute_words(
         &self,
         meta: &JobMeta,
         transcript: &Transcript,
+        text: &str,
     ) -> Vec<crate::protocol::Word> {
-        transcript
-            .words
-            .iter()
+        words_in_text(&transcript.words, text)
+            .into_iter()
             .map(|w| crate::protocol::Word {
                 word: w.word.clone(),
                 start: round_ms((meta.start_s + w.start).min(meta.end_s)),
@@ -159,5 +160,75 @@ impl Session {
                 duration_s: (meta.end_s - meta.start_s) as f32,
             })
             .map(|text| text.into_owned())
+    }
+}
+
+/// The decoded words the filtered text kept, in order. The filter strips annotations
+/// ("[BLANK_AUDIO]", ">>", "(music)") and cuts repetition loops from a final's text; a word it
+/// took out must not reach the client in `words` either (Whisper writes "[BLANK_AUDIO]" over
+/// stretches of loud white noise, and a file window placed it with the next utterance). Each of
+/// the text's words is matched to the next decoded word spelt the same; when one cannot be (the
+/// text was changed some other way), every decoded word is kept.
+fn words_in_text<'w>(words: &'w [Word], text: &str) -> Vec<&'w Word> {
+    let mut kept = Vec::with_capacity(words.len());
+    let mut remaining = words.iter();
+    for spelt in text.split_whitespace() {
+        match remaining.by_ref().find(|w| w.word == spelt) {
+            Some(word) => kept.push(word),
+            None => return words.iter().collect(),
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(spelt: &str) -> Vec<Word> {
+        spelt
+            .split_whitespace()
+            .enumerate()
+            .map(|(i, w)| Word {
+                word: w.to_owned(),
+                start: i as f64,
+                end: i as f64 + 0.5,
+                probability: 0.9,
+            })
+            .collect()
+    }
+
+    fn spelt(kept: &[&Word]) -> Vec<(String, f64)> {
+        kept.iter().map(|w| (w.word.clone(), w.start)).collect()
+    }
+
+    #[test]
+    fn words_the_filter_took_out_of_the_text_are_left_out() {
+        let decoded = words("[BLANK_AUDIO] You might >> even have been made");
+        assert_eq!(
+            spelt(&words_in_text(&decoded, "You might even have been made")),
+            spelt(
+                &decoded
+                    .iter()
+                    .filter(|w| !w.word.starts_with(['[', '>']))
+                    .collect::<Vec<_>>()
+            )
+        );
+        // A loop cut to its first occurrence keeps that occurrence's words.
+        let looped = words("thank you thank you thank you for coming");
+        assert_eq!(
+            spelt(&words_in_text(&looped, "thank you for coming")),
+            [
+                ("thank".into(), 0.0),
+                ("you".into(), 1.0),
+                ("for".into(), 6.0),
+                ("coming".into(), 7.0)
+            ]
+        );
+        // A text changed some other way keeps every word.
+        assert_eq!(
+            words_in_text(&decoded, "You might, even").len(),
+            decoded.len()
+        );
     }
 }

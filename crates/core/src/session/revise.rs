@@ -392,7 +392,7 @@ impl Session {
             let words = if text.is_empty() {
                 Vec::new()
             } else {
-                self.absolute_words(&meta, &transcript)
+                self.absolute_words(&meta, &transcript, &text)
             };
             self.summary.revisions += 1;
             self.outbox.push(ServerMessage::Revision {
