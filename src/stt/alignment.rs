@@ -12,6 +12,8 @@ use std::path::Path;
 
 use whisper_rs::DtwModelPreset;
 
+use super::SegmentSpan;
+
 /// English-only models have one token fewer than the multilingual ones (51 864 against 51 865,
 /// or 51 866 for large-v3).
 const ENGLISH_ONLY_VOCAB: i32 = 51_864;
@@ -61,14 +63,14 @@ const BACKWARDS_S: f64 = 0.5;
 /// piles the tokens in between onto one frame, often in a pause. Either sign makes the times
 /// doubtful: `dtw_starts` are the words' DTW times (centiseconds, negative where none), and
 /// `segments` the segments' timestamp-token spans in seconds, in the order Whisper wrote them.
-pub fn doubtful(dtw_starts: &[i64], segments: &[(f64, f64)]) -> bool {
+pub fn doubtful(dtw_starts: &[i64], segments: &[SegmentSpan]) -> bool {
     let missing = dtw_starts.iter().any(|&t| t < 0);
     let piled = dtw_starts
         .windows(PILE_UP_WORDS)
         .any(|run| run.iter().all(|&t| t == run[0]));
     let backwards = segments
         .windows(2)
-        .any(|pair| pair[1].0 < pair[0].1 - BACKWARDS_S);
+        .any(|pair| pair[1].start < pair[0].end - BACKWARDS_S);
     missing || piled || backwards
 }
 
@@ -152,7 +154,12 @@ mod tests {
 
     #[test]
     fn a_long_pile_up_or_segments_written_backwards_make_the_times_doubtful() {
-        let forward = [(0.0, 2.0), (2.4, 5.0)];
+        let span = |start, end| SegmentSpan {
+            start,
+            end,
+            words: 1,
+        };
+        let forward = [span(0.0, 2.0), span(2.4, 5.0)];
         assert!(
             !doubtful(&[10, 40, 40, 40, 40, 40, 90], &forward),
             "five words may share a frame"
@@ -161,7 +168,7 @@ mod tests {
             doubtful(&[10, 40, 40, 40, 40, 40, 40, 90], &forward),
             "six may not"
         );
-        assert!(doubtful(&[10, 40, 90], &[(0.0, 5.0), (2.0, 3.0)]));
+        assert!(doubtful(&[10, 40, 90], &[span(0.0, 5.0), span(2.0, 3.0)]));
         assert!(
             doubtful(&[10, -1, 90], &forward),
             "a word without a DTW time"

@@ -112,8 +112,8 @@ pub(super) fn trace(segments: &[SegmentRead], samples: usize) {
         return;
     }
     for segment in segments {
-        let plogs = segment.tokens.iter().map(|t| f64::from(t.plog));
-        let mean_plog = plogs.clone().sum::<f64>() / segment.tokens.len().max(1) as f64;
+        let plog_sum: f64 = segment.tokens.iter().map(|t| f64::from(t.plog)).sum();
+        let mean_plog = plog_sum / segment.tokens.len().max(1) as f64;
         tracing::trace!(
             audio_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE),
             t0_s = segment.t0 as f64 / CENTISECONDS,
@@ -179,9 +179,9 @@ pub(super) fn assemble(
     let mut words = WordBuilder::default();
     let mut logprob_sum = 0.0f64;
     let mut token_count = 0usize;
-    // Each segment's timestamp-token span, in seconds: whether DTW's path held is judged by it.
+    // Each segment's timestamp-token span, in seconds: whether DTW's path held is judged by it,
+    // and a window whose word times are doubtful is split by it.
     let mut spans = Vec::with_capacity(segments.len());
-    let mut segment_spans = Vec::with_capacity(segments.len());
     for segment in segments {
         text.push_str(&segment.text);
         let words_before = words.done.len();
@@ -192,23 +192,18 @@ pub(super) fn assemble(
         }
         // A segment's last word ends with it: the next segment starts a new word.
         words.finish_word();
-        let span = (
-            segment.t0 as f64 / CENTISECONDS,
-            segment.t1 as f64 / CENTISECONDS,
-        );
-        spans.push(span);
-        segment_spans.push(SegmentSpan {
-            start: span.0,
-            end: span.1,
+        spans.push(SegmentSpan {
+            start: segment.t0 as f64 / CENTISECONDS,
+            end: segment.t1 as f64 / CENTISECONDS,
             words: words.done.len() - words_before,
         });
     }
-    let (words, words_doubtful, segment_spans) = if opts.word_timestamps {
+    let (words, words_doubtful) = if opts.word_timestamps {
         let end_s = samples as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE);
-        let (words, doubtful) = words.finish(dtw.then_some(end_s), &spans);
-        (words, doubtful, segment_spans)
+        words.finish(dtw.then_some(end_s), &spans)
     } else {
-        (Vec::new(), false, Vec::new())
+        spans.clear();
+        (Vec::new(), false)
     };
     Transcript {
         text: text.trim().to_owned(),
@@ -216,7 +211,7 @@ pub(super) fn assemble(
         detection,
         words,
         words_doubtful,
-        segments: segment_spans,
+        segments: spans,
         avg_logprob: if token_count == 0 {
             0.0
         } else {
@@ -280,7 +275,7 @@ impl WordBuilder {
     /// audio's length) is given and DTW's path is sane ([`alignment::doubtful`], judged with the
     /// decode's segment `spans`); by the heuristic otherwise, then marked doubtful when DTW was
     /// asked for.
-    fn finish(mut self, dtw_end_s: Option<f64>, spans: &[(f64, f64)]) -> (Vec<Word>, bool) {
+    fn finish(mut self, dtw_end_s: Option<f64>, spans: &[SegmentSpan]) -> (Vec<Word>, bool) {
         self.finish_word();
         let Some(end_s) = dtw_end_s else {
             return (self.done, false);

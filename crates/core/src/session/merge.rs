@@ -355,8 +355,9 @@ const SEGMENT_OVERLAP_S: f64 = 1.0;
 /// doubtful. A pile-up of DTW's path marks words it could not place, but Whisper's text
 /// itself is as good as the window heard it: of the noise bench's three doubtful windows (all
 /// in white noise at 0 dB), the two placed so have 25 word errors fewer than when decoded again
-/// in shorter windows (docs/accuracy.md, "Doubtful windows placed by their segments"). `None` when the segments do not cover the words, go back to an
-/// earlier utterance, or span more than [`SEGMENT_OVERLAP_S`] of another utterance's audio.
+/// in shorter windows (docs/accuracy.md, "Doubtful windows placed by their segments"). `None`
+/// when the segments do not cover the words, go back to an earlier utterance, or span more
+/// than [`SEGMENT_OVERLAP_S`] of another utterance's audio.
 fn owners_by_segment(
     window: &Transcript,
     placed: &[Placed],

@@ -13,8 +13,9 @@
 //! they are the pool's least urgent work, and a final or partial that finds no free worker
 //! cancels a running one ([`crate::stt::queue`]). A cancelled or failed revision is dropped,
 //! not retried: the finals stand. A window whose word times are doubtful is split by its
-//! segments, or decoded again in shorter windows, as a file's is (merge.rs, `split`). At most one sealed window waits per
-//! session (a newer one replaces it and those shorter ones), so a loaded server skips
+//! segments, or decoded again in shorter windows, as a file's is (merge.rs, `split`). At most
+//! one sealed window waits per session (a newer one replaces it and those shorter ones), so a
+//! loaded server skips
 //! revisions instead of queueing them. When the stream ends, the last window is decoded
 //! before `closed` on the next free worker, unless a final or partial that finds no free
 //! worker cancels it first.
