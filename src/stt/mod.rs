@@ -4,6 +4,7 @@
 
 pub mod alignment;
 pub mod placement;
+pub(crate) mod beam;
 mod segments;
 pub mod whisper;
 

@@ -11,6 +11,7 @@ use whisper_rs::{
 };
 
 use super::alignment;
+use super::beam::{BeamGuide, GuideSetup};
 use super::language::{Detection, LanguageSet};
 use super::segments::{self, SegmentRead};
 use super::{DecodeOptions, Decoder, SttError, Transcript};
@@ -62,13 +63,13 @@ const _: () = assert!(MIN_DTW_SAMPLES / 320 >= FIRST_DTW_TIMESTAMP);
 
 /// Where a DTW decode's current pass stands, for [`suppress_unsafe_timestamps`].
 #[derive(Debug, Clone, Copy)]
-struct PassPosition {
+pub(crate) struct PassPosition {
     /// The pass's start in the audio (mel frames, 10 ms).
-    seek: i64,
+    pub seek: i64,
     /// The audio's length (mel frames).
-    end: i64,
+    pub end: i64,
     /// The pass has sampled text already.
-    has_text: bool,
+    pub has_text: bool,
 }
 
 /// Sets to −∞ the logits of every timestamp that could leave whisper.cpp aligning fewer than
@@ -77,7 +78,11 @@ struct PassPosition {
 /// - `<|0.00|>` after text: the pass would end where it started;
 /// - any timestamp leaving 0.10–0.16 s of audio after it: the pass ending there would start
 ///   another over a rest too short to align.
-fn suppress_unsafe_timestamps(logits: &mut [f32], timestamp_begin: usize, pass: PassPosition) {
+pub(crate) fn suppress_unsafe_timestamps(
+    logits: &mut [f32],
+    timestamp_begin: usize,
+    pass: PassPosition,
+) {
     let Some(timestamps) = logits.get_mut(timestamp_begin..) else {
         return;
     };
@@ -115,17 +120,30 @@ unsafe extern "C" fn dtw_timestamps_filter(
             Ok(n) if n > 0 && !tokens.is_null() => std::slice::from_raw_parts(tokens, n),
             _ => &[],
         };
+        let pass = read_pass_position(state, sampled.iter().any(|t| t.id < eot));
+        suppress_unsafe_timestamps(logits, begin, pass);
+    }
+}
+
+/// The running pass's position, read from `state` (a `full` call's, alive): it starts at the
+/// end of the last segment whisper.cpp has committed (each pass starts where the previous one's
+/// last timestamp put it).
+pub(crate) unsafe fn read_pass_position(
+    state: *mut whisper_rs_sys::whisper_state,
+    has_text: bool,
+) -> PassPosition {
+    // SAFETY: the caller's `state` is alive for this call.
+    unsafe {
         let segments = whisper_rs_sys::whisper_full_n_segments_from_state(state);
         let seek = match segments {
             0 => 0,
             n => whisper_rs_sys::whisper_full_get_segment_t1_from_state(state, n - 1),
         };
-        let pass = PassPosition {
+        PassPosition {
             seek,
             end: i64::from(whisper_rs_sys::whisper_n_len_from_state(state)),
-            has_text: sampled.iter().any(|t| t.id < eot),
-        };
-        suppress_unsafe_timestamps(logits, begin, pass);
+            has_text,
+        }
     }
 }
 
@@ -387,18 +405,34 @@ impl WhisperDecoder {
         if dtw {
             self.prepare_aligned_state()?;
         }
-        let params = full_params(
-            opts,
-            language,
-            prompt_tokens,
-            audio.len(),
-            dtw.then_some(&self.model.timestamp_begin),
-        );
+        let window = encoder_window(opts, audio.len(), dtw);
+        let mut guide = (dtw && opts.beam_size > 1 && !opts.draft && guided_beam()).then(|| {
+            BeamGuide::new(GuideSetup {
+                audio,
+                width: opts.beam_size,
+                threads: opts.threads.max(1) as c_int,
+                audio_ctx: window.map_or(0, |w| w as c_int),
+                language,
+                prompt: prompt_tokens,
+                dtw,
+                cancel: opts.cancel.clone(),
+            })
+        });
+        let filter = match (&mut guide, dtw) {
+            (Some(guide), _) => LogitsFilter::Guide(guide.filter()),
+            (None, true) => LogitsFilter::Dtw(&self.model.timestamp_begin),
+            (None, false) => LogitsFilter::None,
+        };
+        let params = full_params(opts, language, prompt_tokens, window, filter);
         let state = match &mut self.aligned {
             Some(aligned) if dtw => aligned,
             _ => &mut self.state,
         };
         let decoded = state.full(params, audio);
+        if let Some(guide) = &guide {
+            tracing::debug!(report = ?guide.report, "beam search over whisper.cpp's decoder");
+        }
+        drop(guide);
         if opts.is_cancelled() {
             return Err(SttError::Cancelled);
         }
@@ -560,16 +594,40 @@ impl WhisperDecoder {
     }
 }
 
-/// whisper.cpp's parameters for one decode of `samples` of audio; `dtw` is the model's
-/// `<|0.00|>` token id when the decode runs in the DTW context (its logits filter needs it).
+/// Whether window decodes with a beam run sori's beam search (`SORI_WHISPER_BEAM=1`: whisper.cpp's own).
+fn guided_beam() -> bool {
+    std::env::var("SORI_WHISPER_BEAM").map_or(true, |v| v != "1")
+}
+
+/// The encoder window (`audio_ctx`) for a decode of `samples` of audio: the options' trimmed
+/// window, widened to the audio for DTW; `None`: the model's whole window.
+fn encoder_window(opts: &DecodeOptions, samples: usize, dtw: bool) -> Option<u32> {
+    let ctx = opts.audio_ctx?;
+    Some(if dtw {
+        ctx.max(dtw_min_audio_ctx(samples))
+    } else {
+        ctx
+    })
+}
+
+/// The logits filter a decode runs with.
+enum LogitsFilter<'m> {
+    None,
+    /// DTW's timestamp filter; the model's `<|0.00|>` token id is its user data.
+    Dtw(&'m c_int),
+    /// sori's beam search ([`BeamGuide`]): whisper.cpp decodes greedily, following it.
+    Guide((whisper_rs_sys::whisper_logits_filter_callback, *mut std::ffi::c_void)),
+}
+
+/// whisper.cpp's parameters for one decode with encoder `window`.
 fn full_params<'a, 'b>(
     opts: &DecodeOptions,
     language: &'a str,
     prompt_tokens: &'b [c_int],
-    samples: usize,
-    dtw: Option<&c_int>,
+    window: Option<u32>,
+    filter: LogitsFilter<'_>,
 ) -> FullParams<'a, 'b> {
-    let strategy = if opts.beam_size > 1 {
+    let strategy = if opts.beam_size > 1 && !matches!(filter, LogitsFilter::Guide(_)) {
         SamplingStrategy::BeamSearch {
             beam_size: opts.beam_size as c_int,
             patience: -1.0,
@@ -588,13 +646,8 @@ fn full_params<'a, 'b>(
     params.set_print_progress(false);
     params.set_print_realtime(false);
     params.set_print_timestamps(false);
-    if let Some(ctx) = opts.audio_ctx {
-        let ctx = if dtw.is_some() {
-            ctx.max(dtw_min_audio_ctx(samples))
-        } else {
-            ctx
-        };
-        params.set_audio_ctx(ctx as c_int);
+    if let Some(window) = window {
+        params.set_audio_ctx(window as c_int);
     }
     if opts.draft {
         // A partial's text is replaced within a second: skip the timestamp tokens and the
@@ -606,15 +659,21 @@ fn full_params<'a, 'b>(
     if !prompt_tokens.is_empty() {
         params.set_tokens(prompt_tokens);
     }
-    if let Some(timestamp_begin) = dtw {
+    match filter {
+        LogitsFilter::None => {}
         // SAFETY: the filter only writes the logits it is given, and reads the token id,
         // which the model holds (alive in the decoder) for the whole `full` call.
-        unsafe {
+        LogitsFilter::Dtw(timestamp_begin) => unsafe {
             params.set_filter_logits_callback(Some(dtw_timestamps_filter));
             params.set_filter_logits_callback_user_data(
                 timestamp_begin as *const c_int as *mut std::ffi::c_void,
             );
-        }
+        },
+        // SAFETY: the guide lives on the caller's stack, unmoved, until `full` returns.
+        LogitsFilter::Guide((callback, guide)) => unsafe {
+            params.set_filter_logits_callback(callback);
+            params.set_filter_logits_callback_user_data(guide);
+        },
     }
     if let Some(flag) = &opts.cancel {
         // whisper-rs's closure-based abort callback casts its user data to the wrong type,
