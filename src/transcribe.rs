@@ -87,6 +87,7 @@ impl Transcriber {
 
     /// Starts the decoder pool over an already loaded model (benchmarks share it with raw decoders).
     pub fn with_model(config: Arc<Config>, model: Arc<WhisperModel>) -> Result<Self, EngineError> {
+        model.set_whisper_cpp_beam(config.stt.whisper_cpp_beam);
         tracing::info!(model = %model.path(), kind = %model.kind(), multilingual = model.is_multilingual(), dtw_timestamps = model.dtw_timestamps(), "model loaded");
         // Settings left at 0 are chosen from the cores and the model (config::auto).
         let placement = model.placement().clone();

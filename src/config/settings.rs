@@ -215,6 +215,9 @@ static STT: &[Setting] = &[
     setting!(stt.window_beam_size, env "SORI_WINDOW_BEAM_SIZE",
         "file windows and live revisions: 0/1 greedy, >1 beam search of this width (5: 10 % \
          fewer word errors in noise than greedy, 1.7× the decode time on the CPU)"),
+    setting!(stt.whisper_cpp_beam, env "SORI_WHISPER_CPP_BEAM",
+        "window decodes with a beam: whisper.cpp's own beam search, which draws its candidates \
+         at random, instead of sori's (about half the CPU, more word errors in loud noise)"),
     setting!(stt.draft_partials, env "SORI_DRAFT_PARTIALS",
         "decode partials cheaply: no timestamp tokens, one segment, no temperature fallback"),
     setting!(stt.audio_ctx_trim, env "SORI_AUDIO_CTX_TRIM",

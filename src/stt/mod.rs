@@ -3,8 +3,8 @@
 //! core's (`sori_core::stt`), re-exported here so the server reads `crate::stt::…`.
 
 pub mod alignment;
-pub mod placement;
 pub(crate) mod beam;
+pub mod placement;
 mod segments;
 pub mod whisper;
 

@@ -185,6 +185,8 @@ pub struct WhisperModel {
     dtw_preset: Option<DtwModelPreset>,
     /// `<|0.00|>`'s token id, for the DTW decodes' logits filter.
     timestamp_begin: c_int,
+    /// Window decodes with a beam use whisper.cpp's beam search, not sori's ([`BeamGuide`]).
+    whisper_cpp_beam: std::sync::atomic::AtomicBool,
     use_gpu: bool,
     path: String,
     placement: super::placement::Placement,
@@ -214,6 +216,7 @@ impl WhisperModel {
         let placement = super::placement::settle(use_gpu);
         Ok(Arc::new(Self {
             timestamp_begin: ctx.token_beg(),
+            whisper_cpp_beam: std::sync::atomic::AtomicBool::new(false),
             ctx,
             aligned: OnceLock::new(),
             dtw_preset,
@@ -221,6 +224,13 @@ impl WhisperModel {
             path: shown,
             placement,
         }))
+    }
+
+    /// Window decodes with a beam run whisper.cpp's own beam search (`stt.whisper_cpp_beam`)
+    /// instead of sori's.
+    pub fn set_whisper_cpp_beam(&self, on: bool) {
+        self.whisper_cpp_beam
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The context with DTW on, loaded on first use; `None` when DTW is off for this model.
@@ -406,7 +416,11 @@ impl WhisperDecoder {
             self.prepare_aligned_state()?;
         }
         let window = encoder_window(opts, audio.len(), dtw);
-        let mut guide = (dtw && opts.beam_size > 1 && !opts.draft && guided_beam()).then(|| {
+        let sori_beam = !self
+            .model
+            .whisper_cpp_beam
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut guide = (dtw && opts.beam_size > 1 && !opts.draft && sori_beam).then(|| {
             BeamGuide::new(GuideSetup {
                 audio,
                 width: opts.beam_size,
@@ -594,11 +608,6 @@ impl WhisperDecoder {
     }
 }
 
-/// Whether window decodes with a beam run sori's beam search (`SORI_WHISPER_BEAM=1`: whisper.cpp's own).
-fn guided_beam() -> bool {
-    std::env::var("SORI_WHISPER_BEAM").map_or(true, |v| v != "1")
-}
-
 /// The encoder window (`audio_ctx`) for a decode of `samples` of audio: the options' trimmed
 /// window, widened to the audio for DTW; `None`: the model's whole window.
 fn encoder_window(opts: &DecodeOptions, samples: usize, dtw: bool) -> Option<u32> {
@@ -616,7 +625,12 @@ enum LogitsFilter<'m> {
     /// DTW's timestamp filter; the model's `<|0.00|>` token id is its user data.
     Dtw(&'m c_int),
     /// sori's beam search ([`BeamGuide`]): whisper.cpp decodes greedily, following it.
-    Guide((whisper_rs_sys::whisper_logits_filter_callback, *mut std::ffi::c_void)),
+    Guide(
+        (
+            whisper_rs_sys::whisper_logits_filter_callback,
+            *mut std::ffi::c_void,
+        ),
+    ),
 }
 
 /// whisper.cpp's parameters for one decode with encoder `window`.

@@ -43,6 +43,10 @@ pub struct SttConfig {
     /// live final, and in noise a beam of 5 makes 10 % fewer word errors than greedy for 1.7×
     /// the decode time on the CPU (docs/accuracy.md, "Beam search in windows").
     pub window_beam_size: usize,
+    /// Window decodes with a beam use whisper.cpp's own beam search instead of sori's. Its
+    /// candidates are drawn at random rather than the likeliest taken (docs/accuracy.md,
+    /// "A beam search that keeps its width"); it costs about half the CPU.
+    pub whisper_cpp_beam: bool,
     /// Decode partials as drafts: no timestamp tokens, one segment, no temperature fallback.
     pub draft_partials: bool,
     /// Trim the encoder window to the utterance (plus a margin) instead of always 30 s.
@@ -184,6 +188,7 @@ impl Default for SttConfig {
             threads: 0,
             beam_size: 0,
             window_beam_size: 5,
+            whisper_cpp_beam: false,
             draft_partials: true,
             audio_ctx_trim: true,
             audio_ctx_margin_s: 1.0,

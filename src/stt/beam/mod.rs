@@ -87,6 +87,9 @@ pub(crate) struct GuideReport {
     pub lost: usize,
     pub steps: usize,
     pub model_calls: usize,
+    /// Time spent making the scratch state and encoding its passes, and searching (ms).
+    pub scratch_ms: u64,
+    pub search_ms: u64,
 }
 
 impl<'a> BeamGuide<'a> {
@@ -133,7 +136,12 @@ impl<'a> BeamGuide<'a> {
         let step = self.plan.as_ref().and_then(|plan| {
             let follows = plan.tokens.get(..sampled.len()) == Some(sampled);
             follows
-                .then(|| Some((*plan.tokens.get(sampled.len())?, plan.logprobs[sampled.len()])))
+                .then(|| {
+                    Some((
+                        *plan.tokens.get(sampled.len())?,
+                        plan.logprobs[sampled.len()],
+                    ))
+                })
                 .flatten()
         });
         match step {
@@ -163,6 +171,7 @@ impl<'a> BeamGuide<'a> {
         let (prompt, used_past) = unsafe { self.prompt_for(ctx, &expected, end) };
         let threads = self.setup.threads;
         let (dtw, width, cancel) = (self.setup.dtw, self.setup.width, self.setup.cancel.clone());
+        let started = std::time::Instant::now();
         let scratch = match unsafe { self.scratch(ctx) } {
             Ok(scratch) => scratch,
             Err(e) => {
@@ -170,12 +179,17 @@ impl<'a> BeamGuide<'a> {
                 return None;
             }
         };
-        if unsafe { sys::whisper_encode_with_state(ctx, scratch.state, expected.seek as c_int, threads) } != 0 {
+        if unsafe {
+            sys::whisper_encode_with_state(ctx, scratch.state, expected.seek as c_int, threads)
+        } != 0
+        {
             tracing::warn!("beam search: the scratch encode failed; whisper.cpp decodes alone");
             return None;
         }
         scratch.cached.clear();
         scratch.prompt = prompt;
+        let scratch_ms = started.elapsed().as_millis() as u64;
+        let started = std::time::Instant::now();
         let mut model = ScratchModel {
             ctx,
             scratch,
@@ -191,10 +205,14 @@ impl<'a> BeamGuide<'a> {
         };
         if !same_logits(first, first_logits, vocab) {
             self.report.lost += 1;
-            tracing::debug!(seek = expected.seek, "beam search: whisper.cpp's pass is not the one expected; it decodes alone from here");
+            tracing::debug!(
+                seek = expected.seek,
+                "beam search: whisper.cpp's pass is not the one expected; it decodes alone from here"
+            );
             return None;
         }
-        let no_speech = no_speech_probability(first, unsafe { sys::whisper_token_nosp(ctx) } as usize);
+        let no_speech =
+            no_speech_probability(first, unsafe { sys::whisper_token_nosp(ctx) } as usize);
         let pass = Pass {
             seek: expected.seek,
             end,
@@ -204,6 +222,8 @@ impl<'a> BeamGuide<'a> {
         let cancelled = move || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
         let mut cost = SearchCost::default();
         let best = search::search(&mut model, vocab, &pass, width, &cancelled, &mut cost)?;
+        self.report.search_ms += started.elapsed().as_millis() as u64;
+        self.report.scratch_ms += scratch_ms;
         self.report.guided += 1;
         self.report.steps += cost.steps;
         self.report.model_calls += cost.model_calls;
@@ -255,7 +275,9 @@ impl<'a> BeamGuide<'a> {
                 buffer: Vec::new(),
             });
             let mut params = unsafe {
-                sys::whisper_full_default_params(sys::whisper_sampling_strategy_WHISPER_SAMPLING_GREEDY)
+                sys::whisper_full_default_params(
+                    sys::whisper_sampling_strategy_WHISPER_SAMPLING_GREEDY,
+                )
             };
             params.n_threads = self.setup.threads;
             params.language = self.language.as_ptr();
@@ -268,7 +290,13 @@ impl<'a> BeamGuide<'a> {
             params.print_timestamps = false;
             let audio = self.setup.audio;
             let rc = unsafe {
-                sys::whisper_full_with_state(ctx, scratch.state, params, audio.as_ptr(), audio.len() as c_int)
+                sys::whisper_full_with_state(
+                    ctx,
+                    scratch.state,
+                    params,
+                    audio.as_ptr(),
+                    audio.len() as c_int,
+                )
             };
             if rc != 0 {
                 self.scratch = None;
@@ -300,12 +328,25 @@ impl TokenModel for ScratchModel<'_> {
         s.buffer.clear();
         s.buffer.extend_from_slice(&s.prompt);
         s.buffer.extend_from_slice(prefix);
-        let shared = s.cached.iter().zip(&s.buffer).take_while(|(a, b)| a == b).count();
+        let shared = s
+            .cached
+            .iter()
+            .zip(&s.buffer)
+            .take_while(|(a, b)| a == b)
+            .count();
         let n_past = shared.min(s.buffer.len() - 1);
         let new = &s.buffer[n_past..];
+
         // SAFETY: the state is alive; `new` holds `new.len()` tokens.
         let rc = unsafe {
-            sys::whisper_decode_with_state(self.ctx, s.state, new.as_ptr(), new.len() as c_int, n_past as c_int, self.threads)
+            sys::whisper_decode_with_state(
+                self.ctx,
+                s.state,
+                new.as_ptr(),
+                new.len() as c_int,
+                n_past as c_int,
+                self.threads,
+            )
         };
         s.cached.clear();
         if rc != 0 {
@@ -322,7 +363,13 @@ impl TokenModel for ScratchModel<'_> {
 }
 
 /// The pass whisper.cpp starts after accepting `best` (its `seek` and `prompt_past1` rules).
-fn next_pass(best: &Hypothesis, pass: &Pass, used_past: Vec<c_int>, no_speech: f32, vocab: &Vocab) -> Option<Expected> {
+fn next_pass(
+    best: &Hypothesis,
+    pass: &Pass,
+    used_past: Vec<c_int>,
+    no_speech: f32,
+    vocab: &Vocab,
+) -> Option<Expected> {
     let kept = &best.tokens[..best.result_len.min(best.tokens.len())];
     let single_timestamp_ending = kept.len() > 1
         && (kept[kept.len() - 2] as usize) < vocab.timestamp_begin
@@ -337,7 +384,7 @@ fn next_pass(best: &Hypothesis, pass: &Pass, used_past: Vec<c_int>, no_speech: f
         return None;
     }
     // whisper.cpp's defaults, which sori keeps: no_speech_thold 0.6, logprob_thold -1.
-    let is_no_speech = no_speech > 0.6 && best.mean_logprob() < -1.0;
+    let is_no_speech = no_speech > 0.6 && best.score() < -1.0;
     let mut past = used_past;
     if !is_no_speech {
         past.extend_from_slice(kept);
@@ -390,9 +437,10 @@ unsafe extern "C" fn guide_filter(
         let n_vocab = sys::whisper_n_vocab(ctx).max(0) as usize;
         let logits = std::slice::from_raw_parts_mut(logits, n_vocab);
         let sampled: Vec<c_int> = match usize::try_from(n_tokens) {
-            Ok(n) if n > 0 && !tokens.is_null() => {
-                std::slice::from_raw_parts(tokens, n).iter().map(|t| t.id).collect()
-            }
+            Ok(n) if n > 0 && !tokens.is_null() => std::slice::from_raw_parts(tokens, n)
+                .iter()
+                .map(|t| t.id)
+                .collect(),
             _ => Vec::new(),
         };
         guide.on_logits(ctx, state, &sampled, logits);

@@ -199,9 +199,11 @@ mod tests {
     fn a_pass_opens_on_an_early_timestamp_then_pairs_its_timestamps() {
         let raw = vec![0.0f32; V.n_vocab];
         let mut lp = Vec::new();
-        // First token: no end, no blank, no specials, no timestamp past 1.0 s (index 50);
-        // text and timestamps weigh alike, so text stays open.
-        logprobs(&raw, &[], &V, None, &mut lp);
+        // First token: no end, no blank, no specials, no timestamp past 1.0 s (index 50); the
+        // text is likelier than the timestamps together, so it stays open.
+        let mut texty = raw.clone();
+        texty[..10].fill(5.0);
+        logprobs(&texty, &[], &V, None, &mut lp);
         let first = open(&lp);
         assert!(!first.contains(&10) && !first.contains(&3) && !first.contains(&12));
         assert!(first.contains(&0) && first.contains(&14) && first.contains(&64));
@@ -215,7 +217,10 @@ mod tests {
         logprobs(&ending, &[14, 5, 34], &V, None, &mut lp);
         let after_close = open(&lp);
         assert_eq!(after_close[0], 10);
-        assert_eq!(after_close[1], 34, "the next segment may open where this one closed");
+        assert_eq!(
+            after_close[1], 34,
+            "the next segment may open where this one closed"
+        );
         assert!(!after_close.contains(&33));
         // When the timestamps together outweigh every text token, only they stay open, with
         // their probabilities as before (not renormalised): 86 of 97 equal tokens.
@@ -232,17 +237,31 @@ mod tests {
         raw[..10].fill(3.0);
         raw[7] = 4.5;
         logprobs(&raw, &[14, 5], &V, None, &mut lp);
-        // Force token 2, which the model found unlikely.
+        // Force token 7 (p ≈ 0.25): it keeps its log-probability, and it is the likeliest.
         let mut logits = raw.clone();
         logits[11..14].fill(NEG);
-        force(&mut logits, 2, lp[2], &[14, 5], &V);
+        force(&mut logits, 7, lp[7], &[14, 5], &V);
         let norm = log_sum_exp(&logits);
-        assert!((logits[2] - norm - lp[2]).abs() < 1e-4, "its log-probability is kept");
+        assert!(
+            (logits[7] - norm - lp[7]).abs() < 1e-4,
+            "its log-probability is kept"
+        );
         let argmax = (0..logits.len())
             .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
             .unwrap();
-        assert_eq!(argmax, 2);
-        assert!(logits[14..].iter().all(|l| *l == NEG), "no timestamp may win");
+        assert_eq!(argmax, 7);
+        assert!(
+            logits[14..].iter().all(|l| *l == NEG),
+            "no timestamp may win"
+        );
+        assert!(
+            logits[11..14].iter().all(|l| *l == NEG),
+            "what whisper.cpp closed stays shut"
+        );
+        // Token 2 (p ≈ 0.06) would lose to the spread (10 others share 0.94): it alone is open.
+        let mut logits = raw.clone();
+        force(&mut logits, 2, lp[2], &[14, 5], &V);
+        assert_eq!(open(&logits), vec![2]);
         // A closing timestamp's pair: only timestamps from it on carry the rest.
         let mut logits = vec![0.0f32; V.n_vocab];
         force(&mut logits, 40, -0.5, &[14, 5, 34], &V);
