@@ -356,6 +356,7 @@ fn every_existing_variable_is_in_the_table() {
         "SORI_VAD_SILERO_MODEL",
         "SORI_LIVE_REVISION_S",
         "SORI_WINDOW_BEAM_SIZE",
+        "SORI_WHISPER_CPP_BEAM",
     ];
     for name in names {
         assert!(settings::by_env(name).is_some(), "{name}");

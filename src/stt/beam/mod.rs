@@ -85,6 +85,9 @@ pub(crate) struct GuideReport {
     /// Passes whisper.cpp started where the guide did not expect (a retry at a higher
     /// temperature, or a prediction off): from there on it decoded alone.
     pub lost: usize,
+    /// Guided passes whose tokens whisper.cpp did not take as the search chose them (never seen:
+    /// it would mean the rules here and whisper.cpp's differ).
+    pub strayed: usize,
     pub steps: usize,
     pub model_calls: usize,
     /// Time spent making the scratch state and encoding its passes, and searching (ms).
@@ -133,17 +136,23 @@ impl<'a> BeamGuide<'a> {
                 self.plan = unsafe { self.start_pass(ctx, state, expected, logits, &vocab) };
             }
         }
-        let step = self.plan.as_ref().and_then(|plan| {
-            let follows = plan.tokens.get(..sampled.len()) == Some(sampled);
-            follows
-                .then(|| {
-                    Some((
-                        *plan.tokens.get(sampled.len())?,
-                        plan.logprobs[sampled.len()],
-                    ))
-                })
-                .flatten()
-        });
+        let followed = self
+            .plan
+            .as_ref()
+            .map(|plan| plan.tokens.get(..sampled.len()) == Some(sampled));
+        if followed == Some(false) {
+            self.report.strayed += 1;
+        }
+        let step = self
+            .plan
+            .as_ref()
+            .filter(|_| followed == Some(true))
+            .and_then(|plan| {
+                Some((
+                    *plan.tokens.get(sampled.len())?,
+                    plan.logprobs[sampled.len()],
+                ))
+            });
         match step {
             Some((token, logprob)) => rules::force(logits, token, logprob, sampled, &vocab),
             None => {

@@ -164,17 +164,15 @@ pub(crate) fn force(
     } else {
         neg
     };
+    let spread = share < logprob;
     for (i, logit) in logits.iter_mut().enumerate() {
         *logit = if i == target {
-            logprob
-        } else if share < logprob && open.contains(&i) && *logit > neg {
+            if spread { logprob } else { 0.0 }
+        } else if spread && open.contains(&i) && *logit > neg {
             share
         } else {
             neg
         };
-    }
-    if !(share < logprob) {
-        logits[target] = 0.0;
     }
 }
 

@@ -171,11 +171,8 @@ pub(crate) fn search(
         for (_, source, token, logprob) in candidates {
             match live[source].extend(token, logprob, step, pass, vocab) {
                 None => {}
-                Some((ended, true)) => {
-                    if finished.len() < width {
-                        finished.push(ended);
-                    }
-                }
+                Some((ended, true)) if finished.len() < width => finished.push(ended),
+                Some((_, true)) => {}
                 Some((growing, false)) => {
                     next.push(growing);
                     if next.len() == width {
@@ -250,15 +247,18 @@ mod tests {
     /// Test double for whisper.cpp's decoder: next-token probabilities scripted per prefix
     /// (unscripted tokens, and every token after an unscripted prefix, are all but impossible);
     /// a broken one fails every call.
+    /// Each prefix, and the probabilities of the tokens that may follow it.
+    type Script = Vec<(Vec<c_int>, Vec<(c_int, f32)>)>;
+
     struct ScriptedModel {
-        script: Vec<(Vec<c_int>, Vec<(c_int, f32)>)>,
+        script: Script,
         broken: bool,
         logits: Vec<f32>,
         asked: Vec<Vec<c_int>>,
     }
 
     impl ScriptedModel {
-        fn new(script: Vec<(Vec<c_int>, Vec<(c_int, f32)>)>) -> Self {
+        fn new(script: Script) -> Self {
             Self {
                 script,
                 broken: false,
@@ -285,7 +285,7 @@ mod tests {
     }
 
     /// A pass over 10 s of audio: `<|0.00|>`, a text token, another, `<|0.52|>`, the end.
-    fn script() -> Vec<(Vec<c_int>, Vec<(c_int, f32)>)> {
+    fn script() -> Script {
         vec![
             (vec![], vec![(14, 1.0)]),
             (vec![14], vec![(1, 0.6), (2, 0.4)]),
