@@ -176,17 +176,21 @@ pub(crate) fn force(
     }
 }
 
+/// A toy vocabulary for tests: text 0–9, end 10, specials 11–13, timestamps 14–99
+/// (`<|0.00|>` = 14).
+#[cfg(test)]
+pub(crate) const TOY_VOCAB: Vocab = Vocab {
+    eot: 10,
+    blank: 3,
+    timestamp_begin: 14,
+    n_vocab: 100,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A toy vocabulary: text 0–9, end 10, specials 11–13, timestamps 14–99 (`<|0.00|>` = 14).
-    const V: Vocab = Vocab {
-        eot: 10,
-        blank: 3,
-        timestamp_begin: 14,
-        n_vocab: 100,
-    };
+    const V: Vocab = TOY_VOCAB;
     const NEG: f32 = f32::NEG_INFINITY;
 
     fn open(lp: &[f32]) -> Vec<usize> {

@@ -235,14 +235,7 @@ fn likeliest(logprobs: &[f32], n: usize) -> Vec<(c_int, f32)> {
 mod tests {
     use super::*;
 
-    /// The toy vocabulary of the rules' tests: text 0–9, end 10, specials 11–13, timestamps
-    /// 14–99 (`<|0.00|>` = 14).
-    const V: Vocab = Vocab {
-        eot: 10,
-        blank: 3,
-        timestamp_begin: 14,
-        n_vocab: 100,
-    };
+    const V: Vocab = rules::TOY_VOCAB;
 
     /// Test double for whisper.cpp's decoder: next-token probabilities scripted per prefix
     /// (unscripted tokens, and every token after an unscripted prefix, are all but impossible);
