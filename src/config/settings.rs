@@ -213,8 +213,8 @@ static STT: &[Setting] = &[
     setting!(stt.beam_size, env "SORI_BEAM_SIZE",
         "live finals and partials: 0/1 greedy, >1 beam search of this width"),
     setting!(stt.window_beam_size, env "SORI_WINDOW_BEAM_SIZE",
-        "file windows and live revisions: 0/1 greedy, >1 beam search of this width (5: 10 % \
-         fewer word errors in noise than greedy, 1.7× the decode time on the CPU)"),
+        "file windows and live revisions: 0/1 greedy, >1 beam search of this width (5: fewer \
+         word errors in noise than greedy, for several times its CPU; see stt.whisper_cpp_beam)"),
     setting!(stt.whisper_cpp_beam, env "SORI_WHISPER_CPP_BEAM",
         "window decodes with a beam: whisper.cpp's own beam search, which draws its candidates \
          at random, instead of sori's (about half the CPU, more word errors in loud noise)"),

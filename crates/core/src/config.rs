@@ -40,8 +40,9 @@ pub struct SttConfig {
     pub beam_size: usize,
     /// Beam width of the decodes that run in windows: a file's (`file_merge_s`) and a live
     /// session's revisions (`live_revision_s`); 0 or 1 = greedy. Nobody waits on them as on a
-    /// live final, and in noise a beam of 5 makes 10 % fewer word errors than greedy for 1.7×
-    /// the decode time on the CPU (docs/accuracy.md, "Beam search in windows").
+    /// live final, and in noise a beam of 5 makes fewer word errors than greedy, for several
+    /// times its CPU (docs/accuracy.md, "Beam search in windows", "A beam search that keeps
+    /// its width").
     pub window_beam_size: usize,
     /// Window decodes with a beam use whisper.cpp's own beam search instead of sori's. Its
     /// candidates are drawn at random rather than the likeliest taken (docs/accuracy.md,
